@@ -1,0 +1,147 @@
+//! The connection pool, database creation and migrations.
+
+use std::time::Duration;
+
+use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel::sql_types::BigInt;
+use diesel::{Connection, ExpressionMethods, QueryDsl, RunQueryDsl, sql_query};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::Error;
+
+pub use diesel::pg::PgConnection;
+
+pub type DbPool = Pool<ConnectionManager<PgConnection>>;
+pub type PooledConn = PooledConnection<ConnectionManager<PgConnection>>;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
+
+/// Held while migrating, so replicas starting together migrate one at a time.
+const MIGRATION_LOCK_KEY: i64 = 0x7072_6573_656e_6365; // "presence"
+
+/// Builds the pool and checks that the database answers.
+///
+/// Connections are not tested on checkout: that would add a round trip to every request,
+/// and diesel already reports a connection broken by a failed query, so r2d2 drops it.
+pub fn build_pool(database_url: &str, max_size: u32) -> Result<DbPool, Error> {
+    let pool = Pool::builder()
+        .max_size(max_size)
+        .test_on_check_out(false)
+        .connection_timeout(Duration::from_secs(5))
+        .build(ConnectionManager::new(database_url))?;
+    Ok(pool)
+}
+
+/// Applies pending migrations under a PostgreSQL advisory lock; returns the versions applied.
+pub fn run_migrations(conn: &mut PgConnection) -> Result<Vec<String>, Error> {
+    sql_query("SELECT pg_advisory_lock($1)")
+        .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
+        .execute(conn)?;
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map(|versions| versions.iter().map(ToString::to_string).collect())
+        .map_err(|e| Error::Migration(e.to_string()));
+    sql_query("SELECT pg_advisory_unlock($1)")
+        .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
+        .execute(conn)?;
+    applied
+}
+
+/// Creates the database named in `database_url` unless it exists; returns whether it did.
+///
+/// Connects to the server's `postgres` database to do so. Safe to race: a replica that
+/// loses the race sees "already exists" and carries on.
+pub fn create_database_if_missing(database_url: &str) -> Result<bool, Error> {
+    let (server_url, name) = split_database_url(database_url)?;
+    let mut conn = PgConnection::establish(&server_url)?;
+    let exists: bool = diesel::select(diesel::dsl::exists(
+        pg_database::table.filter(pg_database::datname.eq(name)),
+    ))
+    .get_result(&mut conn)?;
+    if exists {
+        return Ok(false);
+    }
+    match sql_query(format!("CREATE DATABASE {}", quote_ident(name))).execute(&mut conn) {
+        Ok(_) => Ok(true),
+        Err(e) if is_duplicate(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Drops the database named in `database_url`, closing its open connections first.
+pub fn drop_database(database_url: &str) -> Result<(), Error> {
+    let (server_url, name) = split_database_url(database_url)?;
+    let mut conn = PgConnection::establish(&server_url)?;
+    sql_query(format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quote_ident(name)
+    ))
+    .execute(&mut conn)?;
+    Ok(())
+}
+
+diesel::table! {
+    pg_database (datname) {
+        datname -> Text,
+    }
+}
+
+fn is_duplicate(e: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error as E};
+    match e {
+        E::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => true,
+        // 42P04 duplicate_database has no diesel kind of its own.
+        E::DatabaseError(_, info) => info.message().contains("already exists"),
+        _ => false,
+    }
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `postgres://u@h:5432/app?x=y` → (`postgres://u@h:5432/postgres?x=y`, `app`).
+fn split_database_url(url: &str) -> Result<(String, &str), Error> {
+    let invalid = || {
+        Error::Connection(diesel::ConnectionError::InvalidConnectionUrl(format!(
+            "expected postgres://user@host:port/database, got a URL without a database name \
+             ({} characters)",
+            url.len()
+        )))
+    };
+    let after_scheme = url.find("://").ok_or_else(invalid)? + 3;
+    let slash = after_scheme + url[after_scheme..].find('/').ok_or_else(invalid)?;
+    let end = url[slash..].find('?').map_or(url.len(), |q| slash + q);
+    let name = &url[slash + 1..end];
+    if name.is_empty() {
+        return Err(invalid());
+    }
+    Ok((format!("{}/postgres{}", &url[..slash], &url[end..]), name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_database_name_from_url() {
+        let (server, name) =
+            split_database_url("postgres://u:p@h:5432/app?sslmode=disable").unwrap();
+        assert_eq!(server, "postgres://u:p@h:5432/postgres?sslmode=disable");
+        assert_eq!(name, "app");
+        let (server, name) = split_database_url("postgresql://h/x").unwrap();
+        assert_eq!((server.as_str(), name), ("postgresql://h/postgres", "x"));
+    }
+
+    #[test]
+    fn rejects_url_without_database() {
+        assert!(split_database_url("postgres://h:5432").is_err());
+        assert!(split_database_url("postgres://h:5432/").is_err());
+        assert!(split_database_url("host=h dbname=x").is_err());
+    }
+
+    #[test]
+    fn quotes_identifiers() {
+        assert_eq!(quote_ident(r#"a"b"#), r#""a""b""#);
+    }
+}

@@ -1,0 +1,44 @@
+//! What can go wrong in the model, split into what the caller did (bad input, taken
+//! names, bad credentials) and what failed underneath (the database, the pool).
+
+use diesel::r2d2::PoolError;
+
+/// An input that breaks a rule, naming the field so a client can point at it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("that username is already taken")]
+    UsernameTaken,
+    /// Deliberately one variant for "no such user" and "wrong password".
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    #[error("database error: {0}")]
+    Database(#[from] diesel::result::Error),
+    #[error("could not connect to the database: {0}")]
+    Connection(#[from] diesel::ConnectionError),
+    #[error("no database connection available: {0}")]
+    Pool(#[from] PoolError),
+    #[error("migrations failed: {0}")]
+    Migration(String),
+    #[error("the system random number generator failed: {0}")]
+    Random(String),
+    #[error("password hashing failed: {0}")]
+    PasswordHash(String),
+}

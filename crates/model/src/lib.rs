@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+
+pub mod db;
+pub mod error;
+pub mod presence;
+pub mod schema;
+pub mod sessions;
+pub mod users;
+
+pub use db::{DbPool, PooledConn};
+pub use error::Error;
+pub use presence::OnlineStatus;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,232 @@
+//! Who is online: the presence rules of the service, and all their SQL.
+//!
+//! `users.online_status` is a stored flag: login and activity set it, logout and the
+//! inactivity sweep clear it. What anyone is *shown* is that flag, but never "online" once
+//! `last_seen` is older than the presence window: if the sweep stops running, readers are
+//! still right. That rule is written once, in [`shown_online!`], and every read uses it.
+
+use std::io::Write;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use diesel::deserialize::{self, FromSql, FromSqlRow};
+use diesel::expression::AsExpression;
+use diesel::pg::{Pg, PgConnection, PgValue};
+use diesel::serialize::{self, IsNull, Output, ToSql};
+use diesel::sql_types::{BigInt, Interval, Nullable, Text, Timestamptz};
+use diesel::{Connection, OptionalExtension, QueryResult, QueryableByName, RunQueryDsl, sql_query};
+use serde::{Deserialize, Serialize};
+
+use crate::users::User;
+
+/// SQL for "this user is shown online", with the window bound as `$1`.
+macro_rules! shown_online {
+    () => {
+        "(online_status = 'online' AND last_seen >= now() - $1)"
+    };
+}
+/// The shown `online_status` column; `$1` is the window.
+macro_rules! shown_status {
+    () => {
+        concat!(
+            "CASE WHEN ",
+            $crate::presence::shown_online!(),
+            " THEN 'online' ELSE 'offline' END AS online_status"
+        )
+    };
+}
+/// The user columns as readers see them; `$1` is the window.
+macro_rules! shown_user_columns {
+    () => {
+        concat!(
+            "id, username, is_admin, ",
+            $crate::presence::shown_status!(),
+            ", last_seen, created_at"
+        )
+    };
+}
+pub(crate) use {shown_online, shown_status, shown_user_columns};
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AsExpression, FromSqlRow,
+)]
+#[serde(rename_all = "lowercase")]
+#[diesel(sql_type = Text)]
+pub enum OnlineStatus {
+    Online,
+    Offline,
+}
+
+impl OnlineStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Offline => "offline",
+        }
+    }
+}
+
+impl ToSql<Text, Pg> for OnlineStatus {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        out.write_all(self.as_str().as_bytes())?;
+        Ok(IsNull::No)
+    }
+}
+
+impl FromSql<Text, Pg> for OnlineStatus {
+    fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
+        match value.as_bytes() {
+            b"online" => Ok(Self::Online),
+            b"offline" => Ok(Self::Offline),
+            other => {
+                Err(format!("unknown online_status {:?}", String::from_utf8_lossy(other)).into())
+            }
+        }
+    }
+}
+
+/// A user row right after a presence write, with the flag it had before the write.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct PresenceUpdate {
+    #[diesel(sql_type = Text)]
+    pub previous: OnlineStatus,
+    #[diesel(embed)]
+    pub user: User,
+}
+
+impl PresenceUpdate {
+    /// `Some((from, to))` when the write changed the user's online status.
+    pub fn transition(&self) -> Option<(OnlineStatus, OnlineStatus)> {
+        (self.previous != self.user.online_status)
+            .then_some((self.previous, self.user.online_status))
+    }
+}
+
+/// One user's presence as the status endpoint shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, QueryableByName)]
+pub struct UserStatus {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = Text)]
+    pub online_status: OnlineStatus,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+/// Sets `online_status` and `last_seen = now()` on one user, returning the row and the
+/// status before. The `FOR UPDATE` sub-select reads the old flag under the row lock, so two
+/// concurrent writers never both report the same transition.
+fn set_presence(
+    conn: &mut PgConnection,
+    user_id: i64,
+    status: OnlineStatus,
+    only_if_no_live_session_within: Option<TimeDelta>,
+) -> QueryResult<Option<PresenceUpdate>> {
+    sql_query(
+        "UPDATE users AS u SET online_status = $2, last_seen = now() \
+         FROM (SELECT id, online_status FROM users WHERE id = $1 FOR UPDATE) AS before \
+         WHERE u.id = before.id \
+           AND ($3::interval IS NULL OR NOT EXISTS ( \
+                SELECT 1 FROM sessions s WHERE s.user_id = u.id \
+                AND s.revoked_at IS NULL AND s.last_seen >= now() - $3)) \
+         RETURNING before.online_status AS previous, u.id, u.username, u.is_admin, \
+                   u.online_status, u.last_seen, u.created_at",
+    )
+    .bind::<BigInt, _>(user_id)
+    .bind::<Text, _>(status)
+    .bind::<Nullable<Interval>, _>(only_if_no_live_session_within)
+    .get_result(conn)
+    .optional()
+}
+
+/// Login: the user is online as of now.
+pub fn mark_user_online(
+    conn: &mut PgConnection,
+    user_id: i64,
+) -> QueryResult<Option<PresenceUpdate>> {
+    set_presence(conn, user_id, OnlineStatus::Online, None)
+}
+
+/// Logout: the user goes offline, unless another of their sessions was active within
+/// `window` (another tab or device keeps them online). `None` when nothing changed.
+pub fn mark_user_offline(
+    conn: &mut PgConnection,
+    user_id: i64,
+    window: TimeDelta,
+) -> QueryResult<Option<PresenceUpdate>> {
+    set_presence(conn, user_id, OnlineStatus::Offline, Some(window))
+}
+
+/// Activity (a heartbeat or any authenticated request) on the session holding `token`:
+/// refreshes `last_seen` of the session and of its user, and brings the
+/// user back online if the sweep had marked them offline.
+///
+/// Returns the session id and the user, or `None` when the token is unknown, revoked, or
+/// unused for longer than `session_ttl`. The session row is locked first, as logout locks
+/// it first, so a request racing a logout either finishes before the revocation or is
+/// refused: a revoked token never brings its user back online.
+pub fn update_user_last_seen(
+    conn: &mut PgConnection,
+    token: &str,
+    session_ttl: TimeDelta,
+) -> QueryResult<Option<(i64, PresenceUpdate)>> {
+    conn.transaction(|conn| {
+        let Some(session) = crate::sessions::touch(conn, token, session_ttl)? else {
+            return Ok(None);
+        };
+        Ok(mark_user_online(conn, session.user_id)?.map(|update| (session.id, update)))
+    })
+}
+
+/// The inactivity sweep: marks offline every online user silent for longer than `window`,
+/// returning their ids. The complement of [`shown_online!`], written as a range on
+/// `last_seen` so it is an index scan on the partial index of online users.
+pub fn mark_inactive_users_offline(
+    conn: &mut PgConnection,
+    window: TimeDelta,
+) -> QueryResult<Vec<i64>> {
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+    }
+    let ids: Vec<Id> = sql_query(
+        "UPDATE users SET online_status = 'offline' \
+         WHERE online_status = 'online' AND last_seen < now() - $1 RETURNING id",
+    )
+    .bind::<Interval, _>(window)
+    .load(conn)?;
+    Ok(ids.into_iter().map(|row| row.id).collect())
+}
+
+/// How many users are shown online now.
+pub fn get_online_users_count(conn: &mut PgConnection, window: TimeDelta) -> QueryResult<i64> {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        count: i64,
+    }
+    let row: Count = sql_query(concat!(
+        "SELECT count(*) AS count FROM users WHERE ",
+        shown_online!()
+    ))
+    .bind::<Interval, _>(window)
+    .get_result(conn)?;
+    Ok(row.count)
+}
+
+/// One user's shown status, or `None` for an unknown id.
+pub fn get_user_online_status(
+    conn: &mut PgConnection,
+    user_id: i64,
+    window: TimeDelta,
+) -> QueryResult<Option<UserStatus>> {
+    sql_query(concat!(
+        "SELECT id, ",
+        shown_status!(),
+        ", last_seen FROM users WHERE id = $2"
+    ))
+    .bind::<Interval, _>(window)
+    .bind::<BigInt, _>(user_id)
+    .get_result(conn)
+    .optional()
+}

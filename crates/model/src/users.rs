@@ -1,0 +1,256 @@
+//! Users: registration, login, admins, and the user rows readers see.
+
+use std::sync::LazyLock;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use chrono::{DateTime, TimeDelta, Utc};
+use diesel::pg::{Pg, PgConnection};
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::{Interval, Nullable, Text};
+use serde::Serialize;
+
+use crate::error::ValidationError;
+use crate::presence::{self, OnlineStatus, shown_user_columns};
+use crate::schema::users;
+use crate::sessions::{self, SessionToken};
+use crate::{DbPool, Error};
+
+/// A user as the API shows it: never the password hash, and `online_status` as shown
+/// (see [`crate::presence`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Queryable, QueryableByName, Selectable)]
+#[diesel(table_name = users, check_for_backend(Pg))]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub is_admin: bool,
+    pub online_status: OnlineStatus,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub const USERNAME_MAX_CHARS: usize = 150;
+pub const PASSWORD_MIN_CHARS: usize = 8;
+/// Long enough for any passphrase, short enough that hashing it is no denial of service.
+pub const PASSWORD_MAX_CHARS: usize = 1024;
+
+/// 3–150 letters, digits and `@ . + - _` (Django's rule, which the frontend already follows).
+pub fn validate_username(username: &str) -> Result<(), ValidationError> {
+    let chars = username.chars().count();
+    if !(3..=USERNAME_MAX_CHARS).contains(&chars) {
+        return Err(ValidationError::new(
+            "username",
+            format!("must be 3 to {USERNAME_MAX_CHARS} characters long"),
+        ));
+    }
+    if !username
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "@.+-_".contains(c))
+    {
+        return Err(ValidationError::new(
+            "username",
+            "may contain only letters, digits and @ . + - _",
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_password(password: &str) -> Result<(), ValidationError> {
+    let chars = password.chars().count();
+    if chars < PASSWORD_MIN_CHARS {
+        return Err(ValidationError::new(
+            "password",
+            format!("must be at least {PASSWORD_MIN_CHARS} characters long"),
+        ));
+    }
+    if chars > PASSWORD_MAX_CHARS {
+        return Err(ValidationError::new(
+            "password",
+            format!("must be at most {PASSWORD_MAX_CHARS} characters long"),
+        ));
+    }
+    Ok(())
+}
+
+/// Argon2id with the crate's defaults (m=19456 KiB, t=2, p=1), as a PHC string.
+fn hash_password(password: &str) -> Result<String, Error> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|hash| hash.to_string())
+        .map_err(|e| Error::PasswordHash(e.to_string()))
+}
+
+fn verify_password(password: &str, hash: &str) -> bool {
+    Argon2::default()
+        .verify_password(password.as_bytes(), hash)
+        .is_ok()
+}
+
+/// Verified against when the username is unknown, so that a wrong username costs the same
+/// time as a wrong password and response times do not reveal which usernames exist.
+static UNKNOWN_USER_HASH: LazyLock<Option<String>> =
+    LazyLock::new(|| hash_password("not-a-real-password").ok());
+
+diesel::define_sql_function!(fn lower(x: Text) -> Text);
+
+/// Creates a user. Hashing runs before a connection is taken from the pool.
+pub fn register(pool: &DbPool, username: &str, password: &str) -> Result<User, Error> {
+    validate_username(username)?;
+    validate_password(password)?;
+    let password_hash = hash_password(password)?;
+    let mut conn = pool.get()?;
+    diesel::insert_into(users::table)
+        .values((
+            users::username.eq(username),
+            users::password_hash.eq(password_hash),
+        ))
+        .returning(User::as_returning())
+        .get_result(&mut conn)
+        .map_err(|e| match e {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                Error::UsernameTaken
+            }
+            e => e.into(),
+        })
+}
+
+/// A successful login: the new session's token and the user, now online.
+#[derive(Debug)]
+pub struct LoggedIn {
+    pub token: SessionToken,
+    pub session_id: i64,
+    pub update: presence::PresenceUpdate,
+}
+
+/// Checks the password, opens a session and marks the user online.
+///
+/// Unknown usernames and wrong passwords fail alike, in about the same time. No pool
+/// connection is held while the password hash is checked (~50 ms by design).
+pub fn log_in(pool: &DbPool, username: &str, password: &str) -> Result<LoggedIn, Error> {
+    let found: Option<(i64, String)> = users::table
+        .filter(lower(users::username).eq(lower(username)))
+        .select((users::id, users::password_hash))
+        .first(&mut pool.get()?)
+        .optional()?;
+    let (user_id, verified) = match &found {
+        Some((id, hash)) => (*id, verify_password(password, hash)),
+        None => {
+            if let Some(hash) = UNKNOWN_USER_HASH.as_deref() {
+                verify_password(password, hash);
+            }
+            (0, false)
+        }
+    };
+    if !verified {
+        return Err(Error::InvalidCredentials);
+    }
+    let token = SessionToken::generate()?;
+    let mut conn = pool.get()?;
+    conn.transaction(|conn| {
+        let session_id = sessions::create(conn, user_id, &token)?;
+        let update = presence::mark_user_online(conn, user_id)?.ok_or(DieselError::NotFound)?;
+        Ok(LoggedIn {
+            token,
+            session_id,
+            update,
+        })
+    })
+    .map_err(|e: DieselError| match e {
+        // The user was deleted between the password check and the session insert.
+        DieselError::NotFound
+        | DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
+            Error::InvalidCredentials
+        }
+        e => e.into(),
+    })
+}
+
+/// Makes `username` an admin, creating the user with `password` if there is none.
+/// Returns the user id and whether the user was created (an existing password is kept).
+pub fn create_or_promote_admin(
+    pool: &DbPool,
+    username: &str,
+    password: &str,
+) -> Result<(i64, bool), Error> {
+    validate_username(username)?;
+    let promoted: Option<i64> =
+        diesel::update(users::table.filter(lower(users::username).eq(lower(username))))
+            .set(users::is_admin.eq(true))
+            .returning(users::id)
+            .get_result(&mut pool.get()?)
+            .optional()?;
+    if let Some(id) = promoted {
+        return Ok((id, false));
+    }
+    validate_password(password)?;
+    let password_hash = hash_password(password)?;
+    let id = diesel::insert_into(users::table)
+        .values((
+            users::username.eq(username),
+            users::password_hash.eq(password_hash),
+            users::is_admin.eq(true),
+        ))
+        .returning(users::id)
+        .get_result(&mut pool.get()?)?;
+    Ok((id, true))
+}
+
+/// Every user, ordered by id, optionally only those shown with `status`.
+pub fn all_users(
+    conn: &mut PgConnection,
+    window: TimeDelta,
+    status: Option<OnlineStatus>,
+) -> QueryResult<Vec<User>> {
+    diesel::sql_query(concat!(
+        "SELECT * FROM (SELECT ",
+        shown_user_columns!(),
+        " FROM users) AS shown WHERE $2::text IS NULL OR online_status = $2 ORDER BY id"
+    ))
+    .bind::<Interval, _>(window)
+    .bind::<Nullable<Text>, _>(status)
+    .load(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_follow_the_rule() {
+        for ok in ["abc", "a.b+c-d_e@f", &"x".repeat(150), "ABC123"] {
+            assert_eq!(validate_username(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "ab",
+            "",
+            &"x".repeat(151),
+            "white space",
+            "émile",
+            "a/b",
+            "a\0b",
+        ] {
+            assert_eq!(
+                validate_username(bad).unwrap_err().field,
+                "username",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn passwords_have_bounds() {
+        assert!(validate_password("1234567").is_err());
+        assert!(validate_password("12345678").is_ok());
+        assert!(validate_password(&"p".repeat(PASSWORD_MAX_CHARS + 1)).is_err());
+    }
+
+    #[test]
+    fn hashes_are_argon2id_and_verify() {
+        let hash = hash_password("correct horse").unwrap();
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(verify_password("correct horse", &hash));
+        assert!(!verify_password("wrong horse", &hash));
+        assert!(!verify_password("correct horse", "not a phc string"));
+    }
+}
