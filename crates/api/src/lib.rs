@@ -1,1 +1,9 @@
+#![doc = include_str!("../README.md")]
 
+pub mod auth;
+pub mod config;
+pub mod errors;
+pub mod extract;
+pub mod routes;
+pub mod startup;
+pub mod state;

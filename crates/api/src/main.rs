@@ -1,1 +1,96 @@
-fn main() {}
+//! `presence-api`: serve the API (default), apply migrations, or create an admin.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use presence_api::config::{Config, DatabaseConfig};
+use presence_api::startup::Application;
+use presence_model::{db, users};
+
+#[derive(Parser)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Config,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending migrations, then serve HTTP (the default).
+    Serve(Config),
+    /// Create the database if needed and apply pending migrations.
+    Migrate(DatabaseConfig),
+    /// Make a user admin, creating it if needed. The password comes from ADMIN_PASSWORD,
+    /// else from the first line of standard input.
+    CreateAdmin {
+        #[arg(long)]
+        username: String,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> ExitCode {
+    dotenvy::dotenv().ok();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let outcome = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(config) => serve(config),
+        Command::Migrate(database) => migrate(&database),
+        Command::CreateAdmin { username, database } => create_admin(&username, &database),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn migrate(database: &DatabaseConfig) -> Result<()> {
+    let url = &database.database_url;
+    if db::create_database_if_missing(url)? {
+        log::info!("created the database");
+    }
+    let pool = db::build_pool(url, 1)?;
+    let mut conn = pool.get()?;
+    let applied = db::run_migrations(&mut conn)?;
+    log::info!("migrations applied: {}", applied.len());
+    Ok(())
+}
+
+fn serve(config: Config) -> Result<()> {
+    migrate(&config.database)?;
+    actix_web::rt::System::new().block_on(async {
+        let app = Application::build(&config)?;
+        log::info!("listening on {} (port {})", config.listen_addr, app.port());
+        app.run_until_stopped().await?;
+        log::info!("stopped");
+        Ok(())
+    })
+}
+
+fn create_admin(username: &str, database: &DatabaseConfig) -> Result<()> {
+    let password = match std::env::var("ADMIN_PASSWORD") {
+        Ok(password) => password,
+        Err(_) => {
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    let pool = db::build_pool(&database.database_url, 1)?;
+    let (id, created) = users::create_or_promote_admin(&pool, username, &password)?;
+    if created {
+        println!("created admin {username} (id {id})");
+    } else {
+        println!("made {username} (id {id}) an admin; their password is unchanged");
+    }
+    Ok(())
+}

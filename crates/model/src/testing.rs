@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use diesel::RunQueryDsl;
+
 use crate::db::{self, DbPool};
 
 /// The server tests create their databases on; `TEST_DATABASE_URL` overrides it.
@@ -45,6 +47,28 @@ impl TestDatabase {
 
     pub fn pool(&self) -> &DbPool {
         &self.pool
+    }
+
+    /// Runs test-setup SQL (say, moving `last_seen` into the past); returns rows affected.
+    pub fn execute(&self, sql: &str) -> usize {
+        let mut conn = self.pool.get().expect("connection");
+        diesel::sql_query(sql)
+            .execute(&mut conn)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Runs a query returning one `bigint` column named `n`, such as `SELECT count(*) AS n ...`.
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = self.pool.get().expect("connection");
+        diesel::sql_query(sql)
+            .get_result::<Row>(&mut conn)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .n
     }
 }
 

@@ -1,0 +1,177 @@
+//! The error policy of the API, in one place.
+//!
+//! - Every error response has one shape:
+//!   `{"error": {"code": "<snake_case>", "message": "<human text>"}}`, plus `"field"` when
+//!   one input field is to blame. `code` is stable for clients; `message` is for people.
+//! - Bad input is the client's fault and says so: 400 names the field or the JSON problem,
+//!   413 and 415 say what the body must be. Bad input never panics and never yields a 500.
+//! - 401 means "who are you?" (no, unknown, expired or revoked token; bad credentials),
+//!   403 "not allowed for you", 404 "no such thing", 409 "conflicts with what exists".
+//! - Anything else is our fault: the cause is logged here, once, and the client gets an
+//!   opaque 500. Secrets (passwords, tokens, hashes) are never part of an error message.
+
+use std::fmt;
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use presence_model::error::ValidationError;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("send a valid token as `Authorization: Bearer <token>`")]
+    Unauthenticated,
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    #[error("only admins may do this")]
+    Forbidden,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("this method is not allowed on this path")]
+    MethodNotAllowed,
+    #[error("that username is already taken")]
+    UsernameTaken,
+    #[error("the request body is larger than {} KiB", JSON_BODY_LIMIT / 1024)]
+    PayloadTooLarge,
+    #[error("the request body must be JSON, sent with `Content-Type: application/json`")]
+    UnsupportedMediaType,
+    #[error("internal server error")]
+    Internal(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The largest JSON body any endpoint accepts.
+pub const JSON_BODY_LIMIT: usize = 16 * 1024;
+
+impl ApiError {
+    pub fn internal(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Internal(e.into())
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::Invalid { .. } => "invalid_field",
+            Self::Unauthenticated => "unauthenticated",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::Forbidden => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::UsernameTaken => "username_taken",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        Self::Invalid {
+            field: e.field.to_owned(),
+            message: e.message,
+        }
+    }
+}
+
+impl From<presence_model::Error> for ApiError {
+    fn from(e: presence_model::Error) -> Self {
+        use presence_model::Error as E;
+        match e {
+            E::Invalid(invalid) => invalid.into(),
+            E::UsernameTaken => Self::UsernameTaken,
+            E::InvalidCredentials => Self::InvalidCredentials,
+            e => Self::internal(e),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) | Self::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UsernameTaken => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Self::Internal(cause) = self {
+            log::error!("internal error: {}", Chain(cause.as_ref()));
+        }
+        let field = match self {
+            Self::Invalid { field, .. } => Some(field.as_str()),
+            _ => None,
+        };
+        HttpResponse::build(self.status_code()).json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: &self.to_string(),
+                field,
+            },
+        })
+    }
+}
+
+/// An error with its sources, for the log line.
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+/// For `JsonConfig::error_handler`: malformed, oversized or non-JSON bodies. Mistyped
+/// fields are reported by [`crate::extract::JsonBody`], which knows their path.
+pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    match err {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            ApiError::PayloadTooLarge
+        }
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+        JsonPayloadError::Deserialize(e) => ApiError::BadRequest(format!("invalid JSON body: {e}")),
+        other => ApiError::BadRequest(format!("could not read the request body: {other}")),
+    }
+    .into()
+}
+
+/// For `QueryConfig::error_handler`.
+pub fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::BadRequest(format!("invalid query string: {err}")).into()
+}
+
+/// For `PathConfig::error_handler`: a path parameter of the wrong type, such as a
+/// non-numeric user id.
+pub fn path_error(err: PathError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::BadRequest(format!("invalid path parameter: {err}")).into()
+}

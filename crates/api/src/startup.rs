@@ -1,0 +1,80 @@
+//! Building and running the HTTP server (the zero-to-production shape: tests build the
+//! real application on port 0 and talk to it over HTTP).
+
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::middleware::{Logger, NormalizePath, TrailingSlash};
+use actix_web::{App, HttpServer, web};
+use presence_model::db;
+
+use crate::config::Config;
+use crate::errors::{self, JSON_BODY_LIMIT};
+use crate::routes;
+use crate::state::AppState;
+
+/// In-flight requests get this long to finish after SIGTERM/SIGINT.
+const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Database(#[from] presence_model::Error),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Connects the pool and binds the listener. Migrations are applied by the caller
+    /// (`presence-api serve` does it before this).
+    pub fn build(config: &Config) -> Result<Self, StartupError> {
+        let pool = db::build_pool(
+            &config.database.database_url,
+            config.database.database_pool_size,
+        )?;
+        let state = web::Data::new(AppState {
+            pool,
+            offline_after: config.offline_after(),
+            session_ttl: config.session_ttl(),
+        });
+        let listener = TcpListener::bind(&config.listen_addr)?;
+        let port = listener.local_addr()?.port();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(JSON_BODY_LIMIT)
+                        .error_handler(errors::json_error),
+                )
+                .app_data(web::QueryConfig::default().error_handler(errors::query_error))
+                .app_data(web::PathConfig::default().error_handler(errors::path_error))
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+                .wrap(NormalizePath::new(TrailingSlash::Trim))
+                // One line per request; the path only, never the query string or headers.
+                .wrap(
+                    Logger::new("%{method}xi %U %s %Dms")
+                        .custom_request_replace("method", |req| req.method().to_string()),
+                )
+        })
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        .listen(listener)?
+        .run();
+        Ok(Self { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGINT/SIGTERM, then drains in-flight requests.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

@@ -1,0 +1,129 @@
+use actix_web::http::StatusCode;
+use presence_api::config::{Config, DatabaseConfig};
+use presence_api::startup::Application;
+use presence_model::testing::TestDatabase;
+use presence_model::users;
+use serde_json::{Value, json};
+
+pub const PASSWORD: &str = "correct horse battery";
+
+/// The real application on a random port, over its own fresh database.
+pub struct TestApp {
+    pub address: String,
+    pub db: TestDatabase,
+    client: awc::Client,
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: actix_web::http::header::HeaderMap,
+    pub body: Value,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let db = TestDatabase::new();
+        let mut config = Config {
+            database: DatabaseConfig {
+                database_url: db.url().to_owned(),
+                database_pool_size: 8,
+            },
+            listen_addr: "127.0.0.1:0".to_owned(),
+            offline_after_secs: 120,
+            session_ttl_secs: 3600,
+        };
+        adjust(&mut config);
+        let app = Application::build(&config).expect("application builds");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        actix_web::rt::spawn(app.run_until_stopped());
+        Self {
+            address,
+            db,
+            client: awc::Client::default(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// Sends `request` with an optional bearer token and reads the JSON body (Null if empty).
+    pub async fn send(
+        &self,
+        request: awc::ClientRequest,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Response {
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        let mut response = match body {
+            Some(body) => request.send_json(body).await,
+            None => request.send().await,
+        }
+        .expect("request reaches the server");
+        let bytes = response.body().limit(64 * 1024 * 1024).await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+        };
+        Response {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        self.send(self.client.get(self.url(path)), token, None)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Option<&Value>) -> Response {
+        self.send(self.client.post(self.url(path)), token, body)
+            .await
+    }
+
+    pub fn request(&self, method: actix_web::http::Method, path: &str) -> awc::ClientRequest {
+        self.client.request(method, self.url(path))
+    }
+
+    /// Registers `username`; returns the new user's id.
+    pub async fn register(&self, username: &str) -> i64 {
+        let body = json!({ "username": username, "password": PASSWORD });
+        let response = self.post("/api/users/register/", None, Some(&body)).await;
+        assert_eq!(response.status, StatusCode::CREATED, "{:?}", response.body);
+        response.body["id"].as_i64().expect("id")
+    }
+
+    /// Logs `username` in; returns the bearer token.
+    pub async fn login(&self, username: &str) -> String {
+        let body = json!({ "username": username, "password": PASSWORD });
+        let response = self.post("/api/users/login/", None, Some(&body)).await;
+        assert_eq!(response.status, StatusCode::OK, "{:?}", response.body);
+        response.body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Registers and logs in `username`; returns (id, token).
+    pub async fn sign_up(&self, username: &str) -> (i64, String) {
+        let id = self.register(username).await;
+        (id, self.login(username).await)
+    }
+
+    /// An admin, made the way operators make one (`presence-api create-admin`); returns a token.
+    pub async fn admin(&self) -> String {
+        let pool = self.db.pool().clone();
+        actix_web::web::block(move || users::create_or_promote_admin(&pool, "admin", PASSWORD))
+            .await
+            .unwrap()
+            .unwrap();
+        self.login("admin").await
+    }
+}

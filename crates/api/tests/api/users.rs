@@ -1,0 +1,236 @@
+use actix_web::http::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{PASSWORD, TestApp};
+
+#[actix_web::test]
+async fn healthz_answers_without_touching_the_database() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/healthz", None).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.body, json!({ "status": "ok" }));
+}
+
+#[actix_web::test]
+async fn register_returns_the_user_without_secrets() {
+    let app = TestApp::spawn().await;
+    let body = json!({ "username": "Alice.B+1@x", "password": PASSWORD });
+    let response = app.post("/api/users/register/", None, Some(&body)).await;
+    assert_eq!(response.status, StatusCode::CREATED);
+    let user = response.body.as_object().unwrap();
+    let mut keys: Vec<_> = user.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "created_at",
+            "id",
+            "is_admin",
+            "last_seen",
+            "online_status",
+            "username"
+        ]
+    );
+    assert_eq!(user["username"], "Alice.B+1@x");
+    assert_eq!(user["online_status"], "offline");
+    assert_eq!(user["is_admin"], false);
+    assert!(user["last_seen"].is_null());
+    let created_at = user["created_at"].as_str().unwrap();
+    assert!(created_at.ends_with('Z'), "RFC 3339 UTC: {created_at}");
+    chrono::DateTime::parse_from_rfc3339(created_at).unwrap();
+
+    assert_eq!(
+        app.db
+            .query_i64("SELECT count(*) AS n FROM users WHERE password_hash LIKE '$argon2id$%'"),
+        1,
+        "passwords are stored only as argon2id hashes"
+    );
+}
+
+#[actix_web::test]
+async fn usernames_are_unique_regardless_of_case() {
+    let app = TestApp::spawn().await;
+    app.register("alice").await;
+    let body = json!({ "username": "ALICE", "password": PASSWORD });
+    let response = app.post("/api/users/register", None, Some(&body)).await;
+    assert_eq!(response.status, StatusCode::CONFLICT);
+    assert_eq!(response.body["error"]["code"], "username_taken");
+}
+
+#[actix_web::test]
+async fn login_opens_a_session_and_marks_the_user_online() {
+    let app = TestApp::spawn().await;
+    let id = app.register("bob").await;
+    let body = json!({ "username": "Bob", "password": PASSWORD });
+    let response = app.post("/api/users/login/", None, Some(&body)).await;
+    assert_eq!(response.status, StatusCode::OK);
+    let token = response.body["token"].as_str().unwrap();
+    assert_eq!(token.len(), 43);
+    assert_eq!(response.body["user"]["id"], id);
+    assert_eq!(response.body["user"]["online_status"], "online");
+    assert!(response.body["user"]["last_seen"].is_string());
+
+    // Only the token's SHA-256 is stored.
+    let stored_plain = app.db.query_i64(&format!(
+        "SELECT count(*) AS n FROM sessions WHERE token_hash = convert_to('{token}', 'UTF8')"
+    ));
+    let stored_hash = app.db.query_i64(&format!(
+        "SELECT count(*) AS n FROM sessions WHERE token_hash = sha256(convert_to('{token}', 'UTF8'))"
+    ));
+    assert_eq!((stored_plain, stored_hash), (0, 1));
+
+    let me = app.get("/api/users/me/", Some(token)).await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.body["username"], "bob");
+}
+
+#[actix_web::test]
+async fn wrong_password_and_unknown_user_fail_alike() {
+    let app = TestApp::spawn().await;
+    app.register("carol").await;
+    let wrong_password = json!({ "username": "carol", "password": "not the password" });
+    let unknown_user = json!({ "username": "nobody", "password": PASSWORD });
+    let a = app
+        .post("/api/users/login", None, Some(&wrong_password))
+        .await;
+    let b = app
+        .post("/api/users/login", None, Some(&unknown_user))
+        .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.status, b.status);
+    assert_eq!(a.body, b.body);
+    assert_eq!(a.body["error"]["code"], "invalid_credentials");
+    assert_eq!(app.db.query_i64("SELECT count(*) AS n FROM sessions"), 0);
+}
+
+#[actix_web::test]
+async fn authenticated_endpoints_refuse_missing_and_bad_tokens() {
+    let app = TestApp::spawn().await;
+    for path in [
+        "/api/users/me/",
+        "/api/users/online-count/",
+        "/api/users/all-users/",
+        "/api/users/1/status/",
+    ] {
+        for token in [None, Some("not-a-real-token")] {
+            let response = app.get(path, token).await;
+            assert_eq!(
+                response.status,
+                StatusCode::UNAUTHORIZED,
+                "{path} {token:?}"
+            );
+            assert_eq!(response.body["error"]["code"], "unauthenticated");
+        }
+    }
+    for path in ["/api/users/heartbeat/", "/api/users/logout/"] {
+        let response = app.post(path, None, None).await;
+        assert_eq!(response.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+}
+
+#[actix_web::test]
+async fn sessions_unused_past_their_ttl_stop_working() {
+    let app = TestApp::spawn_with(|config| config.session_ttl_secs = 60).await;
+    let (_, token) = app.sign_up("dave").await;
+    app.db
+        .execute("UPDATE sessions SET last_seen = now() - interval '61 seconds'");
+    let response = app.get("/api/users/me", Some(&token)).await;
+    assert_eq!(response.status, StatusCode::UNAUTHORIZED);
+}
+
+#[actix_web::test]
+async fn status_and_online_count() {
+    let app = TestApp::spawn().await;
+    let (erin, token) = app.sign_up("erin").await;
+    let frank = app.register("frank").await;
+
+    let response = app
+        .get(&format!("/api/users/{erin}/status/"), Some(&token))
+        .await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.body["id"], erin);
+    assert_eq!(response.body["online_status"], "online");
+    assert!(response.body["last_seen"].is_string());
+
+    let response = app
+        .get(&format!("/api/users/{frank}/status"), Some(&token))
+        .await;
+    assert_eq!(response.body["online_status"], "offline");
+    assert!(response.body["last_seen"].is_null());
+
+    let response = app.get("/api/users/999999/status/", Some(&token)).await;
+    assert_eq!(response.status, StatusCode::NOT_FOUND);
+    assert_eq!(response.body["error"]["code"], "not_found");
+
+    let response = app.get("/api/users/online-count/", Some(&token)).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.body, json!({ "count": 1 }));
+}
+
+#[actix_web::test]
+async fn all_users_is_for_admins_fresh_and_filterable() {
+    let app = TestApp::spawn().await;
+    let (_, user_token) = app.sign_up("gina").await;
+    app.register("hank").await;
+    let admin = app.admin().await;
+
+    let response = app.get("/api/users/all-users/", Some(&user_token)).await;
+    assert_eq!(response.status, StatusCode::FORBIDDEN);
+    assert_eq!(response.body["error"]["code"], "forbidden");
+
+    let response = app.get("/api/users/all-users/", Some(&admin)).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.headers.get("cache-control").unwrap(), "no-store");
+    assert_eq!(response.body["count"], 3);
+    let names: Vec<_> = response.body["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["gina", "hank", "admin"], "ordered by id");
+    assert!(response.body["users"][0].get("password_hash").is_none());
+
+    let online = app
+        .get("/api/users/all-users/?status=online", Some(&admin))
+        .await;
+    assert_eq!(online.body["count"], 2);
+    let offline = app
+        .get("/api/users/all-users?status=offline", Some(&admin))
+        .await;
+    assert_eq!(offline.body["count"], 1);
+    assert_eq!(offline.body["users"][0]["username"], "hank");
+
+    let bad = app
+        .get("/api/users/all-users/?status=away", Some(&admin))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.body["error"]["code"], "bad_request");
+}
+
+#[actix_web::test]
+async fn create_admin_command_creates_and_promotes() {
+    let app = TestApp::spawn().await;
+    app.register("ivy").await;
+    let run = |username: &str, password: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_presence-api"))
+            .args(["create-admin", "--username", username])
+            .env("DATABASE_URL", app.db.url())
+            .env("ADMIN_PASSWORD", password)
+            .output()
+            .unwrap()
+    };
+    let promoted = run("IVY", "ignored-for-existing-users");
+    assert!(promoted.status.success(), "{promoted:?}");
+    let created = run("root", PASSWORD);
+    assert!(created.status.success(), "{created:?}");
+    let too_short = run("root2", "short");
+    assert!(!too_short.status.success());
+
+    for name in ["ivy", "root"] {
+        let token = app.login(name).await;
+        let response = app.get("/api/users/all-users/", Some(&token)).await;
+        assert_eq!(response.status, StatusCode::OK, "{name} is an admin");
+    }
+    assert_eq!(app.db.query_i64("SELECT count(*) AS n FROM users"), 2);
+}
