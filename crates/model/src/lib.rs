@@ -2,9 +2,13 @@
 
 pub mod db;
 pub mod error;
+pub mod events;
+pub mod jobs;
 pub mod presence;
 pub mod schema;
 pub mod sessions;
+pub mod sweeps;
+mod text_enum;
 pub mod users;
 
 pub use db::{DbPool, PooledConn};

@@ -5,17 +5,13 @@
 //! `last_seen` is older than the presence window: if the sweep stops running, readers are
 //! still right. That rule is written once, in [`shown_online!`], and every read uses it.
 
-use std::io::Write;
-
 use chrono::{DateTime, TimeDelta, Utc};
-use diesel::deserialize::{self, FromSql, FromSqlRow};
-use diesel::expression::AsExpression;
-use diesel::pg::{Pg, PgConnection, PgValue};
-use diesel::serialize::{self, IsNull, Output, ToSql};
+use diesel::pg::PgConnection;
 use diesel::sql_types::{BigInt, Interval, Nullable, Text, Timestamptz};
 use diesel::{Connection, OptionalExtension, QueryResult, QueryableByName, RunQueryDsl, sql_query};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::jobs::{ChangeReason, PresenceChanged};
 use crate::users::User;
 
 /// SQL for "this user is shown online", with the window bound as `$1`.
@@ -46,41 +42,11 @@ macro_rules! shown_user_columns {
 }
 pub(crate) use {shown_online, shown_status, shown_user_columns};
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AsExpression, FromSqlRow,
-)]
-#[serde(rename_all = "lowercase")]
-#[diesel(sql_type = Text)]
-pub enum OnlineStatus {
-    Online,
-    Offline,
-}
-
-impl OnlineStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Online => "online",
-            Self::Offline => "offline",
-        }
-    }
-}
-
-impl ToSql<Text, Pg> for OnlineStatus {
-    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
-        out.write_all(self.as_str().as_bytes())?;
-        Ok(IsNull::No)
-    }
-}
-
-impl FromSql<Text, Pg> for OnlineStatus {
-    fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
-        match value.as_bytes() {
-            b"online" => Ok(Self::Online),
-            b"offline" => Ok(Self::Offline),
-            other => {
-                Err(format!("unknown online_status {:?}", String::from_utf8_lossy(other)).into())
-            }
-        }
+crate::text_enum::text_enum! {
+    /// Online or offline: the stored flag, and what readers are shown.
+    pub enum OnlineStatus {
+        Online = "online",
+        Offline = "offline",
     }
 }
 
@@ -98,6 +64,19 @@ impl PresenceUpdate {
     pub fn transition(&self) -> Option<(OnlineStatus, OnlineStatus)> {
         (self.previous != self.user.online_status)
             .then_some((self.previous, self.user.online_status))
+    }
+
+    /// The transition as a job payload, if the write was one.
+    pub fn change(&self, reason: ChangeReason) -> Option<PresenceChanged> {
+        let (from, to) = self.transition()?;
+        Some(PresenceChanged {
+            user_id: self.user.id,
+            from,
+            to,
+            // Every presence write sets last_seen = now(): that is when it happened.
+            at: self.user.last_seen?,
+            reason,
+        })
     }
 }
 

@@ -1,6 +1,18 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    presence_events (id) {
+        id -> Int8,
+        user_id -> Int8,
+        from_status -> Text,
+        to_status -> Text,
+        reason -> Text,
+        at -> Timestamptz,
+        recorded_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     sessions (id) {
         id -> Int8,
         user_id -> Int8,
@@ -8,6 +20,16 @@ diesel::table! {
         created_at -> Timestamptz,
         last_seen -> Timestamptz,
         revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    sweep_runs (id) {
+        id -> Int8,
+        tick_at -> Timestamptz,
+        started_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+        users_marked_offline -> Nullable<Int4>,
     }
 }
 
@@ -23,6 +45,7 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(presence_events -> users (user_id));
 diesel::joinable!(sessions -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(sessions, users,);
+diesel::allow_tables_to_appear_in_same_query!(presence_events, sessions, sweep_runs, users,);

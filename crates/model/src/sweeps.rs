@@ -1,0 +1,74 @@
+//! The inactivity sweep, run once per schedule tick across all worker replicas.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+
+use crate::OnlineStatus;
+use crate::jobs::{ChangeReason, PresenceChanged};
+use crate::presence;
+use crate::schema::sweep_runs;
+
+diesel::define_sql_function!(fn clock_timestamp() -> Timestamptz);
+
+/// A sweep this process executed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepRun {
+    pub tick_at: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    pub user_ids: Vec<i64>,
+}
+
+impl SweepRun {
+    /// The transitions the sweep made, for the presence-changes pipeline.
+    pub fn changes(&self) -> Vec<PresenceChanged> {
+        self.user_ids
+            .iter()
+            .map(|&user_id| PresenceChanged {
+                user_id,
+                from: OnlineStatus::Online,
+                to: OnlineStatus::Offline,
+                at: self.started_at,
+                reason: ChangeReason::Sweep,
+            })
+            .collect()
+    }
+}
+
+/// Runs the sweep for `tick_at` unless some replica already has: `None` then.
+///
+/// Claiming the tick (a unique row in `sweep_runs`) and sweeping happen in one transaction.
+/// A replica that reaches the same tick waits on the unique index until the first commits
+/// and then skips it; if the first fails, its claim rolls back with it and the tick can
+/// still be run by a retry or another replica.
+pub fn run_sweep(
+    conn: &mut PgConnection,
+    tick_at: DateTime<Utc>,
+    window: TimeDelta,
+) -> QueryResult<Option<SweepRun>> {
+    conn.transaction(|conn| {
+        let claimed: Option<(i64, DateTime<Utc>)> = diesel::insert_into(sweep_runs::table)
+            .values(sweep_runs::tick_at.eq(tick_at))
+            .on_conflict(sweep_runs::tick_at)
+            .do_nothing()
+            .returning((sweep_runs::id, sweep_runs::started_at))
+            .get_result(conn)
+            .optional()?;
+        let Some((run_id, started_at)) = claimed else {
+            return Ok(None);
+        };
+        let user_ids = presence::mark_inactive_users_offline(conn, window)?;
+        diesel::update(sweep_runs::table.find(run_id))
+            .set((
+                sweep_runs::finished_at.eq(clock_timestamp().nullable()),
+                sweep_runs::users_marked_offline
+                    .eq(i32::try_from(user_ids.len()).unwrap_or(i32::MAX)),
+            ))
+            .execute(conn)?;
+        Ok(Some(SweepRun {
+            tick_at,
+            started_at,
+            user_ids,
+        }))
+    })
+}

@@ -1,0 +1,2 @@
+DROP TABLE presence_events;
+DROP TABLE sweep_runs;
