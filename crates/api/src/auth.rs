@@ -6,11 +6,15 @@ use std::pin::Pin;
 
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use presence_model::jobs::ChangeReason;
 use presence_model::presence::{self, PresenceUpdate};
 use presence_model::users::User;
 
 use crate::errors::ApiError;
 use crate::state::{AppState, db};
+
+/// The name of the heartbeat route: activity there is reported as a heartbeat.
+pub const HEARTBEAT_ROUTE: &str = "heartbeat";
 
 /// Tokens are 43 characters; anything much longer is not one of ours and is not hashed.
 const MAX_TOKEN_LEN: usize = 256;
@@ -45,6 +49,11 @@ impl FromRequest for Authenticated {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let token = bearer_token(req);
         let state = req.app_data::<web::Data<AppState>>().cloned();
+        let reason = if req.match_name() == Some(HEARTBEAT_ROUTE) {
+            ChangeReason::Heartbeat
+        } else {
+            ChangeReason::Activity
+        };
         Box::pin(async move {
             let token = token.ok_or(ApiError::Unauthenticated)?;
             let state = state.ok_or_else(|| ApiError::internal("AppState is not registered"))?;
@@ -54,6 +63,7 @@ impl FromRequest for Authenticated {
             })
             .await?
             .ok_or(ApiError::Unauthenticated)?;
+            state.queue.enqueue(update.change(reason)).await;
             Ok(Self { session_id, update })
         })
     }

@@ -3,6 +3,7 @@
 //! local PostgreSQL; `.env.example` lists them.
 
 use chrono::TimeDelta;
+use presence_model::jobs::DEFAULT_REDIS_PREFIX;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseConfig {
@@ -10,7 +11,7 @@ pub struct DatabaseConfig {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/presence",
+        default_value = presence_model::db::DEFAULT_DATABASE_URL,
         hide_env_values = true
     )]
     pub database_url: String,
@@ -24,6 +25,17 @@ pub struct DatabaseConfig {
 pub struct Config {
     #[command(flatten)]
     pub database: DatabaseConfig,
+    /// Redis URL of the job queue the worker reads.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+    /// Prefix of every Redis key and channel this service uses.
+    #[arg(long, env = "REDIS_PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
+    pub redis_prefix: String,
     /// Address the HTTP server listens on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8000")]
     pub listen_addr: String,

@@ -4,6 +4,9 @@ pub mod auth;
 pub mod config;
 pub mod errors;
 pub mod extract;
+pub mod queue;
 pub mod routes;
 pub mod startup;
 pub mod state;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -10,19 +10,12 @@ use presence_model::db;
 
 use crate::config::Config;
 use crate::errors::{self, JSON_BODY_LIMIT};
+use crate::queue::PresenceQueue;
 use crate::routes;
 use crate::state::AppState;
 
 /// In-flight requests get this long to finish after SIGTERM/SIGINT.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    #[error(transparent)]
-    Database(#[from] presence_model::Error),
-    #[error("cannot listen: {0}")]
-    Listen(#[from] std::io::Error),
-}
 
 pub struct Application {
     port: u16,
@@ -32,13 +25,14 @@ pub struct Application {
 impl Application {
     /// Connects the pool and binds the listener. Migrations are applied by the caller
     /// (`presence-api serve` does it before this).
-    pub fn build(config: &Config) -> Result<Self, StartupError> {
+    pub fn build(config: &Config) -> std::io::Result<Self> {
         let pool = db::build_pool(
             &config.database.database_url,
             config.database.database_pool_size,
-        )?;
+        );
         let state = web::Data::new(AppState {
             pool,
+            queue: PresenceQueue::new(&config.redis_url, &config.redis_prefix),
             offline_after: config.offline_after(),
             session_ttl: config.session_ttl(),
         });

@@ -6,9 +6,11 @@ use presence_model::db::PgConnection;
 use presence_model::{DbPool, Error};
 
 use crate::errors::ApiError;
+use crate::queue::PresenceQueue;
 
 pub struct AppState {
     pub pool: DbPool,
+    pub queue: PresenceQueue,
     /// A user silent for longer than this is shown offline.
     pub offline_after: TimeDelta,
     pub session_ttl: TimeDelta,

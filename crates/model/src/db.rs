@@ -11,6 +11,9 @@ use crate::Error;
 
 pub use diesel::pg::PgConnection;
 
+/// Where both binaries look for PostgreSQL unless `DATABASE_URL` says otherwise.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/presence";
+
 pub type DbPool = Pool<ConnectionManager<PgConnection>>;
 pub type PooledConn = PooledConnection<ConnectionManager<PgConnection>>;
 
@@ -19,17 +22,17 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations")
 /// Held while migrating, so replicas starting together migrate one at a time.
 const MIGRATION_LOCK_KEY: i64 = 0x7072_6573_656e_6365; // "presence"
 
-/// Builds the pool and checks that the database answers.
+/// Builds the pool without waiting for the database: a process that starts while
+/// PostgreSQL is down keeps running, and each checkout fails (after 5 s) until it is back.
 ///
 /// Connections are not tested on checkout: that would add a round trip to every request,
 /// and diesel already reports a connection broken by a failed query, so r2d2 drops it.
-pub fn build_pool(database_url: &str, max_size: u32) -> Result<DbPool, Error> {
-    let pool = Pool::builder()
+pub fn build_pool(database_url: &str, max_size: u32) -> DbPool {
+    Pool::builder()
         .max_size(max_size)
         .test_on_check_out(false)
         .connection_timeout(Duration::from_secs(5))
-        .build(ConnectionManager::new(database_url))?;
-    Ok(pool)
+        .build_unchecked(ConnectionManager::new(database_url))
 }
 
 /// Applies pending migrations under a PostgreSQL advisory lock; returns the versions applied.

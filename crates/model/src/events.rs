@@ -4,7 +4,7 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 
 use crate::jobs::PresenceChanged;
-use crate::schema::presence_events;
+use crate::schema::{presence_events, users};
 
 /// Rows per INSERT: 5 parameters a row stays far below PostgreSQL's 65,535.
 const ROWS_PER_INSERT: usize = 5000;
@@ -36,12 +36,17 @@ pub fn record_presence_changes(
     Ok(inserted)
 }
 
-/// A user's transitions, newest first.
+/// A user's transitions, newest first; `None` if there is no such user.
 pub fn presence_history(
     conn: &mut PgConnection,
     user_id: i64,
     limit: i64,
-) -> QueryResult<Vec<PresenceChanged>> {
+) -> QueryResult<Option<Vec<PresenceChanged>>> {
+    let exists: bool =
+        diesel::select(diesel::dsl::exists(users::table.find(user_id))).get_result(conn)?;
+    if !exists {
+        return Ok(None);
+    }
     presence_events::table
         .filter(presence_events::user_id.eq(user_id))
         .order((presence_events::at.desc(), presence_events::id.desc()))
@@ -54,4 +59,5 @@ pub fn presence_history(
             presence_events::reason,
         ))
         .load(conn)
+        .map(Some)
 }

@@ -36,7 +36,7 @@ impl TestDatabase {
             .unwrap_or_else(|e| {
                 panic!("tests need PostgreSQL at {server} (set TEST_DATABASE_URL): {e}")
             });
-        let pool = db::build_pool(&url, 4).expect("pool for the test database");
+        let pool = db::build_pool(&url, 4);
         db::run_migrations(&mut pool.get().expect("connection")).expect("migrations");
         Self { url, pool }
     }

@@ -118,12 +118,14 @@ fn history_is_newest_first_and_redelivery_is_harmless() {
         0
     );
 
-    let history = events::presence_history(&mut conn, id, 10).unwrap();
+    let history = events::presence_history(&mut conn, id, 10)
+        .unwrap()
+        .unwrap();
     assert_eq!(history, vec![changes[1].clone(), changes[0].clone()]);
-    assert_eq!(events::presence_history(&mut conn, id, 1).unwrap().len(), 1);
-    assert!(
-        events::presence_history(&mut conn, id + 1, 10)
-            .unwrap()
-            .is_empty()
+    let newest = events::presence_history(&mut conn, id, 1).unwrap().unwrap();
+    assert_eq!(newest, vec![changes[1].clone()]);
+    assert_eq!(
+        events::presence_history(&mut conn, id + 1, 10).unwrap(),
+        None
     );
 }

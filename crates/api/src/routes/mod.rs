@@ -3,6 +3,7 @@
 
 use actix_web::{HttpResponse, Resource, web};
 
+use crate::auth::HEARTBEAT_ROUTE;
 use crate::errors::ApiError;
 
 pub mod health;
@@ -15,11 +16,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(resource("/register").route(web::post().to(users::register)))
                 .service(resource("/login").route(web::post().to(users::login)))
                 .service(resource("/logout").route(web::post().to(users::logout)))
-                .service(resource("/heartbeat").route(web::post().to(users::heartbeat)))
+                .service(
+                    resource("/heartbeat")
+                        .name(HEARTBEAT_ROUTE)
+                        .route(web::post().to(users::heartbeat)),
+                )
                 .service(resource("/me").route(web::get().to(users::me)))
                 .service(resource("/online-count").route(web::get().to(users::online_count)))
                 .service(resource("/all-users").route(web::get().to(users::all_users)))
-                .service(resource("/{id}/status").route(web::get().to(users::status))),
+                .service(resource("/{id}/status").route(web::get().to(users::status)))
+                .service(
+                    resource("/{id}/presence-history")
+                        .route(web::get().to(users::presence_history)),
+                ),
         );
 }
 

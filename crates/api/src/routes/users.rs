@@ -1,8 +1,9 @@
 use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
+use presence_model::jobs::{ChangeReason, PresenceChanged};
 use presence_model::users::User;
-use presence_model::{OnlineStatus, presence, sessions, users};
+use presence_model::{OnlineStatus, events, presence, sessions, users};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Admin, Authenticated};
@@ -47,6 +48,22 @@ pub struct AllUsersQuery {
     status: Option<OnlineStatus>,
 }
 
+/// Newest transitions returned when no `limit` is given, and the most ever returned.
+const HISTORY_DEFAULT_LIMIT: i64 = 50;
+const HISTORY_MAX_LIMIT: i64 = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    limit: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct History {
+    user_id: i64,
+    events: Vec<PresenceChanged>,
+}
+
 pub async fn register(
     state: web::Data<AppState>,
     JsonBody(Credentials { username, password }): JsonBody<Credentials>,
@@ -59,7 +76,10 @@ pub async fn login(
     state: web::Data<AppState>,
     JsonBody(Credentials { username, password }): JsonBody<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    let logged_in = blocking(move || users::log_in(&state.pool, &username, &password)).await?;
+    let pool = state.pool.clone();
+    let logged_in = blocking(move || users::log_in(&pool, &username, &password)).await?;
+    let change = logged_in.update.change(ChangeReason::Login);
+    state.queue.enqueue(change).await;
     Ok(HttpResponse::Ok().json(LoginResponse {
         token: logged_in.token.expose(),
         user: &logged_in.update.user,
@@ -71,10 +91,12 @@ pub async fn logout(
     caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
     let (session_id, window) = (caller.session_id, state.offline_after);
-    db(&state, move |conn| {
+    let update = db(&state, move |conn| {
         sessions::log_out(conn, session_id, window)
     })
     .await?;
+    let change = update.and_then(|update| update.change(ChangeReason::Logout));
+    state.queue.enqueue(change).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -131,4 +153,30 @@ pub async fn all_users(
             count: users.len(),
             users,
         }))
+}
+
+/// A user's transitions, newest first: for admins, and for the user themselves.
+pub async fn presence_history(
+    state: web::Data<AppState>,
+    caller: Authenticated,
+    user_id: web::Path<i64>,
+    query: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = user_id.into_inner();
+    if !caller.user().is_admin && caller.user().id != user_id {
+        return Err(ApiError::Forbidden);
+    }
+    let limit = query.limit.unwrap_or(HISTORY_DEFAULT_LIMIT);
+    if !(1..=HISTORY_MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::Invalid {
+            field: "limit".to_owned(),
+            message: format!("must be between 1 and {HISTORY_MAX_LIMIT}"),
+        });
+    }
+    let events = db(&state, move |conn| {
+        events::presence_history(conn, user_id, limit)
+    })
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no user with id {user_id}")))?;
+    Ok(HttpResponse::Ok().json(History { user_id, events }))
 }

@@ -1,7 +1,7 @@
 use actix_web::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp};
+use presence_api::testing::{PASSWORD, TestApp};
 
 /// Every error has the one shape, with a snake_case code and a message.
 fn assert_error(body: &Value, code: &str) {

@@ -1,6 +1,6 @@
 //! The API over real HTTP against a real PostgreSQL, one fresh database per test.
 
 mod errors;
-mod helpers;
 mod presence;
+mod queue;
 mod users;

@@ -1,7 +1,7 @@
 use actix_web::http::StatusCode;
 use presence_model::presence;
 
-use crate::helpers::TestApp;
+use presence_api::testing::TestApp;
 
 async fn shown_status(app: &TestApp, token: &str, user_id: i64) -> String {
     let response = app

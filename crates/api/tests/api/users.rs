@@ -1,7 +1,7 @@
 use actix_web::http::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{PASSWORD, TestApp};
+use presence_api::testing::{PASSWORD, TestApp};
 
 #[actix_web::test]
 async fn healthz_answers_without_touching_the_database() {

@@ -1,17 +1,43 @@
+//! Test support (feature `testing`): [`TestApp`] runs the real application on a random
+//! port over a fresh database and its own Redis prefix, with request helpers.
+
+use crate::config::{Config, DatabaseConfig};
+use crate::startup::Application;
 use actix_web::http::StatusCode;
-use presence_api::config::{Config, DatabaseConfig};
-use presence_api::startup::Application;
 use presence_model::testing::TestDatabase;
 use presence_model::users;
+use redis::Commands;
 use serde_json::{Value, json};
 
 pub const PASSWORD: &str = "correct horse battery";
+/// The Redis tests use; `TEST_REDIS_URL` overrides it.
+pub const DEFAULT_TEST_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// The real application on a random port, over its own fresh database.
 pub struct TestApp {
     pub address: String,
     pub db: TestDatabase,
+    pub config: Config,
     client: awc::Client,
+}
+
+impl Drop for TestApp {
+    /// Removes this test's Redis keys (its queue), as `TestDatabase` drops its database.
+    fn drop(&mut self) {
+        let Ok(mut conn) = redis::Client::open(self.config.redis_url.as_str())
+            .and_then(|client| client.get_connection())
+        else {
+            return;
+        };
+        let pattern = format!("{}:*", self.config.redis_prefix);
+        let keys: Vec<String> = conn
+            .scan_match::<_, String>(&pattern)
+            .map(|keys| keys.filter_map(Result::ok).collect())
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query(&mut conn);
+        }
+    }
 }
 
 pub struct Response {
@@ -26,12 +52,18 @@ impl TestApp {
     }
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        // Captured by the test harness: shown for failing tests only.
+        let _ = env_logger::builder().is_test(true).try_init();
         let db = TestDatabase::new();
         let mut config = Config {
             database: DatabaseConfig {
                 database_url: db.url().to_owned(),
                 database_pool_size: 8,
             },
+            redis_url: std::env::var("TEST_REDIS_URL")
+                .unwrap_or_else(|_| DEFAULT_TEST_REDIS_URL.to_owned()),
+            // Its own keys and channel: tests share one Redis and run in parallel.
+            redis_prefix: db.url().rsplit('/').next().unwrap_or("test").to_owned(),
             listen_addr: "127.0.0.1:0".to_owned(),
             offline_after_secs: 120,
             session_ttl_secs: 3600,
@@ -43,6 +75,7 @@ impl TestApp {
         Self {
             address,
             db,
+            config,
             client: awc::Client::default(),
         }
     }

@@ -1,0 +1,68 @@
+//! Settings from environment variables (a `.env` file is loaded first if present) or
+//! flags; `.env.example` lists them with their defaults.
+
+use std::str::FromStr;
+
+use chrono::TimeDelta;
+use presence_model::db::DEFAULT_DATABASE_URL;
+use presence_model::jobs::DEFAULT_REDIS_PREFIX;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// PostgreSQL URL (the API creates and migrates the database).
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+    pub database_url: String,
+    /// Connections in the worker's pool.
+    #[arg(long, env = "WORKER_DATABASE_POOL_SIZE", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub database_pool_size: u32,
+    /// Redis URL of the job queue and the pub/sub channel.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+    /// Prefix of every Redis key and channel this service uses.
+    #[arg(long, env = "REDIS_PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
+    pub redis_prefix: String,
+    /// Seconds without activity after which the sweep marks a user offline.
+    #[arg(long, env = "OFFLINE_AFTER_SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub offline_after_secs: u32,
+    /// When the sweep runs: a cron expression with seconds first (6 or 7 fields).
+    #[arg(long, env = "SWEEP_SCHEDULE", default_value = "0 * * * * *", value_parser = parse_schedule)]
+    pub sweep_schedule: cron::Schedule,
+    /// Presence-change jobs each worker process runs at once. With 1, one replica
+    /// records and publishes a user's transitions in the order they were queued.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub worker_concurrency: u32,
+}
+
+impl Config {
+    pub fn offline_after(&self) -> TimeDelta {
+        TimeDelta::seconds(self.offline_after_secs.into())
+    }
+}
+
+fn parse_schedule(expression: &str) -> Result<cron::Schedule, String> {
+    cron::Schedule::from_str(expression).map_err(|e| {
+        format!("{e} (use 6 or 7 fields, seconds first: \"0 * * * * *\" is every minute)")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_take_seconds_first() {
+        assert!(parse_schedule("0 * * * * *").is_ok());
+        assert!(parse_schedule("*/1 * * * * *").is_ok());
+        let five_fields = parse_schedule("* * * * *").unwrap_err();
+        assert!(five_fields.contains("seconds first"), "{five_fields}");
+        assert!(parse_schedule("every minute").is_err());
+    }
+}

@@ -1,0 +1,50 @@
+//! `presence-worker`: run the sweep schedule and the job consumers (default), or sweep once.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use presence_worker::config::Config;
+use presence_worker::{jobs, startup};
+
+#[derive(Parser)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: Config,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sweep schedule and the presence-changes consumer until SIGINT/SIGTERM.
+    Run(Config),
+    /// Sweep once now, print how many users were marked offline, and exit.
+    SweepOnce(Config),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    dotenvy::dotenv().ok();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let outcome = match cli.command.unwrap_or(Command::Run(cli.run)) {
+        Command::Run(config) => startup::run(config, startup::shutdown_signal()).await,
+        Command::SweepOnce(config) => sweep_once(&config).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn sweep_once(config: &Config) -> Result<(), jobs::Error> {
+    let state = startup::connect(config).await?;
+    let run = jobs::sweep_tick(&state, chrono::Utc::now()).await?;
+    let marked = run.map_or(0, |run| run.user_ids.len());
+    println!("{marked} users marked offline");
+    Ok(())
+}

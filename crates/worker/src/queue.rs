@@ -1,0 +1,69 @@
+//! The presence-changes queue as the worker consumes it (apalis-redis storage).
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use apalis::prelude::{PollSnapshot, PollStrategy};
+use apalis_redis::{ConnectionManager, RedisStorage};
+use presence_model::jobs::{PresenceChanges, presence_changes_queue};
+
+pub type ChangesStorage = RedisStorage<PresenceChanges>;
+
+/// How often an idle worker asks Redis for jobs pushed by other processes.
+pub const JOB_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The storage of [`PresenceChanges`] jobs under `prefix`. Workers beat every 5 s; the
+/// in-flight jobs of one silent for 15 s are handed to the others.
+pub fn changes_storage(conn: ConnectionManager, prefix: &str) -> ChangesStorage {
+    RedisStorage::new(conn).with_config(
+        apalis_redis::Config::default()
+            .queue(presence_changes_queue(prefix))
+            .heartbeat_interval(Duration::from_secs(5))
+            .missed_heartbeats(3),
+    )
+}
+
+/// Wakes the worker every `interval` so it fetches jobs pushed by other processes.
+///
+/// apalis-redis does not notice another process's pushes by itself, and the stock
+/// `IntervalStrategy` re-arms its timer without polling it, so a wake-up can be lost;
+/// `tokio::time::Interval::poll_tick` registers the waker every time it returns `Pending`.
+pub struct PollEvery(tokio::time::Interval);
+
+impl PollEvery {
+    pub fn new(interval: Duration) -> Self {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self(ticker)
+    }
+}
+
+impl PollStrategy for PollEvery {
+    fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
+        let mut fired = false;
+        while self.0.poll_tick(cx).is_ready() {
+            fired = true;
+        }
+        if fired {
+            Poll::Ready(Some(()))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// A worker name unique to this process and start: `role-host-pid-nonce`. apalis-redis
+/// refuses a name still registered from a previous life (a restarted container has the
+/// same host name and pid 1), so the nonce makes every start distinct.
+pub fn worker_name(role: &str) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{role}-{host}-{}-{nonce:08x}", std::process::id())
+}

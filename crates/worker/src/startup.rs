@@ -1,0 +1,127 @@
+//! Wiring: connections, the apalis `Monitor` with both workers, graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::layers::retry::backoff::{ExponentialBackoff, ExponentialBackoffMaker, MakeBackoff};
+use apalis::layers::retry::{BackoffRetryPolicy, HasherRng, RetryPolicy};
+use apalis::prelude::{BackendExt, Monitor, WorkerBuilder, WorkerBuilderExt};
+use apalis_cron::CronScheduler;
+use presence_model::db;
+use presence_model::jobs::presence_changes_channel;
+
+use crate::config::Config;
+use crate::jobs::{self, Error, WorkerState};
+use crate::queue::{JOB_POLL_INTERVAL, PollEvery, changes_storage, worker_name};
+
+/// After SIGTERM, the job in hand gets this long to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Connects to Redis (PostgreSQL connects lazily, per job).
+pub async fn connect(config: &Config) -> Result<Arc<WorkerState>, Error> {
+    let redis = apalis_redis::connect(config.redis_url.as_str()).await?;
+    Ok(Arc::new(WorkerState {
+        pool: db::build_pool(&config.database_url, config.database_pool_size),
+        offline_after: config.offline_after(),
+        changes: changes_storage(redis.clone(), &config.redis_prefix),
+        redis,
+        channel: presence_changes_channel(&config.redis_prefix),
+    }))
+}
+
+/// Retries a failed job 5 times, waiting 200 ms doubling up to 5 s (with jitter).
+fn retry_policy() -> BackoffRetryPolicy<ExponentialBackoff> {
+    let backoff = ExponentialBackoffMaker::new(
+        Duration::from_millis(200),
+        Duration::from_secs(5),
+        0.5,
+        HasherRng::default(),
+    )
+    .expect("valid backoff bounds")
+    .make_backoff();
+    RetryPolicy::retries(5).with_backoff(backoff)
+}
+
+/// Runs the sweep schedule and the presence-changes consumer until `shutdown` resolves,
+/// then lets the job in hand finish (up to [`SHUTDOWN_GRACE`]).
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let state = connect(&config).await?;
+    let schedule = config.sweep_schedule.clone();
+    let sweep_state = state.clone();
+    let sweep_name = worker_name("sweep");
+    let consumer_name = worker_name("presence-changes");
+    let concurrency = config.worker_concurrency as usize;
+
+    let monitor = Monitor::new()
+        .register(move |_| {
+            WorkerBuilder::new(sweep_name.clone())
+                .backend(CronScheduler::new(schedule.clone()))
+                .data(sweep_state.clone())
+                .retry(retry_policy())
+                .build(jobs::sweep)
+        })
+        .register(move |restarts| {
+            // A restarted worker must not reuse a name Redis still holds.
+            let pause = Duration::from_secs(1).min(Duration::from_millis(200) * restarts as u32);
+            let backend = state
+                .changes
+                .clone()
+                .poll_with_strategy(PollEvery::new(JOB_POLL_INTERVAL))
+                .before_start(move |_| async move {
+                    tokio::time::sleep(pause).await;
+                    Ok(())
+                });
+            WorkerBuilder::new(format!("{consumer_name}-{restarts}"))
+                .backend(backend)
+                .data(state.clone())
+                .concurrency(concurrency)
+                .retry(retry_policy())
+                .build(jobs::record_changes)
+        })
+        .should_restart(|worker, error| {
+            log::error!("worker {} stopped: {error}", worker.name());
+            !worker.is_shutting_down()
+        });
+
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel();
+    let signal = async move {
+        shutdown.await;
+        log::info!("stopping: finishing the job in hand");
+        let _ = stopping_tx.send(());
+        Ok(())
+    };
+    tokio::select! {
+        result = monitor.run_with_signal(signal) => {
+            result.map_err(|e| Error::Queue(e.to_string()))?;
+        }
+        () = async {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => log::warn!("jobs did not finish within {SHUTDOWN_GRACE:?}; stopping anyway"),
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
