@@ -6,9 +6,21 @@ set dotenv-load := false
 default:
     @just --list
 
-# Run the service on the local PostgreSQL (migrations applied first).
+# Run the service on the local PostgreSQL and Redis: migrations, then the API and one
+# worker together. Ctrl-C stops both.
 run:
-    cargo run -p presence-api -- serve
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build -p presence-api -p presence-worker
+    target/debug/presence-api migrate
+    target/debug/presence-api serve & api=$!
+    target/debug/presence-worker run & worker=$!
+    trap 'kill -TERM $api $worker 2>/dev/null || true; wait' EXIT
+    wait -n
+
+# Start one more worker replica (the sweep still runs once per tick across all of them).
+worker:
+    cargo run -p presence-worker -- run
 
 # Apply pending migrations (creates the database if needed).
 migrate:

@@ -4,14 +4,17 @@
 use crate::config::{Config, DatabaseConfig};
 use crate::startup::Application;
 use actix_web::http::StatusCode;
+use presence_model::jobs::presence_changes_queue;
 use presence_model::testing::TestDatabase;
 use presence_model::users;
 use redis::Commands;
 use serde_json::{Value, json};
 
 pub const PASSWORD: &str = "correct horse battery";
-/// The Redis tests use; `TEST_REDIS_URL` overrides it.
-pub const DEFAULT_TEST_REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// The Redis tests use: `TEST_REDIS_URL`, else the local one.
+pub fn test_redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
 
 /// The real application on a random port, over its own fresh database.
 pub struct TestApp {
@@ -22,22 +25,27 @@ pub struct TestApp {
 }
 
 impl Drop for TestApp {
-    /// Removes this test's Redis keys (its queue), as `TestDatabase` drops its database.
+    /// Removes this test's Redis keys, as `TestDatabase` drops its database.
     fn drop(&mut self) {
-        let Ok(mut conn) = redis::Client::open(self.config.redis_url.as_str())
-            .and_then(|client| client.get_connection())
-        else {
-            return;
-        };
-        let pattern = format!("{}:*", self.config.redis_prefix);
-        let keys: Vec<String> = conn
-            .scan_match::<_, String>(&pattern)
-            .map(|keys| keys.filter_map(Result::ok).collect())
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query(&mut conn);
-        }
+        remove_redis_keys(&self.config.redis_url, &self.config.redis_prefix);
     }
+}
+
+/// Deletes every Redis key under `prefix`, and its queue from apalis's global queue list.
+pub fn remove_redis_keys(redis_url: &str, prefix: &str) {
+    let Ok(mut conn) = redis::Client::open(redis_url).and_then(|client| client.get_connection())
+    else {
+        return;
+    };
+    let keys: Vec<String> = conn
+        .scan_match::<_, String>(format!("{prefix}:*"))
+        .map(|keys| keys.filter_map(Result::ok).collect())
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: redis::RedisResult<()> = conn.del(&keys);
+    }
+    let workers = format!("{}:workers", presence_changes_queue(prefix));
+    let _: redis::RedisResult<()> = conn.zrem("core:apalis:queues:list", workers);
 }
 
 pub struct Response {
@@ -60,8 +68,7 @@ impl TestApp {
                 database_url: db.url().to_owned(),
                 database_pool_size: 8,
             },
-            redis_url: std::env::var("TEST_REDIS_URL")
-                .unwrap_or_else(|_| DEFAULT_TEST_REDIS_URL.to_owned()),
+            redis_url: test_redis_url(),
             // Its own keys and channel: tests share one Redis and run in parallel.
             redis_prefix: db.url().rsplit('/').next().unwrap_or("test").to_owned(),
             listen_addr: "127.0.0.1:0".to_owned(),
