@@ -173,3 +173,23 @@ async fn silent_users_go_offline_and_heartbeating_users_stay_online() {
     assert!(took <= Duration::from_secs(4), "took {took:?}");
     assert!(flag(active));
 }
+
+#[test]
+fn a_failing_sweep_is_retried_and_never_crashes_the_worker() {
+    let db = TestDatabase::new();
+    let prefix = Prefix::of(&db);
+    // A database that does not exist: every sweep fails as if PostgreSQL were down.
+    let missing = format!("{}_missing", db.url());
+    let worker = WorkerEnv {
+        database_url: &missing,
+        redis_prefix: &prefix.0,
+        schedule: EVERY_SECOND,
+        offline_after_secs: 120,
+    }
+    .spawn();
+    std::thread::sleep(Duration::from_secs(4));
+    let (status, log) = worker.terminate(Duration::from_secs(10));
+    let status = status.expect("still running, and stops on SIGTERM");
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("failed, will retry"), "{log}");
+}
