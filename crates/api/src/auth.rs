@@ -11,10 +11,8 @@ use presence_model::presence::{self, PresenceUpdate};
 use presence_model::users::User;
 
 use crate::errors::ApiError;
+use crate::routes::users::HEARTBEAT_PATH;
 use crate::state::{AppState, db};
-
-/// The name of the heartbeat route: activity there is reported as a heartbeat.
-pub const HEARTBEAT_ROUTE: &str = "heartbeat";
 
 /// Tokens are 43 characters; anything much longer is not one of ours and is not hashed.
 const MAX_TOKEN_LEN: usize = 256;
@@ -49,7 +47,8 @@ impl FromRequest for Authenticated {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let token = bearer_token(req);
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let reason = if req.match_name() == Some(HEARTBEAT_ROUTE) {
+        let reason = if req.match_pattern().as_deref() == Some(HEARTBEAT_PATH.trim_end_matches('/'))
+        {
             ChangeReason::Heartbeat
         } else {
             ChangeReason::Activity

@@ -90,17 +90,23 @@ impl From<presence_model::Error> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
+/// The body of every error response.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: &'a str,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, snake_case: `bad_request`, `invalid_field`, `unauthenticated`,
+    /// `invalid_credentials`, `forbidden`, `not_found`, `method_not_allowed`,
+    /// `username_taken`, `payload_too_large`, `unsupported_media_type`, `internal_error`.
+    code: &'static str,
+    /// For people; may change.
+    message: String,
+    /// The input field to blame, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    field: Option<String>,
 }
 
 impl ResponseError for ApiError {
@@ -123,13 +129,13 @@ impl ResponseError for ApiError {
             log::error!("internal error: {}", Chain(cause.as_ref()));
         }
         let field = match self {
-            Self::Invalid { field, .. } => Some(field.as_str()),
+            Self::Invalid { field, .. } => Some(field.clone()),
             _ => None,
         };
         HttpResponse::build(self.status_code()).json(ErrorBody {
             error: ErrorDetail {
                 code: self.code(),
-                message: &self.to_string(),
+                message: self.to_string(),
                 field,
             },
         })

@@ -4,6 +4,8 @@ pub mod auth;
 pub mod config;
 pub mod errors;
 pub mod extract;
+pub mod metrics;
+pub mod openapi;
 pub mod queue;
 pub mod routes;
 pub mod startup;

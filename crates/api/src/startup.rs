@@ -3,13 +3,16 @@
 
 use std::net::TcpListener;
 
+use actix_web::body::MessageBody;
 use actix_web::dev::Server;
-use actix_web::middleware::{Logger, NormalizePath, TrailingSlash};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::{Logger, Next, NormalizePath, TrailingSlash, from_fn};
 use actix_web::{App, HttpServer, web};
 use presence_model::db;
 
 use crate::config::Config;
 use crate::errors::{self, JSON_BODY_LIMIT};
+use crate::metrics::Metrics;
 use crate::queue::PresenceQueue;
 use crate::routes;
 use crate::state::AppState;
@@ -30,9 +33,17 @@ impl Application {
             &config.database.database_url,
             config.database.database_pool_size,
         );
+        let metrics = Metrics::new().map_err(std::io::Error::other)?;
+        let queue = PresenceQueue::new(
+            &config.redis_url,
+            &config.redis_prefix,
+            metrics.jobs_enqueued.clone(),
+            metrics.enqueue_failures.clone(),
+        );
         let state = web::Data::new(AppState {
             pool,
-            queue: PresenceQueue::new(&config.redis_url, &config.redis_prefix),
+            metrics,
+            queue,
             offline_after: config.offline_after(),
             session_ttl: config.session_ttl(),
         });
@@ -50,6 +61,7 @@ impl Application {
                 .app_data(web::PathConfig::default().error_handler(errors::path_error))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
+                .wrap(from_fn(record_metrics))
                 .wrap(NormalizePath::new(TrailingSlash::Trim))
                 // One line per request; the path only, never the query string or headers.
                 .wrap(
@@ -71,4 +83,25 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Counts every request by route template, method and status, with its latency.
+async fn record_metrics(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let method = req.method().clone();
+    let response = next.call(req).await?;
+    if let Some(state) = state {
+        let route = response.request().match_pattern();
+        state.metrics.observe(
+            route.as_deref().unwrap_or("unmatched"),
+            &method,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+    }
+    Ok(response)
 }

@@ -6,10 +6,12 @@ use presence_model::db::PgConnection;
 use presence_model::{DbPool, Error};
 
 use crate::errors::ApiError;
+use crate::metrics::Metrics;
 use crate::queue::PresenceQueue;
 
 pub struct AppState {
     pub pool: DbPool,
+    pub metrics: Metrics,
     pub queue: PresenceQueue,
     /// A user silent for longer than this is shown offline.
     pub offline_after: TimeDelta,

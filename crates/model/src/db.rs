@@ -35,6 +35,13 @@ pub fn build_pool(database_url: &str, max_size: u32) -> DbPool {
         .build_unchecked(ConnectionManager::new(database_url))
 }
 
+/// A checkout and a round trip to the database, for readiness checks.
+pub fn ping(pool: &DbPool) -> Result<(), Error> {
+    let mut conn = pool.get()?;
+    sql_query("SELECT 1").execute(&mut conn)?;
+    Ok(())
+}
+
 /// Applies pending migrations under a PostgreSQL advisory lock; returns the versions applied.
 pub fn run_migrations(conn: &mut PgConnection) -> Result<Vec<String>, Error> {
     sql_query("SELECT pg_advisory_lock($1)")

@@ -38,6 +38,7 @@ crate::text_enum::text_enum! {
 
 /// One user's online status changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Queryable)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PresenceChanged {
     pub user_id: i64,
     pub from: OnlineStatus,

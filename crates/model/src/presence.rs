@@ -82,6 +82,7 @@ impl PresenceUpdate {
 
 /// One user's presence as the status endpoint shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, QueryableByName)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserStatus {
     #[diesel(sql_type = BigInt)]
     pub id: i64,

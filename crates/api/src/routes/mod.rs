@@ -1,40 +1,118 @@
-//! The endpoints. Paths are declared without a trailing slash; `NormalizePath` (see
-//! [`crate::startup`]) makes `/api/users/login/` and `/api/users/login` the same route.
+//! The endpoints. [`ENDPOINTS`] is the one list of them: [`configure`] registers exactly
+//! these, and a test checks that the OpenAPI document describes each one.
+//!
+//! Paths are written as the frontend calls them, with a trailing slash; `NormalizePath`
+//! (see [`crate::startup`]) makes `/api/users/login/` and `/api/users/login` one route.
 
-use actix_web::{HttpResponse, Resource, web};
+use std::collections::BTreeMap;
 
-use crate::auth::HEARTBEAT_ROUTE;
+use actix_web::http::Method;
+use actix_web::{HttpResponse, Route, web};
+
 use crate::errors::ApiError;
 
 pub mod health;
 pub mod users;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/healthz").route(web::get().to(health::healthz)))
-        .service(
-            web::scope("/api/users")
-                .service(resource("/register").route(web::post().to(users::register)))
-                .service(resource("/login").route(web::post().to(users::login)))
-                .service(resource("/logout").route(web::post().to(users::logout)))
-                .service(
-                    resource("/heartbeat")
-                        .name(HEARTBEAT_ROUTE)
-                        .route(web::post().to(users::heartbeat)),
-                )
-                .service(resource("/me").route(web::get().to(users::me)))
-                .service(resource("/online-count").route(web::get().to(users::online_count)))
-                .service(resource("/all-users").route(web::get().to(users::all_users)))
-                .service(resource("/{id}/status").route(web::get().to(users::status)))
-                .service(
-                    resource("/{id}/presence-history")
-                        .route(web::get().to(users::presence_history)),
-                ),
-        );
+pub struct Endpoint {
+    pub method: Method,
+    pub path: &'static str,
+    route: fn() -> Route,
 }
 
-/// A resource that answers a method it has no route for with the JSON 405.
-fn resource(path: &str) -> Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+impl Endpoint {
+    /// The path as registered: without the trailing slash.
+    pub fn pattern(&self) -> &'static str {
+        match self.path.strip_suffix('/') {
+            Some(trimmed) if !trimmed.is_empty() => trimmed,
+            _ => self.path,
+        }
+    }
+}
+
+pub const ENDPOINTS: &[Endpoint] = &[
+    Endpoint {
+        method: Method::GET,
+        path: "/healthz",
+        route: || web::get().to(health::healthz),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/readyz",
+        route: || web::get().to(health::readyz),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/metrics",
+        route: || web::get().to(health::metrics),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/api/openapi.json",
+        route: || web::get().to(crate::openapi::openapi_json),
+    },
+    Endpoint {
+        method: Method::POST,
+        path: "/api/users/register/",
+        route: || web::post().to(users::register),
+    },
+    Endpoint {
+        method: Method::POST,
+        path: "/api/users/login/",
+        route: || web::post().to(users::login),
+    },
+    Endpoint {
+        method: Method::POST,
+        path: "/api/users/logout/",
+        route: || web::post().to(users::logout),
+    },
+    Endpoint {
+        method: Method::POST,
+        path: users::HEARTBEAT_PATH,
+        route: || web::post().to(users::heartbeat),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/api/users/me/",
+        route: || web::get().to(users::me),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/api/users/online-count/",
+        route: || web::get().to(users::online_count),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/api/users/all-users/",
+        route: || web::get().to(users::all_users),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/api/users/{id}/status/",
+        route: || web::get().to(users::status),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/api/users/{id}/presence-history/",
+        route: || web::get().to(users::presence_history),
+    },
+];
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let mut by_pattern: BTreeMap<&str, Vec<&Endpoint>> = BTreeMap::new();
+    for endpoint in ENDPOINTS {
+        by_pattern
+            .entry(endpoint.pattern())
+            .or_default()
+            .push(endpoint);
+    }
+    for (pattern, endpoints) in by_pattern {
+        let resource = endpoints.iter().fold(
+            web::resource(pattern).default_service(web::to(method_not_allowed)),
+            |resource, endpoint| resource.route((endpoint.route)()),
+        );
+        cfg.service(resource);
+    }
 }
 
 async fn method_not_allowed() -> Result<HttpResponse, ApiError> {

@@ -1,50 +1,64 @@
+//! The chat frontend's and the admin panel's endpoints.
+
 use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use presence_model::jobs::{ChangeReason, PresenceChanged};
+use presence_model::presence::UserStatus;
 use presence_model::users::User;
 use presence_model::{OnlineStatus, events, presence, sessions, users};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Admin, Authenticated};
-use crate::errors::ApiError;
+use crate::errors::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 use crate::state::{AppState, blocking, db};
 
+/// Activity on this path is reported as a heartbeat, elsewhere as plain activity.
+pub const HEARTBEAT_PATH: &str = "/api/users/heartbeat/";
+
 /// No `Debug`: it holds a password.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
+    /// 3–150 letters, digits and `@ . + - _`; case-insensitively unique.
+    #[schema(example = "alice")]
     username: String,
+    /// At least 8 characters.
+    #[schema(example = "correct horse battery")]
     password: String,
 }
 
-#[derive(Serialize)]
-struct LoginResponse<'a> {
-    token: &'a str,
-    user: &'a User,
+#[derive(Serialize, ToSchema)]
+pub struct LoginResponse {
+    /// The bearer token of the new session: send it as `Authorization: Bearer <token>`.
+    token: String,
+    user: User,
 }
 
-#[derive(Serialize)]
-struct HeartbeatResponse {
+#[derive(Serialize, ToSchema)]
+pub struct HeartbeatResponse {
     online_status: OnlineStatus,
     last_seen: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize)]
-struct Count {
+#[derive(Serialize, ToSchema)]
+pub struct Count {
     count: i64,
 }
 
-#[derive(Serialize)]
-struct UserList {
+#[derive(Serialize, ToSchema)]
+pub struct UserList {
     users: Vec<User>,
     count: usize,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AllUsersQuery {
+    /// Only users shown with this status.
     status: Option<OnlineStatus>,
 }
 
@@ -52,18 +66,28 @@ pub struct AllUsersQuery {
 const HISTORY_DEFAULT_LIMIT: i64 = 50;
 const HISTORY_MAX_LIMIT: i64 = 1000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// How many transitions, newest first: 1 to 1000 (default 50).
     limit: Option<i64>,
 }
 
-#[derive(Serialize)]
-struct History {
+#[derive(Serialize, ToSchema)]
+pub struct History {
     user_id: i64,
     events: Vec<PresenceChanged>,
 }
 
+/// Create an account.
+#[utoipa::path(post, path = "/api/users/register/", tag = "users", request_body = Credentials,
+    responses(
+        (status = 201, description = "Created", body = User),
+        (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
+        (status = 409, description = "The username is taken", body = ErrorBody),
+        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody)))]
 pub async fn register(
     state: web::Data<AppState>,
     JsonBody(Credentials { username, password }): JsonBody<Credentials>,
@@ -72,6 +96,12 @@ pub async fn register(
     Ok(HttpResponse::Created().json(user))
 }
 
+/// Log in: opens a session (one per device or tab) and marks the user online.
+#[utoipa::path(post, path = "/api/users/login/", tag = "users", request_body = Credentials,
+    responses(
+        (status = 200, description = "Logged in", body = LoginResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Unknown username or wrong password", body = ErrorBody)))]
 pub async fn login(
     state: web::Data<AppState>,
     JsonBody(Credentials { username, password }): JsonBody<Credentials>,
@@ -81,11 +111,16 @@ pub async fn login(
     let change = logged_in.update.change(ChangeReason::Login);
     state.queue.enqueue(change).await;
     Ok(HttpResponse::Ok().json(LoginResponse {
-        token: logged_in.token.expose(),
-        user: &logged_in.update.user,
+        token: logged_in.token.expose().to_owned(),
+        user: logged_in.update.user,
     }))
 }
 
+/// Log out this session; the user goes offline unless another session of theirs is live.
+#[utoipa::path(post, path = "/api/users/logout/", tag = "users", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Logged out"),
+        (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody)))]
 pub async fn logout(
     state: web::Data<AppState>,
     caller: Authenticated,
@@ -100,7 +135,12 @@ pub async fn logout(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Authenticating already refreshed `last_seen` and brought the user online.
+/// The app's 30-second heartbeat. Authenticating already refreshed `last_seen` and
+/// brought the user online.
+#[utoipa::path(post, path = "/api/users/heartbeat/", tag = "users", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Online", body = HeartbeatResponse),
+        (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody)))]
 pub async fn heartbeat(caller: Authenticated) -> HttpResponse {
     let user = caller.user();
     HttpResponse::Ok().json(HeartbeatResponse {
@@ -109,10 +149,23 @@ pub async fn heartbeat(caller: Authenticated) -> HttpResponse {
     })
 }
 
+/// The caller.
+#[utoipa::path(get, path = "/api/users/me/", tag = "users", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = User),
+        (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody)))]
 pub async fn me(caller: Authenticated) -> HttpResponse {
     HttpResponse::Ok().json(caller.user())
 }
 
+/// One user's shown status.
+#[utoipa::path(get, path = "/api/users/{id}/status/", tag = "users", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The status", body = UserStatus),
+        (status = 400, description = "The id is not a number", body = ErrorBody),
+        (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn status(
     state: web::Data<AppState>,
     _caller: Authenticated,
@@ -127,6 +180,11 @@ pub async fn status(
     Ok(HttpResponse::Ok().json(status))
 }
 
+/// How many users are shown online.
+#[utoipa::path(get, path = "/api/users/online-count/", tag = "users", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The count", body = Count),
+        (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody)))]
 pub async fn online_count(
     state: web::Data<AppState>,
     _caller: Authenticated,
@@ -139,7 +197,14 @@ pub async fn online_count(
     Ok(HttpResponse::Ok().json(Count { count }))
 }
 
-/// The admin panel's poll: always fresh from the database, never cached on the way.
+/// The admin panel's poll: every user, fresh from the database, never cached on the way.
+#[utoipa::path(get, path = "/api/users/all-users/", tag = "users", security(("bearer" = [])),
+    params(AllUsersQuery),
+    responses(
+        (status = 200, description = "Users ordered by id (`Cache-Control: no-store`)", body = UserList),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+        (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody)))]
 pub async fn all_users(
     state: web::Data<AppState>,
     _admin: Admin,
@@ -155,7 +220,16 @@ pub async fn all_users(
         }))
 }
 
-/// A user's transitions, newest first: for admins, and for the user themselves.
+/// A user's online/offline transitions, newest first: for admins, and for the user.
+#[utoipa::path(get, path = "/api/users/{id}/presence-history/", tag = "users",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "User id"), HistoryQuery),
+    responses(
+        (status = 200, description = "The transitions", body = History),
+        (status = 400, description = "Invalid id or limit", body = ErrorBody),
+        (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Neither an admin nor that user", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn presence_history(
     state: web::Data<AppState>,
     caller: Authenticated,

@@ -1,6 +1,7 @@
 //! The API over real HTTP against a real PostgreSQL, one fresh database per test.
 
 mod errors;
+mod operations;
 mod presence;
 mod queue;
 mod users;
