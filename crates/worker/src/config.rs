@@ -34,6 +34,9 @@ pub struct Config {
     /// When the sweep runs: a cron expression with seconds first (6 or 7 fields).
     #[arg(long, env = "SWEEP_SCHEDULE", default_value = "0 * * * * *", value_parser = parse_schedule)]
     pub sweep_schedule: cron::Schedule,
+    /// Where the worker serves /healthz, /readyz and /metrics.
+    #[arg(long, env = "WORKER_HTTP_ADDR", default_value = "127.0.0.1:9100")]
+    pub http_addr: String,
     /// Presence-change jobs each worker process runs at once. With 1, one replica
     /// records and publishes a user's transitions in the order they were queued.
     #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 1,

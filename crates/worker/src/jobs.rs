@@ -13,6 +13,7 @@ use presence_model::jobs::{PresenceChanged, PresenceChanges};
 use presence_model::sweeps::{self, SweepRun};
 use presence_model::{DbPool, events};
 
+use crate::metrics::{self, Metrics};
 use crate::queue::ChangesStorage;
 
 /// Finished jobs are kept this long in Redis (for inspection), then vacuumed.
@@ -26,6 +27,8 @@ pub enum Error {
     Redis(#[from] redis::RedisError),
     #[error("job queue: {0}")]
     Queue(String),
+    #[error("cannot start: {0}")]
+    Startup(String),
     #[error("blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -33,6 +36,7 @@ pub enum Error {
 /// What every job shares.
 pub struct WorkerState {
     pub pool: DbPool,
+    pub metrics: Metrics,
     pub offline_after: TimeDelta,
     pub redis: ConnectionManager,
     pub changes: ChangesStorage,
@@ -94,10 +98,22 @@ pub async fn sweep_tick(
     tick_at: DateTime<Utc>,
 ) -> Result<Option<SweepRun>, Error> {
     let window = state.offline_after;
+    let started = std::time::Instant::now();
     let run = state
         .db(move |conn| Ok(sweeps::run_sweep(conn, tick_at, window)?))
         .await?;
     if let Some(run) = &run {
+        let metrics = &state.metrics;
+        metrics.sweeps.inc();
+        metrics
+            .users_marked_offline
+            .inc_by(run.user_ids.len() as u64);
+        metrics
+            .sweep_duration
+            .observe(started.elapsed().as_secs_f64());
+        metrics
+            .last_successful_sweep
+            .set(Utc::now().timestamp_millis() as f64 / 1000.0);
         state.enqueue(run.changes()).await;
         if let Err(e) = state.vacuum().await {
             log::warn!("could not vacuum finished jobs: {e}");
@@ -113,7 +129,9 @@ pub async fn sweep(tick: Tick, state: Data<Arc<WorkerState>>) -> Result<(), BoxD
         .ok()
         .and_then(|secs| DateTime::from_timestamp(secs, 0))
         .ok_or("tick out of range")?;
-    match sweep_tick(&state, tick_at).await {
+    let outcome = sweep_tick(&state, tick_at).await;
+    state.metrics.job(metrics::SWEEP, &outcome);
+    match outcome {
         Ok(Some(run)) => {
             log::info!(
                 "sweep {tick_at}: {} users marked offline",
@@ -138,6 +156,15 @@ pub async fn record_changes(
     job: PresenceChanges,
     state: Data<Arc<WorkerState>>,
 ) -> Result<(), BoxDynError> {
+    let outcome = record_and_publish(job, &state).await;
+    state.metrics.job(metrics::PRESENCE_CHANGES, &outcome);
+    if let Err(e) = &outcome {
+        log::warn!("presence changes job failed, will retry: {e}");
+    }
+    outcome
+}
+
+async fn record_and_publish(job: PresenceChanges, state: &WorkerState) -> Result<(), BoxDynError> {
     let changes = state
         .db(move |conn| {
             events::record_presence_changes(conn, &job.0)?;

@@ -13,6 +13,7 @@ use presence_model::jobs::presence_changes_channel;
 
 use crate::config::Config;
 use crate::jobs::{self, Error, WorkerState};
+use crate::metrics::Metrics;
 use crate::queue::{JOB_POLL_INTERVAL, PollEvery, changes_storage, worker_name};
 
 /// After SIGTERM, the job in hand gets this long to finish.
@@ -23,6 +24,7 @@ pub async fn connect(config: &Config) -> Result<Arc<WorkerState>, Error> {
     let redis = apalis_redis::connect(config.redis_url.as_str()).await?;
     Ok(Arc::new(WorkerState {
         pool: db::build_pool(&config.database_url, config.database_pool_size),
+        metrics: Metrics::new().map_err(|e| Error::Startup(e.to_string()))?,
         offline_after: config.offline_after(),
         changes: changes_storage(redis.clone(), &config.redis_prefix),
         redis,
@@ -50,6 +52,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let state = connect(&config).await?;
+    let (http, port) = crate::http::serve(&config.http_addr, state.clone())
+        .map_err(|e| Error::Startup(format!("cannot listen on {}: {e}", config.http_addr)))?;
+    log::info!("http listening on {} (port {port})", config.http_addr);
+    let http_handle = http.handle();
+    tokio::spawn(http);
     let schedule = config.sweep_schedule.clone();
     let sweep_state = state.clone();
     let sweep_name = worker_name("sweep");
@@ -106,6 +113,7 @@ pub async fn run(
             }
         } => log::warn!("jobs did not finish within {SHUTDOWN_GRACE:?}; stopping anyway"),
     }
+    http_handle.stop(true).await;
     log::info!("stopped");
     Ok(())
 }

@@ -1,12 +1,16 @@
-use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use presence_api::testing::test_redis_url;
 
-/// A `presence-worker` process, killed if the test ends without stopping it.
+/// A `presence-worker` process, killed if the test ends without stopping it. Its log
+/// (stderr) is collected as it is written.
 pub struct WorkerProcess {
     child: Child,
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 /// What the worker needs to know: its database, its Redis prefix, and its timing.
@@ -27,22 +31,61 @@ impl WorkerEnv<'_> {
             .env("REDIS_PREFIX", self.redis_prefix)
             .env("SWEEP_SCHEDULE", self.schedule)
             .env("OFFLINE_AFTER_SECS", self.offline_after_secs.to_string())
+            .env("WORKER_HTTP_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info");
         command
     }
 
     pub fn spawn(&self) -> WorkerProcess {
-        let child = self
+        let mut child = self
             .command("run")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("worker binary starts");
-        WorkerProcess { child }
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        WorkerProcess {
+            child,
+            log,
+            reader: Some(reader),
+        }
     }
 }
 
 impl WorkerProcess {
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The port of the worker's HTTP server, once it has logged it.
+    pub fn http_port(&self) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.log();
+            if let Some(port) = log.lines().find_map(|line| {
+                let (_, rest) = line.split_once("http listening on ")?;
+                rest.split("(port ")
+                    .nth(1)?
+                    .trim_end_matches(')')
+                    .parse()
+                    .ok()
+            }) {
+                return port;
+            }
+            assert!(Instant::now() < deadline, "no HTTP port logged:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Sends SIGTERM and waits up to `limit` for the exit; returns the status and the log.
     pub fn terminate(mut self, limit: Duration) -> (Option<ExitStatus>, String) {
         let pid = self.child.id().to_string();
@@ -58,13 +101,12 @@ impl WorkerProcess {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let mut log = String::new();
         if status.is_some()
-            && let Some(mut stderr) = self.child.stderr.take()
+            && let Some(reader) = self.reader.take()
         {
-            stderr.read_to_string(&mut log).unwrap();
+            let _ = reader.join();
         }
-        (status, log)
+        (status, self.log())
     }
 }
 

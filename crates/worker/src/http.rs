@@ -1,0 +1,93 @@
+//! The worker's small HTTP face for orchestrators and Prometheus: `/healthz` (the process
+//! is up), `/readyz` (PostgreSQL and Redis answer within a second), `/metrics`.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use serde::Serialize;
+
+use crate::jobs::WorkerState;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Serialize)]
+struct Readiness {
+    status: &'static str,
+    checks: Checks,
+}
+
+#[derive(Serialize)]
+struct Checks {
+    postgres: String,
+    redis: String,
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(state: web::Data<Arc<WorkerState>>) -> HttpResponse {
+    let pool = state.pool.clone();
+    let postgres = check(async move {
+        let ping = tokio::task::spawn_blocking(move || presence_model::db::ping(&pool));
+        ping.await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    });
+    let mut redis = state.redis.clone();
+    let redis = check(async move {
+        redis::cmd("PING")
+            .query_async::<String>(&mut redis)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    let (postgres, redis) = tokio::join!(postgres, redis);
+    let ready = postgres == "ok" && redis == "ok";
+    let body = Readiness {
+        status: if ready { "ok" } else { "unavailable" },
+        checks: Checks { postgres, redis },
+    };
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn check(probe: impl Future<Output = Result<(), String>>) -> String {
+    match tokio::time::timeout(READY_TIMEOUT, probe).await {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => format!("error: {e}"),
+        Err(_) => format!("no answer within {READY_TIMEOUT:?}"),
+    }
+}
+
+async fn metrics(state: web::Data<Arc<WorkerState>>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+/// Binds `addr` and returns the server (to run) and the port it got.
+pub fn serve(addr: &str, state: Arc<WorkerState>) -> std::io::Result<(Server, u16)> {
+    let listener = TcpListener::bind(addr)?;
+    let port = listener.local_addr()?.port();
+    let state = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)?
+    .run();
+    Ok((server, port))
+}

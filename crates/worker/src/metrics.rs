@@ -1,0 +1,83 @@
+//! Prometheus metrics of one worker process, served at `GET /metrics`.
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// The `kind` label of job metrics.
+pub const SWEEP: &str = "sweep";
+pub const PRESENCE_CHANGES: &str = "presence_changes";
+
+pub struct Metrics {
+    registry: Registry,
+    /// Sweeps this process executed (ticks it claimed).
+    pub sweeps: IntCounter,
+    pub users_marked_offline: IntCounter,
+    pub sweep_duration: Histogram,
+    pub jobs_processed: IntCounterVec,
+    pub jobs_failed: IntCounterVec,
+    pub last_successful_sweep: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("presence_worker".to_owned()), None)?;
+        let sweeps = IntCounter::new("sweeps_total", "Sweeps this process executed")?;
+        let users_marked_offline = IntCounter::new(
+            "users_marked_offline_total",
+            "Users the sweeps marked offline",
+        )?;
+        let sweep_duration = Histogram::with_opts(
+            HistogramOpts::new("sweep_duration_seconds", "Duration of executed sweeps").buckets(
+                vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0],
+            ),
+        )?;
+        let jobs_processed = IntCounterVec::new(
+            Opts::new("jobs_processed_total", "Jobs run to success, by kind"),
+            &["kind"],
+        )?;
+        let jobs_failed = IntCounterVec::new(
+            Opts::new("jobs_failed_total", "Job attempts that failed, by kind"),
+            &["kind"],
+        )?;
+        let last_successful_sweep = Gauge::new(
+            "last_successful_sweep_timestamp_seconds",
+            "Unix time this process last finished a sweep",
+        )?;
+        registry.register(Box::new(sweeps.clone()))?;
+        registry.register(Box::new(users_marked_offline.clone()))?;
+        registry.register(Box::new(sweep_duration.clone()))?;
+        registry.register(Box::new(jobs_processed.clone()))?;
+        registry.register(Box::new(jobs_failed.clone()))?;
+        registry.register(Box::new(last_successful_sweep.clone()))?;
+        for kind in [SWEEP, PRESENCE_CHANGES] {
+            jobs_processed.with_label_values(&[kind]);
+            jobs_failed.with_label_values(&[kind]);
+        }
+        Ok(Self {
+            registry,
+            sweeps,
+            users_marked_offline,
+            sweep_duration,
+            jobs_processed,
+            jobs_failed,
+            last_successful_sweep,
+        })
+    }
+
+    /// Counts one job attempt of `kind`.
+    pub fn job<T, E>(&self, kind: &str, outcome: &Result<T, E>) {
+        match outcome {
+            Ok(_) => self.jobs_processed.with_label_values(&[kind]).inc(),
+            Err(_) => self.jobs_failed.with_label_values(&[kind]).inc(),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for these metric types.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}

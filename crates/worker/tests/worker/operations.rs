@@ -1,0 +1,123 @@
+//! The worker's health, readiness and metrics endpoints.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use presence_api::testing::TestApp;
+
+use crate::helpers::{WorkerEnv, eventually};
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn get(port: u16, path: &str) -> (StatusCode, String) {
+    let mut response = awc::Client::default()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .await
+        .unwrap();
+    let body = response.body().await.unwrap();
+    (
+        response.status(),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+#[actix_web::test]
+async fn health_readiness_and_metrics_after_real_work() {
+    let app = TestApp::spawn_with(|config| config.offline_after_secs = 2).await;
+    let worker = WorkerEnv {
+        database_url: app.db.url(),
+        redis_prefix: &app.config.redis_prefix,
+        schedule: "* * * * * *",
+        offline_after_secs: 2,
+    }
+    .spawn();
+    let port = worker.http_port();
+    for name in ["alice", "bob", "carol"] {
+        app.sign_up(name).await;
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            app.db
+                .query_i64("SELECT count(*) AS n FROM presence_events WHERE reason = 'sweep'")
+                == 3
+        })
+        .await,
+        "{}",
+        worker.log()
+    );
+
+    let (status, body) = get(port, "/healthz").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"status":"ok"}"#)
+    );
+    let (status, body) = get(port, "/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.contains(r#""postgres":"ok""#) && body.contains(r#""redis":"ok""#),
+        "{body}"
+    );
+
+    let (status, text) = get(port, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        metric(&text, "presence_worker_sweeps_total") >= 2.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "presence_worker_users_marked_offline_total"),
+        3.0
+    );
+    assert!(metric(&text, "presence_worker_sweep_duration_seconds_count") >= 2.0);
+    assert!(
+        metric(
+            &text,
+            r#"presence_worker_jobs_processed_total{kind="sweep"}"#
+        ) >= 2.0
+    );
+    // Three logins and one batch of three sweep transitions.
+    assert_eq!(
+        metric(
+            &text,
+            r#"presence_worker_jobs_processed_total{kind="presence_changes"}"#
+        ),
+        4.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"presence_worker_jobs_failed_total{kind="presence_changes"}"#
+        ),
+        0.0
+    );
+    let last = metric(
+        &text,
+        "presence_worker_last_successful_sweep_timestamp_seconds",
+    );
+    let now = chrono::Utc::now().timestamp() as f64;
+    assert!((now - 30.0..=now + 1.0).contains(&last), "{last} vs {now}");
+}
+
+#[actix_web::test]
+async fn readiness_fails_while_postgres_is_unreachable() {
+    let app = TestApp::spawn().await;
+    let missing = format!("{}_missing", app.db.url());
+    let worker = WorkerEnv {
+        database_url: &missing,
+        redis_prefix: &app.config.redis_prefix,
+        schedule: "0 0 0 1 1 * 2099",
+        offline_after_secs: 120,
+    }
+    .spawn();
+    let port = worker.http_port();
+    let (status, body) = get(port, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains(r#""redis":"ok""#), "{body}");
+    assert!(!body.contains(r#""postgres":"ok""#), "{body}");
+    assert_eq!(get(port, "/healthz").await.0, StatusCode::OK);
+}
