@@ -26,9 +26,23 @@ worker:
 migrate:
     cargo run -p presence-api -- migrate
 
-# Formatting, lints, then every test against the local PostgreSQL and Redis.
-test: lint
+# Formatting, lints, the compose file, then every test against local PostgreSQL and Redis.
+test: lint compose-config
     cargo test --workspace
+
+# Parse docker-compose.yml with a real compose parser (no Docker engine needed).
+compose-config:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if docker compose version >/dev/null 2>&1; then
+        docker compose -f docker-compose.yml config --quiet
+    elif command -v docker-compose >/dev/null 2>&1; then
+        docker-compose -f docker-compose.yml config --quiet
+    else
+        echo "compose-config: no compose parser here (apt-get install docker-compose); skipped" >&2
+        exit 0
+    fi
+    echo "docker-compose.yml: valid"
 
 # rustfmt and clippy, warnings as errors.
 lint:

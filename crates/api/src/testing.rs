@@ -167,3 +167,118 @@ impl TestApp {
         self.login("admin").await
     }
 }
+
+/// A child process of one of our binaries, killed if the test ends without stopping it.
+/// Its log (stderr) is collected as it is written.
+pub struct Process {
+    child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Process {
+    pub fn spawn(mut command: std::process::Command) -> Self {
+        use std::io::BufRead;
+        let mut child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = log.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut log = sink.lock().expect("log lock");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Self {
+            child,
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// The port from the process's "listening on <addr> (port <port>)" log line.
+    pub fn port(&self) -> u16 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let log = self.log();
+            let port = log.lines().find_map(|line| {
+                let (_, rest) = line.split_once("listening on ")?;
+                rest.split("(port ")
+                    .nth(1)?
+                    .trim_end_matches(')')
+                    .parse()
+                    .ok()
+            });
+            if let Some(port) = port {
+                return port;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no port logged:\n{log}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the exit; the status (`None` if it did not
+    /// exit in time) and the log.
+    pub fn terminate(
+        self,
+        limit: std::time::Duration,
+    ) -> (Option<std::process::ExitStatus>, String) {
+        self.sigterm();
+        self.wait(limit)
+    }
+
+    pub fn sigterm(&self) {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -TERM {pid}");
+    }
+
+    /// Waits up to `limit` for the exit: the status (`None` if it did not exit in time)
+    /// and the log.
+    pub fn wait(
+        mut self,
+        limit: std::time::Duration,
+    ) -> (Option<std::process::ExitStatus>, String) {
+        let deadline = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        if status.is_some()
+            && let Some(reader) = self.reader.take()
+        {
+            let _ = reader.join();
+        }
+        (status, self.log())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -19,6 +19,15 @@ impl TestDatabase {
     /// Creates and migrates `presence_test_<pid>_<n>`. Panics if PostgreSQL is unreachable:
     /// these are tests, and the message says what to start.
     pub fn new() -> Self {
+        let db = Self::uncreated();
+        db::create_database_if_missing(&db.url).expect("create the test database");
+        db::run_migrations(&mut db.pool.get().expect("connection")).expect("migrations");
+        db
+    }
+
+    /// A name for a test database that does not exist yet (dropped after the test if
+    /// something created it): for testing what creates and migrates databases.
+    pub fn uncreated() -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let server = std::env::var("TEST_DATABASE_URL")
             .unwrap_or_else(|_| DEFAULT_TEST_SERVER_URL.to_owned());
@@ -31,13 +40,10 @@ impl TestDatabase {
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
         let url = format!("{base}/{name}");
-        db::drop_database(&url)
-            .and_then(|()| db::create_database_if_missing(&url))
-            .unwrap_or_else(|e| {
-                panic!("tests need PostgreSQL at {server} (set TEST_DATABASE_URL): {e}")
-            });
+        db::drop_database(&url).unwrap_or_else(|e| {
+            panic!("tests need PostgreSQL at {server} (set TEST_DATABASE_URL): {e}")
+        });
         let pool = db::build_pool(&url, 4);
-        db::run_migrations(&mut pool.get().expect("connection")).expect("migrations");
         Self { url, pool }
     }
 

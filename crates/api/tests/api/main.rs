@@ -3,5 +3,6 @@
 mod errors;
 mod operations;
 mod presence;
+mod process;
 mod queue;
 mod users;

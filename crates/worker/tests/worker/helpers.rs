@@ -1,17 +1,7 @@
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use presence_api::testing::test_redis_url;
-
-/// A `presence-worker` process, killed if the test ends without stopping it. Its log
-/// (stderr) is collected as it is written.
-pub struct WorkerProcess {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
+use presence_api::testing::{Process, test_redis_url};
 
 /// What the worker needs to know: its database, its Redis prefix, and its timing.
 pub struct WorkerEnv<'a> {
@@ -36,84 +26,9 @@ impl WorkerEnv<'_> {
         command
     }
 
-    pub fn spawn(&self) -> WorkerProcess {
-        let mut child = self
-            .command("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("worker binary starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        WorkerProcess {
-            child,
-            log,
-            reader: Some(reader),
-        }
-    }
-}
-
-impl WorkerProcess {
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// The port of the worker's HTTP server, once it has logged it.
-    pub fn http_port(&self) -> u16 {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let log = self.log();
-            if let Some(port) = log.lines().find_map(|line| {
-                let (_, rest) = line.split_once("http listening on ")?;
-                rest.split("(port ")
-                    .nth(1)?
-                    .trim_end_matches(')')
-                    .parse()
-                    .ok()
-            }) {
-                return port;
-            }
-            assert!(Instant::now() < deadline, "no HTTP port logged:\n{log}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Sends SIGTERM and waits up to `limit` for the exit; returns the status and the log.
-    pub fn terminate(mut self, limit: Duration) -> (Option<ExitStatus>, String) {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success(), "kill -TERM {pid}");
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        if status.is_some()
-            && let Some(reader) = self.reader.take()
-        {
-            let _ = reader.join();
-        }
-        (status, self.log())
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// `presence-worker run`, its HTTP server on a free port.
+    pub fn spawn(&self) -> Process {
+        Process::spawn(self.command("run"))
     }
 }
 

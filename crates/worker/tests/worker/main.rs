@@ -1,5 +1,6 @@
 //! The worker binary against real PostgreSQL and Redis, alone and behind the real API.
 
+mod deployment;
 mod helpers;
 mod operations;
 mod pipeline;

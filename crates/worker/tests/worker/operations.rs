@@ -36,7 +36,7 @@ async fn health_readiness_and_metrics_after_real_work() {
         offline_after_secs: 2,
     }
     .spawn();
-    let port = worker.http_port();
+    let port = worker.port();
     for name in ["alice", "bob", "carol"] {
         app.sign_up(name).await;
     }
@@ -114,7 +114,7 @@ async fn readiness_fails_while_postgres_is_unreachable() {
         offline_after_secs: 120,
     }
     .spawn();
-    let port = worker.http_port();
+    let port = worker.port();
     let (status, body) = get(port, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body.contains(r#""redis":"ok""#), "{body}");
