@@ -6,10 +6,13 @@ use std::pin::Pin;
 
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use chrono::Utc;
 use presence_model::jobs::ChangeReason;
-use presence_model::presence::{self, PresenceUpdate};
+use presence_model::presence::{self, LiveSession};
+use presence_model::sessions;
 use presence_model::users::User;
 
+use crate::activity;
 use crate::errors::ApiError;
 use crate::routes::users::HEARTBEAT_PATH;
 use crate::state::{AppState, db};
@@ -20,12 +23,15 @@ const MAX_TOKEN_LEN: usize = 256;
 /// The caller, authenticated by a live session, with their presence just refreshed.
 pub struct Authenticated {
     pub session_id: i64,
-    pub update: PresenceUpdate,
+    /// The caller as shown, `last_seen` being this request.
+    pub user: User,
+    /// Key of the session cache, so logout can drop the entry at once.
+    pub token_hash: Vec<u8>,
 }
 
 impl Authenticated {
     pub fn user(&self) -> &User {
-        &self.update.user
+        &self.user
     }
 }
 
@@ -56,16 +62,65 @@ impl FromRequest for Authenticated {
         Box::pin(async move {
             let token = token.ok_or(ApiError::Unauthenticated)?;
             let state = state.ok_or_else(|| ApiError::internal("AppState is not registered"))?;
-            let ttl = state.session_ttl;
-            let (session_id, update) = db(&state, move |conn| {
-                presence::update_user_last_seen(conn, &token, ttl)
+            authenticate(&state, token, reason).await
+        })
+    }
+}
+
+/// Recognises the session and records the activity: deferred to the next flush when the
+/// user is online and safely inside the window (no write), written at once otherwise.
+async fn authenticate(
+    state: &web::Data<AppState>,
+    token: String,
+    reason: ChangeReason,
+) -> Result<Authenticated, ApiError> {
+    let (window, ttl) = (state.offline_after, state.session_ttl);
+    let token_hash = sessions::hash_token(&token);
+    let live = match state.activity.cached(&token_hash) {
+        Some(live) => live,
+        None => {
+            let lookup = token.clone();
+            let live = db(state, move |conn| {
+                presence::find_live_session(conn, &lookup, window, ttl)
             })
             .await?
             .ok_or(ApiError::Unauthenticated)?;
-            state.queue.enqueue(update.change(reason)).await;
-            Ok(Self { session_id, update })
-        })
+            state.activity.remember(token_hash.clone(), live)
+        }
+    };
+    let now = Utc::now();
+    if live.can_defer_write(now, window, state.activity.flush_interval) {
+        if state.activity.defer(live.session_id, now) {
+            activity::flush(state).await;
+        }
+        let mut user = live.user.clone();
+        user.last_seen = Some(now);
+        return Ok(Authenticated {
+            session_id: live.session_id,
+            user,
+            token_hash,
+        });
     }
+    let (session_id, update) = db(state, move |conn| {
+        presence::update_user_last_seen(conn, &token, ttl)
+    })
+    .await?
+    .ok_or(ApiError::Unauthenticated)?;
+    state.queue.enqueue(update.change(reason)).await;
+    state.activity.remember(
+        token_hash.clone(),
+        LiveSession {
+            session_id,
+            session_last_seen: update.user.last_seen.unwrap_or(now),
+            stored_status: update.user.online_status,
+            user: update.user.clone(),
+        },
+    );
+    Ok(Authenticated {
+        session_id,
+        user: update.user,
+        token_hash,
+    })
 }
 
 impl FromRequest for Admin {

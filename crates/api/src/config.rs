@@ -43,6 +43,16 @@ pub struct Config {
     #[arg(long, env = "OFFLINE_AFTER_SECS", default_value_t = 120,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub offline_after_secs: u32,
+    /// Activity of users already online is written to PostgreSQL in one batch this often
+    /// (milliseconds), rather than once per request.
+    #[arg(long, env = "LAST_SEEN_FLUSH_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub last_seen_flush_ms: u32,
+    /// How often the frontend sends a heartbeat (milliseconds): with the flush interval,
+    /// it must fit twice in the offline window, or users could be swept while active.
+    #[arg(long, env = "HEARTBEAT_INTERVAL_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub heartbeat_interval_ms: u32,
     /// Seconds a session may go unused before its token stops working (default 30 days).
     #[arg(long, env = "SESSION_TTL_SECS", default_value_t = 2_592_000,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -56,5 +66,74 @@ impl Config {
 
     pub fn session_ttl(&self) -> TimeDelta {
         TimeDelta::seconds(self.session_ttl_secs.into())
+    }
+
+    pub fn last_seen_flush(&self) -> TimeDelta {
+        TimeDelta::milliseconds(self.last_seen_flush_ms.into())
+    }
+
+    /// Refuses timings under which an active user could be swept offline: a user's stored
+    /// `last_seen` lags their latest heartbeat by up to one heartbeat interval plus one
+    /// flush interval, and that lag must stay well inside the offline window.
+    pub fn validate(&self) -> Result<(), String> {
+        let lag = u64::from(self.last_seen_flush_ms) + u64::from(self.heartbeat_interval_ms);
+        let half_window = u64::from(self.offline_after_secs) * 1000 / 2;
+        if lag > half_window {
+            return Err(format!(
+                "LAST_SEEN_FLUSH_MS ({}) + HEARTBEAT_INTERVAL_MS ({}) = {lag} ms must be at most \
+                 half of OFFLINE_AFTER_SECS ({} s), or users who keep sending heartbeats could \
+                 be marked offline: lower the flush interval or raise OFFLINE_AFTER_SECS",
+                self.last_seen_flush_ms, self.heartbeat_interval_ms, self.offline_after_secs
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn config(args: &[&str]) -> Config {
+        Cli::parse_from(std::iter::once("presence-api").chain(args.iter().copied())).config
+    }
+
+    #[test]
+    fn defaults_keep_active_users_online() {
+        assert_eq!(config(&[]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn refuses_a_flush_that_could_let_the_sweep_take_active_users() {
+        let error = config(&[
+            "--offline-after-secs",
+            "60",
+            "--last-seen-flush-ms",
+            "10000",
+        ])
+        .validate()
+        .unwrap_err();
+        assert!(
+            error.contains("at most half of OFFLINE_AFTER_SECS"),
+            "{error}"
+        );
+        assert_eq!(
+            config(&[
+                "--offline-after-secs",
+                "80",
+                "--last-seen-flush-ms",
+                "10000"
+            ])
+            .validate(),
+            Ok(())
+        );
     }
 }

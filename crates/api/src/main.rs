@@ -65,6 +65,7 @@ fn migrate(database: &DatabaseConfig) -> Result<()> {
 }
 
 fn serve(config: Config) -> Result<()> {
+    config.validate()?;
     migrate(&config.database)?;
     actix_web::rt::System::new().block_on(async {
         let app = Application::build(&config)?;

@@ -10,6 +10,7 @@ use actix_web::middleware::{Logger, Next, NormalizePath, TrailingSlash, from_fn}
 use actix_web::{App, HttpServer, web};
 use presence_model::db;
 
+use crate::activity::{self, Activity};
 use crate::config::Config;
 use crate::errors::{self, JSON_BODY_LIMIT};
 use crate::metrics::Metrics;
@@ -23,12 +24,16 @@ const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 pub struct Application {
     port: u16,
     server: Server,
+    state: web::Data<AppState>,
 }
 
 impl Application {
     /// Connects the pool and binds the listener. Migrations are applied by the caller
     /// (`presence-api serve` does it before this).
     pub fn build(config: &Config) -> std::io::Result<Self> {
+        config
+            .validate()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let pool = db::build_pool(
             &config.database.database_url,
             config.database.database_pool_size,
@@ -43,11 +48,13 @@ impl Application {
         let state = web::Data::new(AppState {
             pool,
             metrics,
+            activity: Activity::new(config.last_seen_flush()),
             queue,
             offline_after: config.offline_after(),
             session_ttl: config.session_ttl(),
         });
         let listener = TcpListener::bind(&config.listen_addr)?;
+        let app_state = state.clone();
         let port = listener.local_addr()?.port();
         let server = HttpServer::new(move || {
             App::new()
@@ -72,16 +79,29 @@ impl Application {
         .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
         .listen(listener)?
         .run();
-        Ok(Self { port, server })
+        actix_web::rt::spawn(activity::flush_periodically(app_state.clone()));
+        Ok(Self {
+            port,
+            server,
+            state: app_state,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// Serves until SIGINT/SIGTERM, then drains in-flight requests.
+    /// The state the handlers share (tests use it to flush deferred writes).
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until SIGINT/SIGTERM, drains in-flight requests, then writes the activity
+    /// still deferred.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        activity::flush(&self.state).await;
+        served
     }
 }
 

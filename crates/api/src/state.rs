@@ -5,6 +5,7 @@ use chrono::TimeDelta;
 use presence_model::db::PgConnection;
 use presence_model::{DbPool, Error};
 
+use crate::activity::Activity;
 use crate::errors::ApiError;
 use crate::metrics::Metrics;
 use crate::queue::PresenceQueue;
@@ -12,6 +13,7 @@ use crate::queue::PresenceQueue;
 pub struct AppState {
     pub pool: DbPool,
     pub metrics: Metrics,
+    pub activity: Activity,
     pub queue: PresenceQueue,
     /// A user silent for longer than this is shown offline.
     pub offline_after: TimeDelta,

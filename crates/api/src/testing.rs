@@ -21,6 +21,7 @@ pub struct TestApp {
     pub address: String,
     pub db: TestDatabase,
     pub config: Config,
+    state: actix_web::web::Data<crate::state::AppState>,
     client: awc::Client,
 }
 
@@ -73,18 +74,28 @@ impl TestApp {
             redis_prefix: db.url().rsplit('/').next().unwrap_or("test").to_owned(),
             listen_addr: "127.0.0.1:0".to_owned(),
             offline_after_secs: 120,
+            // Short, so tests see deferred activity written soon (and may flush at will).
+            last_seen_flush_ms: 100,
+            heartbeat_interval_ms: 100,
             session_ttl_secs: 3600,
         };
         adjust(&mut config);
         let app = Application::build(&config).expect("application builds");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let state = app.state();
         actix_web::rt::spawn(app.run_until_stopped());
         Self {
             address,
             db,
             config,
+            state,
             client: awc::Client::default(),
         }
+    }
+
+    /// Writes the activity the app deferred, as its periodic flush would.
+    pub async fn flush(&self) {
+        crate::activity::flush(&self.state).await;
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -27,9 +27,13 @@ const MIGRATION_LOCK_KEY: i64 = 0x7072_6573_656e_6365; // "presence"
 ///
 /// Connections are not tested on checkout: that would add a round trip to every request,
 /// and diesel already reports a connection broken by a failed query, so r2d2 drops it.
+/// They are opened on demand (`min_idle` 0), never by r2d2's background threads, which
+/// would otherwise keep dialling a database that is down or gone (and can still be inside
+/// libpq when the process exits).
 pub fn build_pool(database_url: &str, max_size: u32) -> DbPool {
     Pool::builder()
         .max_size(max_size)
+        .min_idle(Some(0))
         .test_on_check_out(false)
         .connection_timeout(Duration::from_secs(5))
         .build_unchecked(ConnectionManager::new(database_url))

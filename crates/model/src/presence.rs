@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::pg::PgConnection;
-use diesel::sql_types::{BigInt, Interval, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Bytea, Interval, Nullable, Text, Timestamptz};
 use diesel::{Connection, OptionalExtension, QueryResult, QueryableByName, RunQueryDsl, sql_query};
 use serde::Serialize;
 
@@ -102,7 +102,7 @@ fn set_presence(
     only_if_no_live_session_within: Option<TimeDelta>,
 ) -> QueryResult<Option<PresenceUpdate>> {
     sql_query(
-        "UPDATE users AS u SET online_status = $2, last_seen = now() \
+        "UPDATE users AS u SET online_status = $2, last_seen = now(), changed_at = now() \
          FROM (SELECT id, online_status FROM users WHERE id = $1 FOR UPDATE) AS before \
          WHERE u.id = before.id \
            AND ($3::interval IS NULL OR NOT EXISTS ( \
@@ -170,7 +170,7 @@ pub fn mark_inactive_users_offline(
         id: i64,
     }
     let ids: Vec<Id> = sql_query(
-        "UPDATE users SET online_status = 'offline' \
+        "UPDATE users SET online_status = 'offline', changed_at = now() \
          WHERE online_status = 'online' AND last_seen < now() - $1 RETURNING id",
     )
     .bind::<Interval, _>(window)
@@ -209,4 +209,91 @@ pub fn get_user_online_status(
     .bind::<BigInt, _>(user_id)
     .get_result(conn)
     .optional()
+}
+
+/// A live session, looked up by its token without writing anything, with its user as
+/// shown and the stored flag: what an API process caches to authenticate requests.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct LiveSession {
+    #[diesel(sql_type = BigInt)]
+    pub session_id: i64,
+    #[diesel(sql_type = Timestamptz)]
+    pub session_last_seen: DateTime<Utc>,
+    #[diesel(sql_type = Text)]
+    pub stored_status: OnlineStatus,
+    #[diesel(embed)]
+    pub user: User,
+}
+
+impl LiveSession {
+    /// Whether activity at `now` may be written by a later flush (within `flush_interval`)
+    /// rather than at once: the user is stored online, and their stored `last_seen` stays
+    /// inside `window` until the flush has landed, with a flush interval to spare. The
+    /// sweep then never sees them silent, and no transition is due.
+    pub fn can_defer_write(
+        &self,
+        now: DateTime<Utc>,
+        window: TimeDelta,
+        flush_interval: TimeDelta,
+    ) -> bool {
+        self.stored_status == OnlineStatus::Online
+            && self
+                .user
+                .last_seen
+                .is_some_and(|last_seen| last_seen >= now - window + flush_interval * 2)
+    }
+}
+
+/// Finds the live session holding `token` (not revoked, used within `session_ttl`).
+pub fn find_live_session(
+    conn: &mut PgConnection,
+    token: &str,
+    window: TimeDelta,
+    session_ttl: TimeDelta,
+) -> QueryResult<Option<LiveSession>> {
+    sql_query(concat!(
+        "SELECT s.id AS session_id, s.last_seen AS session_last_seen, u.* FROM sessions s \
+         CROSS JOIN LATERAL (SELECT online_status AS stored_status, ",
+        shown_user_columns!(),
+        " FROM users WHERE users.id = s.user_id) u \
+         WHERE s.token_hash = $2 AND s.revoked_at IS NULL AND s.last_seen >= now() - $3"
+    ))
+    .bind::<Interval, _>(window)
+    .bind::<Bytea, _>(crate::sessions::hash_token(token))
+    .bind::<Interval, _>(session_ttl)
+    .get_result(conn)
+    .optional()
+}
+
+/// Writes deferred activity: `touches` are (session id, when), at most one per session.
+///
+/// Each user gets the latest `last_seen` of their touched sessions, unless a write since
+/// (a logout, say) left a later one; the flag is never changed here, so a flush cannot
+/// bring anyone online. Revoked sessions are skipped. A session row is only rewritten
+/// once its stored `last_seen` lags by `session_granularity`: its `last_seen` serves the
+/// session TTL and "is another session live?", which need no finer grain, and skipping
+/// those writes halves the rows a flush writes. Returns the number of users written.
+pub fn flush_last_seen(
+    conn: &mut PgConnection,
+    touches: &[(i64, DateTime<Utc>)],
+    session_granularity: TimeDelta,
+) -> QueryResult<usize> {
+    if touches.is_empty() {
+        return Ok(0);
+    }
+    let (ids, ats): (Vec<i64>, Vec<DateTime<Utc>>) = touches.iter().copied().unzip();
+    sql_query(
+        "WITH touch AS (SELECT * FROM unnest($1::bigint[], $2::timestamptz[]) AS t(session_id, at)), \
+         live AS (SELECT s.id, s.user_id, s.last_seen, touch.at FROM sessions s \
+                  JOIN touch ON s.id = touch.session_id WHERE s.revoked_at IS NULL), \
+         sessions_written AS (UPDATE sessions s SET last_seen = live.at FROM live \
+                  WHERE s.id = live.id AND live.at - live.last_seen >= $3 RETURNING s.id), \
+         latest AS (SELECT user_id, max(at) AS at FROM live GROUP BY user_id) \
+         UPDATE users u SET last_seen = latest.at, changed_at = now() FROM latest \
+         WHERE u.id = latest.user_id AND (u.last_seen IS NULL OR u.last_seen < latest.at)",
+    )
+    .bind::<Array<BigInt>, _>(ids)
+    .bind::<Array<Timestamptz>, _>(ats)
+    .bind::<Interval, _>(session_granularity)
+    .execute(conn)
 }

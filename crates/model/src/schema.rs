@@ -42,6 +42,7 @@ diesel::table! {
         online_status -> Text,
         last_seen -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
+        changed_at -> Timestamptz,
     }
 }
 

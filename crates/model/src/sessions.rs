@@ -35,7 +35,9 @@ impl std::fmt::Debug for SessionToken {
     }
 }
 
-pub(crate) fn hash_token(token: &str) -> Vec<u8> {
+/// SHA-256 of a bearer token: how sessions are stored, and how to key a cache of them
+/// without keeping the tokens themselves.
+pub fn hash_token(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use diesel::pg::{Pg, PgConnection};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{Interval, Nullable, Text};
+use diesel::sql_types::{BigInt, Interval, Nullable, Text, Timestamptz};
 use serde::Serialize;
 
 use crate::error::ValidationError;
@@ -197,20 +197,68 @@ pub fn create_or_promote_admin(
     Ok((id, true))
 }
 
-/// Every user, ordered by id, optionally only those shown with `status`.
-pub fn all_users(
+/// Which users to list: a page of them in id order.
+#[derive(Debug, Clone, Default)]
+pub struct UserQuery {
+    /// Only users shown with this status.
+    pub status: Option<OnlineStatus>,
+    /// Only users whose shown status or `last_seen` may have changed since then.
+    pub changed_since: Option<DateTime<Utc>>,
+    /// Only users with a greater id: the cursor of the previous page.
+    pub after_id: Option<i64>,
+    pub limit: i64,
+}
+
+/// A page of users, and the database time it was read at (the `changed_since` to ask
+/// for next time).
+#[derive(Debug, Clone)]
+pub struct UserPage {
+    pub users: Vec<User>,
+    pub as_of: DateTime<Utc>,
+    /// Where the next page starts, if this one is full.
+    pub next_after_id: Option<i64>,
+}
+
+/// How far before `changed_since` a changes query looks: a write that committed after the
+/// previous page was read can carry a `changed_at` a little older than that page's
+/// `as_of` (its transaction started first). Rows seen twice are harmless; missed are not.
+pub const CHANGED_SINCE_SLACK: TimeDelta = TimeDelta::seconds(5);
+
+/// Users ordered by id, filtered by `query`. A changes query (`changed_since`) costs in
+/// proportion to the changes: it reads the `changed_at` index, plus the online users
+/// whose `last_seen` crossed the window edge since then (shown offline by the read-time
+/// rule with no write at all) from the partial index of online users.
+pub fn list_users(
     conn: &mut PgConnection,
     window: TimeDelta,
-    status: Option<OnlineStatus>,
-) -> QueryResult<Vec<User>> {
-    diesel::sql_query(concat!(
-        "SELECT * FROM (SELECT ",
-        shown_user_columns!(),
-        " FROM users) AS shown WHERE $2::text IS NULL OR online_status = $2 ORDER BY id"
-    ))
-    .bind::<Interval, _>(window)
-    .bind::<Nullable<Text>, _>(status)
-    .load(conn)
+    query: &UserQuery,
+) -> QueryResult<UserPage> {
+    conn.transaction(|conn| {
+        let users: Vec<User> = diesel::sql_query(concat!(
+            "SELECT * FROM (SELECT ",
+            shown_user_columns!(),
+            " FROM users WHERE id > $3 AND ($4::timestamptz IS NULL \
+               OR changed_at > $4::timestamptz - $6 \
+               OR (online_status = 'online' AND last_seen > $4::timestamptz - $6 - $1 \
+                   AND last_seen < now() - $1))) AS shown \
+             WHERE $2::text IS NULL OR online_status = $2 ORDER BY id LIMIT $5"
+        ))
+        .bind::<Interval, _>(window)
+        .bind::<Nullable<Text>, _>(query.status)
+        .bind::<BigInt, _>(query.after_id.unwrap_or(0))
+        .bind::<Nullable<Timestamptz>, _>(query.changed_since)
+        .bind::<BigInt, _>(query.limit)
+        .bind::<Interval, _>(CHANGED_SINCE_SLACK)
+        .load(conn)?;
+        let as_of = diesel::select(diesel::dsl::now.into_sql::<Timestamptz>()).get_result(conn)?;
+        let full = i64::try_from(users.len()).is_ok_and(|n| n == query.limit);
+        let next_after_id = full.then(|| users.last().map(|u| u.id)).flatten();
+        Ok(UserPage {
+            users,
+            as_of,
+            next_after_id,
+        })
+    })
 }
 
 #[cfg(test)]

@@ -75,13 +75,17 @@ fn readers_never_see_online_past_the_window_even_without_a_sweep() {
         .unwrap()
         .unwrap();
     assert_eq!(status.online_status, OnlineStatus::Offline);
-    let online = users::all_users(&mut conn, WINDOW, Some(OnlineStatus::Online)).unwrap();
-    assert_eq!(online.iter().map(|u| u.id).collect::<Vec<_>>(), vec![fresh]);
-    let offline = users::all_users(&mut conn, WINDOW, Some(OnlineStatus::Offline)).unwrap();
-    assert_eq!(
-        offline.iter().map(|u| u.id).collect::<Vec<_>>(),
-        vec![stale]
-    );
+    let mut ids = |status| {
+        let query = users::UserQuery {
+            status: Some(status),
+            limit: 10,
+            ..Default::default()
+        };
+        let page = users::list_users(&mut conn, WINDOW, &query).unwrap();
+        page.users.iter().map(|u| u.id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(OnlineStatus::Online), vec![fresh]);
+    assert_eq!(ids(OnlineStatus::Offline), vec![stale]);
     assert!(
         presence::get_user_online_status(&mut conn, 999_999, WINDOW)
             .unwrap()

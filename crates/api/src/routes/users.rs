@@ -1,13 +1,14 @@
 //! The chat frontend's and the admin panel's endpoints.
 
-use actix_web::http::header::{CacheControl, CacheDirective};
-use actix_web::{HttpResponse, web};
+use actix_web::http::header::{CacheControl, CacheDirective, ETag, EntityTag, IfNoneMatch};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use presence_model::jobs::{ChangeReason, PresenceChanged};
 use presence_model::presence::UserStatus;
-use presence_model::users::User;
+use presence_model::users::{User, UserQuery};
 use presence_model::{OnlineStatus, events, presence, sessions, users};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Admin, Authenticated};
@@ -50,9 +51,20 @@ pub struct Count {
 
 #[derive(Serialize, ToSchema)]
 pub struct UserList {
+    /// Ordered by id.
     users: Vec<User>,
+    /// How many users this page holds.
     count: usize,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+    /// When this page was read: pass it as `changed_since` on the next poll.
+    as_of: DateTime<Utc>,
 }
+
+/// Page size when no `limit` is given, and the largest allowed.
+const USERS_DEFAULT_LIMIT: i64 = 1000;
+const USERS_MAX_LIMIT: i64 = 10_000;
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +72,13 @@ pub struct UserList {
 pub struct AllUsersQuery {
     /// Only users shown with this status.
     status: Option<OnlineStatus>,
+    /// Users per page: 1 to 10000 (default 1000).
+    limit: Option<i64>,
+    /// The `next` of the previous page.
+    cursor: Option<String>,
+    /// RFC 3339: only users whose status or `last_seen` changed since (give the previous
+    /// response's `as_of`). A few users may be returned twice across polls, never missed.
+    changed_since: Option<DateTime<Utc>>,
 }
 
 /// Newest transitions returned when no `limit` is given, and the most ever returned.
@@ -130,6 +149,8 @@ pub async fn logout(
         sessions::log_out(conn, session_id, window)
     })
     .await?;
+    // Other replicas drop it from their caches within a second (their TTL).
+    state.activity.forget(&caller.token_hash);
     let change = update.and_then(|update| update.change(ChangeReason::Logout));
     state.queue.enqueue(change).await;
     Ok(HttpResponse::NoContent().finish())
@@ -201,23 +222,79 @@ pub async fn online_count(
 #[utoipa::path(get, path = "/api/users/all-users/", tag = "users", security(("bearer" = [])),
     params(AllUsersQuery),
     responses(
-        (status = 200, description = "Users ordered by id (`Cache-Control: no-store`)", body = UserList),
+        (status = 200, description = "A page of users ordered by id, with an `ETag` \
+            (`Cache-Control: no-store`)", body = UserList),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag"),
         (status = 400, description = "Invalid query", body = ErrorBody),
         (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody)))]
 pub async fn all_users(
+    req: HttpRequest,
     state: web::Data<AppState>,
     _admin: Admin,
     query: web::Query<AllUsersQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (status, window) = (query.status, state.offline_after);
-    let users = db(&state, move |conn| users::all_users(conn, window, status)).await?;
-    Ok(HttpResponse::Ok()
+    let query = query.into_inner();
+    let limit = query.limit.unwrap_or(USERS_DEFAULT_LIMIT);
+    if !(1..=USERS_MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::Invalid {
+            field: "limit".to_owned(),
+            message: format!("must be between 1 and {USERS_MAX_LIMIT}"),
+        });
+    }
+    let after_id = match query.cursor.as_deref().map(str::parse::<i64>) {
+        None => None,
+        Some(Ok(id)) if id >= 0 => Some(id),
+        Some(_) => {
+            return Err(ApiError::Invalid {
+                field: "cursor".to_owned(),
+                message: "is not a cursor this API returned".to_owned(),
+            });
+        }
+    };
+    let user_query = UserQuery {
+        status: query.status,
+        changed_since: query.changed_since,
+        after_id,
+        limit,
+    };
+    let window = state.offline_after;
+    let page = db(&state, move |conn| {
+        users::list_users(conn, window, &user_query)
+    })
+    .await?;
+    let list = UserList {
+        count: page.users.len(),
+        users: page.users,
+        next: page.next_after_id.map(|id| id.to_string()),
+        as_of: page.as_of,
+    };
+    let etag = EntityTag::new_strong(content_hash(&list)?);
+    let unchanged = matches!(
+        req.get_header::<IfNoneMatch>(),
+        Some(IfNoneMatch::Items(tags)) if tags.iter().any(|tag| tag.strong_eq(&etag))
+    );
+    let mut response = if unchanged {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    response
         .insert_header(CacheControl(vec![CacheDirective::NoStore]))
-        .json(UserList {
-            count: users.len(),
-            users,
-        }))
+        .insert_header(ETag(etag));
+    Ok(if unchanged {
+        response.finish()
+    } else {
+        response.json(list)
+    })
+}
+
+/// The ETag of a user list: a hash of what it holds, leaving out `as_of` (which changes
+/// on every read), so an unchanged list answers 304.
+fn content_hash(list: &UserList) -> Result<String, ApiError> {
+    let content = serde_json::to_vec(&(&list.users, &list.next)).map_err(ApiError::internal)?;
+    let digest = Sha256::digest(content);
+    Ok(digest[..16].iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A user's online/offline transitions, newest first: for admins, and for the user.

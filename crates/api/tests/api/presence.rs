@@ -19,13 +19,21 @@ async fn heartbeat_refreshes_last_seen_and_keeps_user_online() {
         "UPDATE users SET last_seen = now() - interval '60 seconds' WHERE id = {id}"
     ));
     app.db
-        .execute("UPDATE sessions SET last_seen = now() - interval '60 seconds'");
+        .execute("UPDATE sessions SET last_seen = now() - interval '90 seconds'");
     let response = app.post("/api/users/heartbeat/", Some(&token), None).await;
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(response.body["online_status"], "online");
     let last_seen =
         chrono::DateTime::parse_from_rfc3339(response.body["last_seen"].as_str().unwrap()).unwrap();
     assert!(chrono::Utc::now().signed_duration_since(last_seen) < chrono::TimeDelta::seconds(10));
+    // Written by the next flush, not by the request.
+    app.flush().await;
+    assert_eq!(
+        app.db.query_i64(&format!(
+            "SELECT count(*) AS n FROM users WHERE id = {id} AND last_seen > now() - interval '10 seconds'"
+        )),
+        1
+    );
     assert_eq!(
         app.db.query_i64(
             "SELECT count(*) AS n FROM sessions WHERE last_seen > now() - interval '10 seconds'"
@@ -163,6 +171,7 @@ async fn two_hundred_concurrent_heartbeats_from_fifty_users() {
         assert_eq!(response.status, StatusCode::OK, "{:?}", response.body);
         assert_eq!(response.body["online_status"], "online");
     }
+    app.flush().await;
     assert_eq!(
         app.db.query_i64(
             "SELECT count(*) AS n FROM users \

@@ -31,6 +31,8 @@ async fn only_real_transitions_are_queued() {
         app.post("/api/users/heartbeat/", Some(&token), None).await;
     }
     app.db.execute("UPDATE users SET online_status = 'offline'");
+    // As after a sweep: the API's session cache has moved on (it keeps entries 1 s).
+    actix_web::rt::time::sleep(presence_api::activity::AUTH_CACHE_TTL).await;
     app.post("/api/users/heartbeat/", Some(&token), None).await;
     app.get("/api/users/me/", Some(&token)).await;
     app.post("/api/users/logout/", Some(&token), None).await;

@@ -182,6 +182,10 @@ async fn all_users_is_for_admins_fresh_and_filterable() {
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(response.headers.get("cache-control").unwrap(), "no-store");
     assert_eq!(response.body["count"], 3);
+    assert!(
+        response.body.get("next").is_none(),
+        "one page holds them all"
+    );
     let names: Vec<_> = response.body["users"]
         .as_array()
         .unwrap()
@@ -233,4 +237,121 @@ async fn create_admin_command_creates_and_promotes() {
         assert_eq!(response.status, StatusCode::OK, "{name} is an admin");
     }
     assert_eq!(app.db.query_i64("SELECT count(*) AS n FROM users"), 2);
+}
+
+#[actix_web::test]
+async fn all_users_pages_with_a_cursor() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    for n in 0..4 {
+        app.register(&format!("user{n}")).await;
+    }
+    let mut names = Vec::new();
+    let mut path = "/api/users/all-users/?limit=2".to_owned();
+    loop {
+        let page = app.get(&path, Some(&admin)).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.body["count"].as_u64().unwrap() <= 2);
+        chrono::DateTime::parse_from_rfc3339(page.body["as_of"].as_str().unwrap()).unwrap();
+        names.extend(
+            page.body["users"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u["username"].as_str().unwrap().to_owned()),
+        );
+        match page.body["next"].as_str() {
+            Some(cursor) => path = format!("/api/users/all-users/?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["admin", "user0", "user1", "user2", "user3"]);
+
+    for bad in [
+        "limit=0",
+        "limit=10001",
+        "limit=x",
+        "cursor=abc",
+        "cursor=-1",
+        "changed_since=yesterday",
+    ] {
+        let response = app
+            .get(&format!("/api/users/all-users/?{bad}"), Some(&admin))
+            .await;
+        assert_eq!(response.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+}
+
+#[actix_web::test]
+async fn all_users_answers_304_while_nothing_changed() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let (_, token) = app.sign_up("ivan").await;
+    let first = app.get("/api/users/all-users/", Some(&admin)).await;
+    let etag = first
+        .headers
+        .get("etag")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let send = |etag: String| {
+        app.send(
+            app.request(actix_web::http::Method::GET, "/api/users/all-users/")
+                .insert_header(("if-none-match", etag)),
+            Some(&admin),
+            None,
+        )
+    };
+    let unchanged = send(etag.clone()).await;
+    assert_eq!(unchanged.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(unchanged.body, serde_json::Value::Null);
+    // Admin requests are deferred activity too; write it so that only ivan changes next.
+    app.flush().await;
+    let settled = app.get("/api/users/all-users/", Some(&admin)).await;
+    let etag = settled
+        .headers
+        .get("etag")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    app.post("/api/users/logout/", Some(&token), None).await;
+    let changed = send(etag).await;
+    assert_eq!(changed.status, StatusCode::OK);
+    assert_eq!(changed.body["users"][1]["online_status"], "offline");
+}
+
+#[actix_web::test]
+async fn all_users_changed_since_returns_only_changes() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    for n in 0..5 {
+        app.register(&format!("quiet{n}")).await;
+    }
+    app.flush().await;
+    app.db
+        .execute("UPDATE users SET changed_at = now() - interval '1 hour'");
+    let before = app.get("/api/users/all-users/", Some(&admin)).await;
+    let as_of = before.body["as_of"].as_str().unwrap().to_owned();
+    let (id, _) = app.sign_up("busy").await;
+    let changes = app
+        .get(
+            &format!(
+                "/api/users/all-users/?changed_since={}",
+                as_of.replace('+', "%2B")
+            ),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(changes.status, StatusCode::OK, "{}", changes.body);
+    let names: Vec<_> = changes.body["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    // The admin is active too (their own requests), the quiet users are not listed.
+    assert_eq!(names, ["admin", "busy"]);
+    assert_eq!(changes.body["users"][1]["id"], id);
 }

@@ -80,14 +80,12 @@ async fn health_readiness_and_metrics_after_real_work() {
             r#"presence_worker_jobs_processed_total{kind="sweep"}"#
         ) >= 2.0
     );
-    // Three logins and one batch of three sweep transitions.
-    assert_eq!(
-        metric(
-            &text,
-            r#"presence_worker_jobs_processed_total{kind="presence_changes"}"#
-        ),
-        4.0
+    // Three logins, and the sweep's transitions in one batch per tick (one to three ticks).
+    let processed = metric(
+        &text,
+        r#"presence_worker_jobs_processed_total{kind="presence_changes"}"#,
     );
+    assert!((4.0..=6.0).contains(&processed), "{processed}");
     assert_eq!(
         metric(
             &text,

@@ -1,0 +1,162 @@
+//! Deferred `last_seen` writes and cached authentication, across real processes.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use presence_api::testing::{PASSWORD, Process, TestApp, remove_redis_keys, test_redis_url};
+use presence_model::testing::TestDatabase;
+
+fn serve(db: &TestDatabase, env: &[(&str, &str)]) -> Process {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_presence-api"));
+    command
+        .arg("serve")
+        .env("DATABASE_URL", db.url())
+        .env("REDIS_URL", test_redis_url())
+        .env("REDIS_PREFIX", db.url().rsplit('/').next().unwrap())
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied());
+    Process::spawn(command)
+}
+
+/// A raw HTTP/1.1 request; returns the status code and the body.
+fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn login(port: u16, username: &str) -> String {
+    let credentials = format!(r#"{{"username": "{username}", "password": "{PASSWORD}"}}"#);
+    let (status, body) = http(port, "POST", "/api/users/register/", None, &credentials);
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = http(port, "POST", "/api/users/login/", None, &credentials);
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    body["token"].as_str().unwrap().to_owned()
+}
+
+#[actix_web::test]
+async fn heartbeats_of_online_users_are_written_by_the_flush() {
+    let app = TestApp::spawn_with(|config| config.last_seen_flush_ms = 50_000).await;
+    let (id, token) = app.sign_up("alice").await;
+    let stored_age = |app: &TestApp| {
+        app.db.query_i64(&format!(
+            "SELECT extract(epoch FROM now() - last_seen)::bigint AS n FROM users WHERE id = {id}"
+        ))
+    };
+    // Inside the window by more than two flush intervals: safe to defer.
+    app.db
+        .execute("UPDATE users SET last_seen = now() - interval '10 seconds'");
+    for _ in 0..20 {
+        let response = app.post("/api/users/heartbeat/", Some(&token), None).await;
+        assert_eq!(response.status, StatusCode::OK);
+        let reported =
+            chrono::DateTime::parse_from_rfc3339(response.body["last_seen"].as_str().unwrap())
+                .unwrap();
+        assert!(chrono::Utc::now() - reported.to_utc() < chrono::TimeDelta::seconds(2));
+    }
+    assert!(stored_age(&app) >= 10, "20 heartbeats, no write yet");
+    app.flush().await;
+    assert!(stored_age(&app) <= 2, "one write for all of them");
+}
+
+#[test]
+fn pending_activity_is_written_on_graceful_shutdown() {
+    let db = TestDatabase::new();
+    let server = serve(
+        &db,
+        &[
+            ("OFFLINE_AFTER_SECS", "300"),
+            ("LAST_SEEN_FLUSH_MS", "120000"),
+            ("HEARTBEAT_INTERVAL_MS", "1000"),
+        ],
+    );
+    let port = server.port();
+    let token = login(port, "bob");
+    db.execute("UPDATE users SET last_seen = now() - interval '30 seconds'");
+    std::thread::sleep(Duration::from_millis(1100)); // past the session cache
+    let (status, _) = http(port, "POST", "/api/users/heartbeat/", Some(&token), "");
+    assert_eq!(status, 200);
+    let fresh = "SELECT count(*) AS n FROM users WHERE last_seen > now() - interval '10 seconds'";
+    assert_eq!(db.query_i64(fresh), 0, "deferred");
+    let (status, log) = server.terminate(Duration::from_secs(15));
+    assert!(status.is_some_and(|s| s.success()), "{log}");
+    assert_eq!(db.query_i64(fresh), 1, "written before exit");
+    remove_redis_keys(&test_redis_url(), db.url().rsplit('/').next().unwrap());
+}
+
+#[test]
+fn startup_refuses_a_flush_interval_that_could_sweep_active_users() {
+    let db = TestDatabase::new();
+    let output = Command::new(env!("CARGO_BIN_EXE_presence-api"))
+        .arg("serve")
+        .env("DATABASE_URL", db.url())
+        .env("OFFLINE_AFTER_SECS", "60")
+        .env("LAST_SEEN_FLUSH_MS", "10000")
+        .env("HEARTBEAT_INTERVAL_MS", "30000")
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("LAST_SEEN_FLUSH_MS (10000) + HEARTBEAT_INTERVAL_MS (30000)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_logged_out_token_is_refused_by_every_replica_within_a_second() {
+    let db = TestDatabase::new();
+    let env = [("LAST_SEEN_FLUSH_MS", "200")];
+    let (a, b) = (serve(&db, &env), serve(&db, &env));
+    let (port_a, port_b) = (a.port(), b.port());
+    let token = login(port_a, "carol");
+    // B caches the session.
+    for _ in 0..3 {
+        assert_eq!(
+            http(port_b, "POST", "/api/users/heartbeat/", Some(&token), "").0,
+            200
+        );
+    }
+    assert_eq!(
+        http(port_a, "POST", "/api/users/logout/", Some(&token), "").0,
+        204
+    );
+    // B may still answer from its cache for up to a second, and that must not bring the
+    // user back online; then it refuses.
+    let _ = http(port_b, "POST", "/api/users/heartbeat/", Some(&token), "");
+    std::thread::sleep(Duration::from_millis(1000));
+    let (status, body) = http(port_b, "GET", "/api/users/me/", Some(&token), "");
+    assert_eq!(status, 401, "{body}");
+    std::thread::sleep(Duration::from_millis(500)); // B's flush
+    assert_eq!(
+        db.query_i64("SELECT count(*) AS n FROM users WHERE online_status = 'offline'"),
+        1
+    );
+    for replica in [a, b] {
+        let (status, log) = replica.terminate(Duration::from_secs(15));
+        assert!(status.is_some_and(|s| s.success()), "{log}");
+    }
+    remove_redis_keys(&test_redis_url(), db.url().rsplit('/').next().unwrap());
+}

@@ -1,0 +1,197 @@
+//! Deferred `last_seen` writes and the paged, changes-only user list.
+
+use chrono::{TimeDelta, Utc};
+use presence_model::testing::TestDatabase;
+use presence_model::users::{self, UserQuery};
+use presence_model::{OnlineStatus, presence, sessions};
+
+const WINDOW: TimeDelta = TimeDelta::seconds(120);
+const TTL: TimeDelta = TimeDelta::days(30);
+const FLUSH: TimeDelta = TimeDelta::seconds(10);
+
+fn logged_in(db: &TestDatabase, name: &str) -> users::LoggedIn {
+    users::register(db.pool(), name, "password123").unwrap();
+    users::log_in(db.pool(), name, "password123").unwrap()
+}
+
+#[test]
+fn live_sessions_are_found_without_writing() {
+    let db = TestDatabase::new();
+    let login = logged_in(&db, "alice");
+    let mut conn = db.pool().get().unwrap();
+    db.execute("UPDATE users SET last_seen = now() - interval '50 seconds'");
+    let live = presence::find_live_session(&mut conn, login.token.expose(), WINDOW, TTL)
+        .unwrap()
+        .unwrap();
+    assert_eq!(live.session_id, login.session_id);
+    assert_eq!(live.stored_status, OnlineStatus::Online);
+    assert_eq!(live.user.online_status, OnlineStatus::Online);
+    assert!(
+        live.can_defer_write(Utc::now(), WINDOW, FLUSH),
+        "50 s old, 100 s of room"
+    );
+    assert!(!live.can_defer_write(Utc::now() + TimeDelta::seconds(60), WINDOW, FLUSH));
+    assert_eq!(
+        db.query_i64(
+            "SELECT count(*) AS n FROM users WHERE last_seen > now() - interval '40 seconds'"
+        ),
+        0,
+        "looking up wrote nothing"
+    );
+    assert!(
+        presence::find_live_session(&mut conn, "nope", WINDOW, TTL)
+            .unwrap()
+            .is_none()
+    );
+    sessions::log_out(&mut conn, login.session_id, WINDOW).unwrap();
+    assert!(
+        presence::find_live_session(&mut conn, login.token.expose(), WINDOW, TTL)
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn offline_users_are_never_deferred() {
+    let db = TestDatabase::new();
+    let login = logged_in(&db, "bob");
+    db.execute("UPDATE users SET online_status = 'offline'");
+    let mut conn = db.pool().get().unwrap();
+    let live = presence::find_live_session(&mut conn, login.token.expose(), WINDOW, TTL)
+        .unwrap()
+        .unwrap();
+    assert!(!live.can_defer_write(Utc::now(), WINDOW, FLUSH));
+}
+
+#[test]
+fn a_flush_writes_latest_activity_and_never_status() {
+    let db = TestDatabase::new();
+    let a = logged_in(&db, "aaa");
+    let a2 = users::log_in(db.pool(), "aaa", "password123").unwrap();
+    let b = logged_in(&db, "bbb");
+    let c = logged_in(&db, "ccc");
+    let mut conn = db.pool().get().unwrap();
+    db.execute("UPDATE users SET last_seen = now() - interval '1 minute'");
+    db.execute("UPDATE sessions SET last_seen = now() - interval '1 minute'");
+    sessions::log_out(&mut conn, c.session_id, WINDOW).unwrap();
+    let now = Utc::now();
+    let earlier = now - TimeDelta::seconds(20);
+    let written = presence::flush_last_seen(
+        &mut conn,
+        &[
+            (a.session_id, earlier),
+            (a2.session_id, now),
+            (b.session_id, now - TimeDelta::seconds(59)),
+            (c.session_id, now),
+        ],
+        TimeDelta::seconds(30),
+    )
+    .unwrap();
+    assert_eq!(written, 2, "a and b; c's session is revoked");
+    let last_seen = |name: &str| {
+        db.query_i64(&format!(
+            "SELECT (extract(epoch FROM now() - last_seen) * 1000)::bigint AS n FROM users WHERE username = '{name}'"
+        ))
+    };
+    assert!(last_seen("aaa") < 5_000, "the latest of a's sessions");
+    assert!((55_000..65_000).contains(&last_seen("bbb")));
+    assert_eq!(
+        db.query_i64(
+            "SELECT count(*) AS n FROM users WHERE username = 'ccc' AND online_status = 'offline'"
+        ),
+        1,
+        "a flush never brings anyone online"
+    );
+    // Sessions lagging by 30 s or more were written; b's lagged by 1 s only.
+    assert_eq!(
+        db.query_i64(
+            "SELECT count(*) AS n FROM sessions WHERE last_seen > now() - interval '30 seconds'"
+        ),
+        2
+    );
+    // An older touch never moves last_seen back.
+    presence::flush_last_seen(&mut conn, &[(a.session_id, earlier)], TimeDelta::zero()).unwrap();
+    assert!(last_seen("aaa") < 5_000);
+}
+
+#[test]
+fn users_are_listed_in_pages_and_by_changes() {
+    let db = TestDatabase::new();
+    let ids: Vec<i64> = (0..5)
+        .map(|n| {
+            users::register(db.pool(), &format!("user{n}"), "password123")
+                .unwrap()
+                .id
+        })
+        .collect();
+    db.execute("UPDATE users SET changed_at = now() - interval '1 hour'");
+    let mut conn = db.pool().get().unwrap();
+    let page = |conn: &mut _, query: &UserQuery| users::list_users(conn, WINDOW, query).unwrap();
+
+    let first = page(
+        &mut conn,
+        &UserQuery {
+            limit: 2,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        first.users.iter().map(|u| u.id).collect::<Vec<_>>(),
+        &ids[..2]
+    );
+    assert_eq!(first.next_after_id, Some(ids[1]));
+    let last = page(
+        &mut conn,
+        &UserQuery {
+            limit: 3,
+            after_id: Some(ids[1]),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        last.users.iter().map(|u| u.id).collect::<Vec<_>>(),
+        &ids[2..]
+    );
+    assert_eq!(
+        last.next_after_id,
+        Some(ids[4]),
+        "a full page has a next cursor"
+    );
+    let past_end = page(
+        &mut conn,
+        &UserQuery {
+            limit: 3,
+            after_id: Some(ids[4]),
+            ..Default::default()
+        },
+    );
+    assert!(past_end.users.is_empty() && past_end.next_after_id.is_none());
+
+    // Nothing changed in the last 10 minutes.
+    let since = first.as_of - TimeDelta::minutes(10);
+    let changes = |conn: &mut _| {
+        page(
+            conn,
+            &UserQuery {
+                limit: 100,
+                changed_since: Some(since),
+                ..Default::default()
+            },
+        )
+        .users
+        .iter()
+        .map(|u| u.id)
+        .collect::<Vec<_>>()
+    };
+    assert!(changes(&mut conn).is_empty());
+    // A write (login) is a change.
+    presence::mark_user_online(&mut conn, ids[3]).unwrap();
+    assert_eq!(changes(&mut conn), vec![ids[3]]);
+    // So is crossing the window edge with no write at all: shown offline now.
+    db.execute(&format!(
+        "UPDATE users SET online_status = 'online', last_seen = now() - interval '121 seconds', \
+         changed_at = now() - interval '1 hour' WHERE id = {}",
+        ids[1]
+    ));
+    assert_eq!(changes(&mut conn), vec![ids[1], ids[3]]);
+}
