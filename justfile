@@ -22,6 +22,12 @@ run:
 worker:
     cargo run -p presence-worker -- run
 
+# Benchmarks in release against the local PostgreSQL and Redis (not part of `just test`):
+# prints a table with ratios against a baseline measured in the same run, and writes
+# bench/results/latest.json. See BENCHMARKS.md.
+bench:
+    python3 bench/run.py
+
 # Apply pending migrations (creates the database if needed).
 migrate:
     cargo run -p presence-api -- migrate

@@ -76,20 +76,31 @@ async fn authenticate(
 ) -> Result<Authenticated, ApiError> {
     let (window, ttl) = (state.offline_after, state.session_ttl);
     let token_hash = sessions::hash_token(&token);
-    let live = match state.activity.cached(&token_hash) {
-        Some(live) => live,
+    let flush_interval = state.activity.flush_interval;
+    let now = Utc::now();
+    let mut cached = state.activity.cached(&token_hash);
+    // A cached snapshot's last_seen only gets older: look again before writing through.
+    if cached
+        .as_ref()
+        .is_some_and(|c| !c.live.can_defer_write(now, window, flush_interval))
+    {
+        cached = None;
+    }
+    let cached = match cached {
+        Some(cached) => cached,
         None => {
+            let epoch = state.activity.epoch();
             let lookup = token.clone();
             let live = db(state, move |conn| {
                 presence::find_live_session(conn, &lookup, window, ttl)
             })
             .await?
             .ok_or(ApiError::Unauthenticated)?;
-            state.activity.remember(token_hash.clone(), live)
+            state.activity.remember(token_hash.clone(), live, epoch)
         }
     };
-    let now = Utc::now();
-    if live.can_defer_write(now, window, state.activity.flush_interval) {
+    let live = &cached.live;
+    if live.can_defer_write(now, window, flush_interval) {
         if state.activity.defer(live.session_id, now) {
             activity::flush(state).await;
         }
@@ -101,6 +112,7 @@ async fn authenticate(
             token_hash,
         });
     }
+    let epoch = state.activity.epoch();
     let (session_id, update) = db(state, move |conn| {
         presence::update_user_last_seen(conn, &token, ttl)
     })
@@ -115,6 +127,7 @@ async fn authenticate(
             stored_status: update.user.online_status,
             user: update.user.clone(),
         },
+        epoch,
     );
     Ok(Authenticated {
         session_id,

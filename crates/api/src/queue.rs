@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use apalis_core::backend::TaskSink;
 use apalis_redis::RedisStorage;
-use presence_model::jobs::{PresenceChanged, PresenceChanges, presence_changes_queue};
+use presence_model::jobs::{
+    PresenceChanged, PresenceChanges, presence_changes_queue, revocations_channel,
+};
 use prometheus::IntCounter;
 use tokio::sync::OnceCell;
 
@@ -19,6 +21,7 @@ pub const ENQUEUE_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct PresenceQueue {
     redis_url: String,
     queue: String,
+    revocations: String,
     storage: OnceCell<RedisStorage<PresenceChanges>>,
     enqueued: IntCounter,
     failed: IntCounter,
@@ -31,6 +34,7 @@ impl PresenceQueue {
         Self {
             redis_url: redis_url.to_owned(),
             queue: presence_changes_queue(prefix),
+            revocations: revocations_channel(prefix),
             storage: OnceCell::new(),
             enqueued,
             failed,
@@ -67,6 +71,30 @@ impl PresenceQueue {
             .push(PresenceChanges(vec![change]))
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// Tells every replica that the session with this token hash is revoked, so they stop
+    /// answering it from their caches. If Redis is down, so are their subscriptions, and
+    /// they trust cached sessions for a second only.
+    pub async fn publish_revocation(&self, token_hash: &[u8]) {
+        let published = tokio::time::timeout(ENQUEUE_TIMEOUT, async {
+            let mut storage = self.storage().await?;
+            redis::cmd("PUBLISH")
+                .arg(&self.revocations)
+                .arg(token_hash)
+                .query_async::<i64>(storage.get_connection())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        match published {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::warn!("could not publish a revocation: {e}"),
+            Err(_) => {
+                log::warn!("could not publish a revocation: no answer within {ENQUEUE_TIMEOUT:?}")
+            }
+        }
     }
 
     /// A round trip to Redis, for readiness checks.

@@ -9,6 +9,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::{Logger, Next, NormalizePath, TrailingSlash, from_fn};
 use actix_web::{App, HttpServer, web};
 use presence_model::db;
+use presence_model::jobs::revocations_channel;
 
 use crate::activity::{self, Activity};
 use crate::config::Config;
@@ -48,7 +49,7 @@ impl Application {
         let state = web::Data::new(AppState {
             pool,
             metrics,
-            activity: Activity::new(config.last_seen_flush()),
+            activity: Activity::new(config.last_seen_flush(), config.offline_after()),
             queue,
             offline_after: config.offline_after(),
             session_ttl: config.session_ttl(),
@@ -80,6 +81,11 @@ impl Application {
         .listen(listener)?
         .run();
         actix_web::rt::spawn(activity::flush_periodically(app_state.clone()));
+        actix_web::rt::spawn(activity::listen_for_revocations(
+            app_state.clone(),
+            config.redis_url.clone(),
+            revocations_channel(&config.redis_prefix),
+        ));
         Ok(Self {
             port,
             server,

@@ -3,37 +3,38 @@
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 
-use crate::jobs::PresenceChanged;
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{Array, BigInt, Text, Timestamptz};
+
+use crate::OnlineStatus;
+use crate::jobs::{ChangeReason, PresenceChanged};
 use crate::schema::{presence_events, users};
 
-/// Rows per INSERT: 5 parameters a row stays far below PostgreSQL's 65,535.
-const ROWS_PER_INSERT: usize = 5000;
-
 /// Appends `changes`; returns how many were new. A redelivered job inserts nothing twice.
+///
+/// One statement whatever the batch size: the columns travel as five arrays and
+/// `unnest` turns them back into rows, which is much cheaper than thousands of bind
+/// parameters for a sweep's batch.
 pub fn record_presence_changes(
     conn: &mut PgConnection,
     changes: &[PresenceChanged],
 ) -> QueryResult<usize> {
-    let mut inserted = 0;
-    for chunk in changes.chunks(ROWS_PER_INSERT) {
-        let rows: Vec<_> = chunk
-            .iter()
-            .map(|change| {
-                (
-                    presence_events::user_id.eq(change.user_id),
-                    presence_events::from_status.eq(change.from),
-                    presence_events::to_status.eq(change.to),
-                    presence_events::reason.eq(change.reason),
-                    presence_events::at.eq(change.at),
-                )
-            })
-            .collect();
-        inserted += diesel::insert_into(presence_events::table)
-            .values(rows)
-            .on_conflict_do_nothing()
-            .execute(conn)?;
-    }
-    Ok(inserted)
+    let user_ids: Vec<i64> = changes.iter().map(|c| c.user_id).collect();
+    let froms: Vec<OnlineStatus> = changes.iter().map(|c| c.from).collect();
+    let tos: Vec<OnlineStatus> = changes.iter().map(|c| c.to).collect();
+    let reasons: Vec<ChangeReason> = changes.iter().map(|c| c.reason).collect();
+    let ats: Vec<DateTime<Utc>> = changes.iter().map(|c| c.at).collect();
+    diesel::sql_query(
+        "INSERT INTO presence_events (user_id, from_status, to_status, reason, at) \
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind::<Array<BigInt>, _>(user_ids)
+    .bind::<Array<Text>, _>(froms)
+    .bind::<Array<Text>, _>(tos)
+    .bind::<Array<Text>, _>(reasons)
+    .bind::<Array<Timestamptz>, _>(ats)
+    .execute(conn)
 }
 
 /// A user's transitions, newest first; `None` if there is no such user.

@@ -21,6 +21,12 @@ pub fn presence_changes_channel(prefix: &str) -> String {
     format!("{prefix}:changes")
 }
 
+/// The pub/sub channel on which API replicas announce revoked sessions (by token hash),
+/// so that every replica drops them from its session cache at once.
+pub fn revocations_channel(prefix: &str) -> String {
+    format!("{prefix}:revoked")
+}
+
 /// The most transitions one job carries: the sweep after an outage can take thousands of
 /// users offline at once, and they travel as a few jobs, not thousands.
 pub const MAX_CHANGES_PER_JOB: usize = 5000;

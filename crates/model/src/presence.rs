@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::pg::PgConnection;
-use diesel::sql_types::{Array, BigInt, Bytea, Interval, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Interval, Nullable, Text, Timestamptz};
 use diesel::{Connection, OptionalExtension, QueryResult, QueryableByName, RunQueryDsl, sql_query};
 use serde::Serialize;
 
@@ -213,15 +213,11 @@ pub fn get_user_online_status(
 
 /// A live session, looked up by its token without writing anything, with its user as
 /// shown and the stored flag: what an API process caches to authenticate requests.
-#[derive(Debug, Clone, QueryableByName)]
+#[derive(Debug, Clone)]
 pub struct LiveSession {
-    #[diesel(sql_type = BigInt)]
     pub session_id: i64,
-    #[diesel(sql_type = Timestamptz)]
     pub session_last_seen: DateTime<Utc>,
-    #[diesel(sql_type = Text)]
     pub stored_status: OnlineStatus,
-    #[diesel(embed)]
     pub user: User,
 }
 
@@ -245,24 +241,72 @@ impl LiveSession {
 }
 
 /// Finds the live session holding `token` (not revoked, used within `session_ttl`).
+///
+/// This runs on every session-cache miss, so it is written with diesel's query builder:
+/// its SQL is fixed, and diesel keeps it prepared per connection (a `sql_query` would be
+/// parsed and planned again each time, which costs more than running it). The shown
+/// status is [`shown_online!`] again, as an expression.
 pub fn find_live_session(
     conn: &mut PgConnection,
     token: &str,
     window: TimeDelta,
     session_ttl: TimeDelta,
 ) -> QueryResult<Option<LiveSession>> {
-    sql_query(concat!(
-        "SELECT s.id AS session_id, s.last_seen AS session_last_seen, u.* FROM sessions s \
-         CROSS JOIN LATERAL (SELECT online_status AS stored_status, ",
-        shown_user_columns!(),
-        " FROM users WHERE users.id = s.user_id) u \
-         WHERE s.token_hash = $2 AND s.revoked_at IS NULL AND s.last_seen >= now() - $3"
-    ))
-    .bind::<Interval, _>(window)
-    .bind::<Bytea, _>(crate::sessions::hash_token(token))
-    .bind::<Interval, _>(session_ttl)
-    .get_result(conn)
-    .optional()
+    use crate::schema::{sessions, users};
+    use diesel::dsl::now;
+    use diesel::prelude::*;
+
+    let shown_online = users::online_status
+        .eq(OnlineStatus::Online)
+        .nullable()
+        .and(users::last_seen.ge((now.into_sql::<Timestamptz>() - window).nullable()));
+    #[derive(Queryable)]
+    struct Row {
+        session_id: i64,
+        session_last_seen: DateTime<Utc>,
+        stored_status: OnlineStatus,
+        shown_online: Option<bool>,
+        id: i64,
+        username: String,
+        is_admin: bool,
+        last_seen: Option<DateTime<Utc>>,
+        created_at: DateTime<Utc>,
+    }
+    let row: Option<Row> = sessions::table
+        .inner_join(users::table)
+        .filter(sessions::token_hash.eq(crate::sessions::hash_token(token)))
+        .filter(sessions::revoked_at.is_null())
+        .filter(sessions::last_seen.ge(now.into_sql::<Timestamptz>() - session_ttl))
+        .select((
+            sessions::id,
+            sessions::last_seen,
+            users::online_status,
+            shown_online,
+            users::id,
+            users::username,
+            users::is_admin,
+            users::last_seen,
+            users::created_at,
+        ))
+        .first(conn)
+        .optional()?;
+    Ok(row.map(|row| LiveSession {
+        session_id: row.session_id,
+        session_last_seen: row.session_last_seen,
+        stored_status: row.stored_status,
+        user: User {
+            id: row.id,
+            username: row.username,
+            is_admin: row.is_admin,
+            online_status: if row.shown_online == Some(true) {
+                OnlineStatus::Online
+            } else {
+                OnlineStatus::Offline
+            },
+            last_seen: row.last_seen,
+            created_at: row.created_at,
+        },
+    }))
 }
 
 /// Writes deferred activity: `touches` are (session id, when), at most one per session.

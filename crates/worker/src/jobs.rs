@@ -16,6 +16,9 @@ use presence_model::{DbPool, events};
 use crate::metrics::{self, Metrics};
 use crate::queue::ChangesStorage;
 
+/// How often a worker process vacuums finished jobs (apalis reads the whole job hash to do
+/// it, so not on every tick).
+const VACUUM_EVERY: Duration = Duration::from_secs(600);
 /// Finished jobs are kept this long in Redis (for inspection), then vacuumed.
 const KEEP_FINISHED_JOBS: Duration = Duration::from_secs(3600);
 
@@ -42,6 +45,7 @@ pub struct WorkerState {
     pub changes: ChangesStorage,
     /// Where recorded transitions are published.
     pub channel: String,
+    pub last_vacuum: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl WorkerState {
@@ -71,6 +75,20 @@ impl WorkerState {
         let mut storage = self.changes.clone();
         if let Err(e) = storage.push_bulk(PresenceChanges::batched(changes)).await {
             log::error!("could not queue {count} presence changes: {e}");
+        }
+    }
+
+    /// Vacuums unless this process did within [`VACUUM_EVERY`].
+    async fn vacuum_if_due(&self) {
+        {
+            let mut last = self.last_vacuum.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < VACUUM_EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        if let Err(e) = self.vacuum().await {
+            log::warn!("could not vacuum finished jobs: {e}");
         }
     }
 
@@ -115,9 +133,6 @@ pub async fn sweep_tick(
             .last_successful_sweep
             .set(Utc::now().timestamp_millis() as f64 / 1000.0);
         state.enqueue(run.changes()).await;
-        if let Err(e) = state.vacuum().await {
-            log::warn!("could not vacuum finished jobs: {e}");
-        }
     }
     Ok(run)
 }
@@ -131,6 +146,9 @@ pub async fn sweep(tick: Tick, state: Data<Arc<WorkerState>>) -> Result<(), BoxD
         .ok_or("tick out of range")?;
     let outcome = sweep_tick(&state, tick_at).await;
     state.metrics.job(metrics::SWEEP, &outcome);
+    if matches!(outcome, Ok(Some(_))) {
+        state.vacuum_if_due().await;
+    }
     match outcome {
         Ok(Some(run)) => {
             log::info!(

@@ -43,8 +43,13 @@ async fn main() -> ExitCode {
 
 async fn sweep_once(config: &Config) -> Result<(), jobs::Error> {
     let state = startup::connect(config).await?;
+    let started = std::time::Instant::now();
     let run = jobs::sweep_tick(&state, chrono::Utc::now()).await?;
     let marked = run.map_or(0, |run| run.user_ids.len());
     println!("{marked} users marked offline");
+    log::info!(
+        "swept and queued the transitions in {:?}",
+        started.elapsed()
+    );
     Ok(())
 }

@@ -29,6 +29,7 @@ pub async fn connect(config: &Config) -> Result<Arc<WorkerState>, Error> {
         changes: changes_storage(redis.clone(), &config.redis_prefix),
         redis,
         channel: presence_changes_channel(&config.redis_prefix),
+        last_vacuum: std::sync::Mutex::new(None),
     }))
 }
 

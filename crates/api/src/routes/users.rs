@@ -149,8 +149,9 @@ pub async fn logout(
         sessions::log_out(conn, session_id, window)
     })
     .await?;
-    // Other replicas drop it from their caches within a second (their TTL).
-    state.activity.forget(&caller.token_hash);
+    // Here at once; other replicas as the revocation reaches them (or their 1 s TTL).
+    state.activity.revoke(&caller.token_hash);
+    state.queue.publish_revocation(&caller.token_hash).await;
     let change = update.and_then(|update| update.change(ChangeReason::Logout));
     state.queue.enqueue(change).await;
     Ok(HttpResponse::NoContent().finish())

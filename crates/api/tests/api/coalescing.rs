@@ -160,3 +160,45 @@ fn a_logged_out_token_is_refused_by_every_replica_within_a_second() {
     }
     remove_redis_keys(&test_redis_url(), db.url().rsplit('/').next().unwrap());
 }
+
+#[actix_web::test]
+async fn without_the_revocation_feed_cached_sessions_last_a_second() {
+    let app = TestApp::spawn_with(|config| config.redis_url = "redis://127.0.0.1:1".into()).await;
+    let (_, token) = app.sign_up("dave").await;
+    assert_eq!(
+        app.get("/api/users/me/", Some(&token)).await.status,
+        StatusCode::OK
+    );
+    // Revoked by "another replica" whose announcement cannot reach this one.
+    app.db.execute("UPDATE sessions SET revoked_at = now()");
+    actix_web::rt::time::sleep(Duration::from_millis(1050)).await;
+    assert_eq!(
+        app.get("/api/users/me/", Some(&token)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[actix_web::test]
+async fn with_the_revocation_feed_sessions_are_served_from_cache() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.sign_up("erin").await;
+    assert_eq!(
+        app.get("/api/users/me/", Some(&token)).await.status,
+        StatusCode::OK
+    );
+    actix_web::rt::time::sleep(Duration::from_millis(1200)).await;
+    // Sessions only end through logout, which announces it; a change behind the API's
+    // back shows that the cached entry is still trusted (no database read).
+    app.db.execute("UPDATE sessions SET revoked_at = now()");
+    assert_eq!(
+        app.get("/api/users/me/", Some(&token)).await.status,
+        StatusCode::OK
+    );
+    // Logout announces it: refused at once.
+    app.db.execute("UPDATE sessions SET revoked_at = NULL");
+    app.post("/api/users/logout/", Some(&token), None).await;
+    assert_eq!(
+        app.get("/api/users/me/", Some(&token)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -1,0 +1,354 @@
+#!/usr/bin/env python3
+"""`just bench`: the presence service under load, measured against baselines in the same run.
+
+Builds in release, starts the real API and a worker on a fresh database, seeds 100,000
+users with 10,000 live sessions, drives them with wrk, then grows the table to 1,000,000
+users for the sweep. Prints a table and writes bench/results/latest.json. Needs the local
+PostgreSQL and Redis (as `just test` does); installs wrk if missing. Not part of CI.
+"""
+
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+SERVER = os.environ.get("BENCH_DATABASE_SERVER", "postgres://postgres@127.0.0.1:5432")
+DB_NAME = "presence_bench"
+DATABASE_URL = f"{SERVER}/{DB_NAME}"
+PSQL = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-d", DB_NAME]
+API_PORT = 18800
+WORKER_PORT = 19100
+USERS = 100_000
+SESSIONS = 10_000
+SWEEP_USERS = 1_000_000
+SWEEP_STALE = 500_000
+FLUSH_MS = 10_000
+DURATION = os.environ.get("BENCH_DURATION", "10s")
+CONNECTIONS = os.environ.get("BENCH_CONNECTIONS", "64")
+
+
+def log(message):
+    print(f"== {message}", file=sys.stderr, flush=True)
+
+
+def run(command, **kwargs):
+    return subprocess.run(command, check=True, text=True, capture_output=True, **kwargs)
+
+
+def sql(statement):
+    return run(PSQL + ["-At", "-c", statement]).stdout.strip()
+
+
+def ensure_wrk():
+    if shutil.which("wrk"):
+        return
+    log("installing wrk")
+    subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False, capture_output=True)
+    if not shutil.which("wrk"):
+        subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, capture_output=True)
+
+
+def wrk(path, *, method="GET", tokens=None, connections=CONNECTIONS, threads="2", duration=DURATION):
+    env = dict(os.environ, BENCH_METHOD=method, BENCH_PATH=path)
+    command = ["wrk", "--latency", "-t", threads, "-c", connections, "-d", duration]
+    if tokens:
+        env["BENCH_TOKENS"] = str(tokens)
+        command += ["-s", str(ROOT / "bench" / "rotate_tokens.lua")]
+    command.append(f"http://127.0.0.1:{API_PORT}{path}")
+    out = run(command, env=env).stdout
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+
+    def percentile(p):
+        value, unit = re.search(rf"\s{p}%\s+([0-9.]+)(us|ms|s)", out).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    return {
+        "requests_per_sec": rps,
+        "requests": total,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "p50_ms": percentile(50),
+        "p99_ms": percentile(99),
+    }
+
+
+def get(path, token=None):
+    request = urllib.request.Request(f"http://127.0.0.1:{API_PORT}{path}")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request) as response:
+        return json.load(response)
+
+
+def wait_for(url, limit=60):
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up")
+
+
+def row_writes():
+    """Rows updated in users and sessions so far, from the statistics views."""
+    return int(sql(
+        "SELECT coalesce(sum(n_tup_upd), 0) FROM pg_stat_user_tables "
+        "WHERE relname IN ('users', 'sessions')"
+    ))
+
+
+def machine():
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "cpu": model, "kernel": platform.release()}
+
+
+def seed(admin_hash):
+    log(f"seeding {USERS} users, {SESSIONS} live sessions")
+    sql(f"""
+        INSERT INTO users (username, password_hash, online_status, last_seen, changed_at)
+        SELECT 'user' || g, '{admin_hash}',
+               CASE WHEN g <= {SESSIONS} THEN 'online' ELSE 'offline' END,
+               CASE WHEN g <= {SESSIONS} THEN now() ELSE now() - interval '3 days' END,
+               now() - interval '1 day'
+        FROM generate_series(1, {USERS - 1}) g;
+        INSERT INTO sessions (user_id, token_hash)
+        SELECT u.id, sha256(convert_to('bench-token-' || u.id, 'UTF8'))
+        FROM users u WHERE u.username ~ '^user[0-9]+$' AND substr(u.username, 5)::int <= {SESSIONS};
+    """)
+    sql("VACUUM ANALYZE users")
+    sql("VACUUM ANALYZE sessions")
+    ids = sql(
+        f"SELECT id FROM users WHERE username ~ '^user[0-9]+$' "
+        f"AND substr(username, 5)::int <= {SESSIONS} ORDER BY id"
+    ).split()
+    tokens = RESULTS / "tokens.txt"
+    tokens.write_text("".join(f"bench-token-{i}\n" for i in ids))
+    return tokens
+
+
+def start(binary, env):
+    return subprocess.Popen(
+        [str(ROOT / "target" / "release" / binary)],
+        env=dict(os.environ, **env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop(process):
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def main():
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    ensure_wrk()
+    log("building in release")
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "presence-api", "-p", "presence-worker"],
+                   cwd=ROOT, check=True)
+    api_bin = ROOT / "target" / "release" / "presence-api"
+    run(["psql", "-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c",
+         f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)"])
+    common = {
+        "DATABASE_URL": DATABASE_URL,
+        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379"),
+        "REDIS_PREFIX": "presence-bench",
+        "RUST_LOG": "warn",
+    }
+    run([str(api_bin), "migrate"], env=dict(os.environ, **common))
+    run([str(api_bin), "create-admin", "--username", "benchadmin"],
+        env=dict(os.environ, **common, ADMIN_PASSWORD="bench-admin-password"))
+    admin_hash = sql("SELECT password_hash FROM users WHERE username = 'benchadmin'")
+    tokens = seed(admin_hash)
+
+    api = start("presence-api", dict(common, LISTEN_ADDR=f"127.0.0.1:{API_PORT}",
+                                     LAST_SEEN_FLUSH_MS=str(FLUSH_MS), DATABASE_POOL_SIZE="16"))
+    worker = start("presence-worker", dict(common, WORKER_HTTP_ADDR=f"127.0.0.1:{WORKER_PORT}",
+                                           SWEEP_SCHEDULE="0 0 0 1 1 * 2099"))
+    results = {"machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        wait_for(f"http://127.0.0.1:{API_PORT}/healthz")
+        login = json.dumps({"username": "benchadmin", "password": "bench-admin-password"}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{API_PORT}/api/users/login/", data=login,
+                                         headers={"Content-Type": "application/json"})
+        admin_token = json.load(urllib.request.urlopen(request))["token"]
+
+        log("1. baseline: GET /healthz")
+        results["baseline_healthz"] = wrk("/healthz")
+
+        log("2. POST /api/users/heartbeat/ over the live sessions")
+        time.sleep(FLUSH_MS / 1000 + 1)
+        writes_before = row_writes()
+        started = time.time()
+        results["heartbeat"] = wrk("/api/users/heartbeat/", method="POST", tokens=tokens)
+        # Let the last flush land and the backends report their statistics (PostgreSQL
+        # reports at most once a second while busy, within 10 s once idle).
+        time.sleep(FLUSH_MS / 1000 + 11)
+        elapsed_with_flush = time.time() - started
+        writes = row_writes() - writes_before
+
+        log("3. GET /api/users/me/ over the live sessions")
+        results["me"] = wrk("/api/users/me/", tokens=tokens)
+
+        heartbeats = results["heartbeat"]["requests"]
+        results["heartbeat_writes"] = {
+            "rows_written": writes,
+            "heartbeats": heartbeats,
+            "rows_per_heartbeat": writes / heartbeats if heartbeats else None,
+            "rows_per_sec": writes / elapsed_with_flush,
+            "bound_rows_per_sec": SESSIONS / (FLUSH_MS / 1000),
+            "seconds_counted": elapsed_with_flush,
+        }
+
+        log("6. admin list at 100,000 users")
+        path = "/api/users/all-users/?limit=100"
+        results["admin_first_page"] = wrk(path, tokens=write_token(admin_token), connections="4",
+                                          threads="1", duration="5s")
+        results["admin_changes_poll"] = changes_polls(admin_token)
+    finally:
+        stop(api)
+
+    results["sweep"] = sweep(common)
+    stop(worker)
+    report(results)
+
+
+def write_token(token):
+    path = RESULTS / "admin_token.txt"
+    path.write_text(token + "\n")
+    return path
+
+
+def changes_polls(admin_token):
+    """What a 10-second changes-only poll costs, for growing numbers of changes."""
+    polls = []
+    for changed in (10, 100, 1000, 10000):
+        as_of = get("/api/users/all-users/?limit=1", admin_token)["as_of"]
+        time.sleep(0.01)
+        sql(f"UPDATE users SET changed_at = now() WHERE id IN "
+            f"(SELECT id FROM users WHERE username LIKE 'user%' ORDER BY random() LIMIT {changed})")
+        since = urllib.parse.quote(as_of)
+        path = f"/api/users/all-users/?limit=10000&changed_since={since}"
+        samples = []
+        rows = 0
+        for _ in range(20):
+            begun = time.perf_counter()
+            rows = len(get(path, admin_token)["users"])
+            samples.append((time.perf_counter() - begun) * 1000)
+        polls.append({"changed": changed, "rows_returned": rows,
+                      "median_ms": statistics.median(samples)})
+        sql("UPDATE users SET changed_at = now() - interval '1 day' WHERE changed_at > now() - interval '1 hour'")
+    return polls
+
+
+def sweep(common):
+    log(f"5. sweep at {SWEEP_USERS} users, {SWEEP_STALE} stale")
+    sql(f"""
+        INSERT INTO users (username, password_hash, online_status, last_seen)
+        SELECT 'sweep' || g, 'x', 'online', now()
+        FROM generate_series(1, {SWEEP_USERS} - (SELECT count(*) FROM users)) g;
+        UPDATE users SET online_status = 'online',
+               last_seen = CASE WHEN id % 2 = 0 THEN now() - interval '1 hour' ELSE now() END;
+    """)
+    sql("VACUUM ANALYZE users")
+    stale = int(sql("SELECT count(*) FROM users WHERE online_status = 'online' "
+                    "AND last_seen < now() - interval '120 seconds'"))
+    statement = ("UPDATE users SET online_status = 'offline', changed_at = now() "
+                 "WHERE online_status = 'online' AND last_seen < now() - interval '120 seconds'")
+    # The bare UPDATE, rolled back so the sweep finds the same data.
+    bare = bare_update_ms(statement)
+    events_before = int(sql("SELECT count(*) FROM presence_events"))
+    begun = time.perf_counter()
+    out = run([str(ROOT / "target" / "release" / "presence-worker"), "sweep-once"],
+              env=dict(os.environ, **dict(common, RUST_LOG="info")))
+    sweep_ms = (time.perf_counter() - begun) * 1000
+    marked = int(out.stdout.split()[0])
+    inner = re.search(r"in ([0-9.]+)(ms|s)", out.stderr)
+    inner_ms = float(inner.group(1)) * (1000 if inner.group(2) == "s" else 1) if inner else None
+    deadline = time.time() + 600
+    while int(sql("SELECT count(*) FROM presence_events")) - events_before < marked:
+        if time.time() > deadline:
+            break
+        time.sleep(0.1)
+    recorded_ms = (time.perf_counter() - begun) * 1000
+    return {
+        "users": SWEEP_USERS, "stale": stale, "marked_offline": marked,
+        "bare_update_ms": bare, "sweep_ms": inner_ms, "sweep_process_ms": sweep_ms,
+        "recorded_and_published_ms": recorded_ms,
+    }
+
+
+def bare_update_ms(statement):
+    """The server-side time of `statement` alone (psql's \\timing), in a rolled-back transaction."""
+    out = run(PSQL + ["-c", "\\timing on", "-c", "BEGIN", "-c", statement, "-c", "ROLLBACK"]).stdout
+    times = [float(t) for t in re.findall(r"Time: ([0-9.]+) ms", out)]
+    return times[1]
+
+
+def report(results):
+    base = results["baseline_healthz"]["requests_per_sec"]
+    hb = results["heartbeat"]["requests_per_sec"]
+    me = results["me"]["requests_per_sec"]
+    writes = results["heartbeat_writes"]
+    sweep = results["sweep"]
+    page = results["admin_first_page"]
+    ratios = {
+        "heartbeat_vs_baseline": hb / base,
+        "me_vs_baseline": me / base,
+        "writes_per_sec_vs_bound": writes["rows_per_sec"] / writes["bound_rows_per_sec"],
+        "sweep_vs_bare_update": sweep["sweep_ms"] / sweep["bare_update_ms"],
+        "sweep_recorded_and_published_vs_bare_update":
+            sweep["recorded_and_published_ms"] / sweep["bare_update_ms"],
+    }
+    results["ratios"] = ratios
+    rows = [
+        ("machine", f"{results['machine']['cores']} cores, {results['machine']['cpu']}", ""),
+        ("1. GET /healthz (baseline)", f"{base:,.0f} req/s", ""),
+        ("2. POST heartbeat, 10k sessions", f"{hb:,.0f} req/s", f"{ratios['heartbeat_vs_baseline']:.2f} x baseline (target >= 0.5)"),
+        ("3. GET /me, 10k sessions", f"{me:,.0f} req/s", f"{ratios['me_vs_baseline']:.2f} x baseline (target >= 0.6)"),
+        ("4. row writes during heartbeats", f"{writes['rows_written']:,} rows for {writes['heartbeats']:,} heartbeats",
+         f"{writes['rows_per_heartbeat']:.4f} per heartbeat; {writes['rows_per_sec']:,.0f}/s vs bound {writes['bound_rows_per_sec']:,.0f}/s = {ratios['writes_per_sec_vs_bound']:.2f}"),
+        ("5. sweep, 1M users / 500k stale", f"{sweep['sweep_ms']:,.0f} ms (bare UPDATE {sweep['bare_update_ms']:,.0f} ms)",
+         f"{ratios['sweep_vs_bare_update']:.2f} x bare (target <= 2); all recorded+published after {sweep['recorded_and_published_ms']:,.0f} ms = {ratios['sweep_recorded_and_published_vs_bare_update']:.2f} x"),
+        ("6. admin first page (100) at 100k", f"p50 {page['p50_ms']:.2f} ms, p99 {page['p99_ms']:.2f} ms", "target p99 <= 20 ms"),
+    ]
+    for poll in results["admin_changes_poll"]:
+        rows.append((f"   changes poll, {poll['changed']:,} changed", f"{poll['median_ms']:.2f} ms median",
+                     f"{poll['rows_returned']:,} rows"))
+    width = max(len(r[0]) for r in rows)
+    width2 = max(len(r[1]) for r in rows)
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:<{width2}}  {note}")
+    out = RESULTS / "latest.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
