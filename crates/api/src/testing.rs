@@ -71,7 +71,7 @@ impl TestApp {
             },
             redis_url: test_redis_url(),
             // Its own keys and channel: tests share one Redis and run in parallel.
-            redis_prefix: db.url().rsplit('/').next().unwrap_or("test").to_owned(),
+            redis_prefix: test_prefix(&db).to_owned(),
             listen_addr: "127.0.0.1:0".to_owned(),
             offline_after_secs: 120,
             // Short, so tests see deferred activity written soon (and may flush at will).
@@ -292,4 +292,57 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `<binary> serve` (the `presence-api` binary, `env!("CARGO_BIN_EXE_presence-api")` in a
+/// test) on `db`, on a free port, with its own Redis prefix and `env` on top.
+pub fn spawn_api(binary: &str, db: &TestDatabase, env: &[(&str, &str)]) -> Process {
+    let mut command = std::process::Command::new(binary);
+    command
+        .arg("serve")
+        .env("DATABASE_URL", db.url())
+        .env("REDIS_URL", test_redis_url())
+        .env("REDIS_PREFIX", test_prefix(db))
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied());
+    Process::spawn(command)
+}
+
+/// The Redis prefix of the test using `db`.
+pub fn test_prefix(db: &TestDatabase) -> &str {
+    db.url().rsplit('/').next().unwrap_or("test")
+}
+
+/// A raw HTTP/1.1 request over a fresh connection; returns the status and the body.
+pub fn raw_http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

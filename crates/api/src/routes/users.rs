@@ -236,13 +236,7 @@ pub async fn all_users(
     query: web::Query<AllUsersQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let limit = query.limit.unwrap_or(USERS_DEFAULT_LIMIT);
-    if !(1..=USERS_MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::Invalid {
-            field: "limit".to_owned(),
-            message: format!("must be between 1 and {USERS_MAX_LIMIT}"),
-        });
-    }
+    let limit = page_limit(query.limit, USERS_DEFAULT_LIMIT, USERS_MAX_LIMIT)?;
     let after_id = match query.cursor.as_deref().map(str::parse::<i64>) {
         None => None,
         Some(Ok(id)) if id >= 0 => Some(id),
@@ -290,6 +284,19 @@ pub async fn all_users(
     })
 }
 
+/// The `limit` query parameter: `default` when absent, else 1 to `max`.
+fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::Invalid {
+            field: "limit".to_owned(),
+            message: format!("must be between 1 and {max}"),
+        })
+    }
+}
+
 /// The ETag of a user list: a hash of what it holds, leaving out `as_of` (which changes
 /// on every read), so an unchanged list answers 304.
 fn content_hash(list: &UserList) -> Result<String, ApiError> {
@@ -318,13 +325,7 @@ pub async fn presence_history(
     if !caller.user().is_admin && caller.user().id != user_id {
         return Err(ApiError::Forbidden);
     }
-    let limit = query.limit.unwrap_or(HISTORY_DEFAULT_LIMIT);
-    if !(1..=HISTORY_MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::Invalid {
-            field: "limit".to_owned(),
-            message: format!("must be between 1 and {HISTORY_MAX_LIMIT}"),
-        });
-    }
+    let limit = page_limit(query.limit, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;
     let events = db(&state, move |conn| {
         events::presence_history(conn, user_id, limit)
     })

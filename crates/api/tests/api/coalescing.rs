@@ -1,48 +1,16 @@
 //! Deferred `last_seen` writes and cached authentication, across real processes.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use presence_api::testing::{PASSWORD, Process, TestApp, remove_redis_keys, test_redis_url};
+use presence_api::testing::{
+    PASSWORD, Process, TestApp, raw_http as http, remove_redis_keys, spawn_api, test_prefix,
+    test_redis_url,
+};
 use presence_model::testing::TestDatabase;
 
 fn serve(db: &TestDatabase, env: &[(&str, &str)]) -> Process {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_presence-api"));
-    command
-        .arg("serve")
-        .env("DATABASE_URL", db.url())
-        .env("REDIS_URL", test_redis_url())
-        .env("REDIS_PREFIX", db.url().rsplit('/').next().unwrap())
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "info")
-        .envs(env.iter().copied());
-    Process::spawn(command)
-}
-
-/// A raw HTTP/1.1 request; returns the status code and the body.
-fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    spawn_api(env!("CARGO_BIN_EXE_presence-api"), db, env)
 }
 
 fn login(port: u16, username: &str) -> String {
@@ -102,13 +70,13 @@ fn pending_activity_is_written_on_graceful_shutdown() {
     let (status, log) = server.terminate(Duration::from_secs(15));
     assert!(status.is_some_and(|s| s.success()), "{log}");
     assert_eq!(db.query_i64(fresh), 1, "written before exit");
-    remove_redis_keys(&test_redis_url(), db.url().rsplit('/').next().unwrap());
+    remove_redis_keys(&test_redis_url(), test_prefix(&db));
 }
 
 #[test]
 fn startup_refuses_a_flush_interval_that_could_sweep_active_users() {
     let db = TestDatabase::new();
-    let output = Command::new(env!("CARGO_BIN_EXE_presence-api"))
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_presence-api"))
         .arg("serve")
         .env("DATABASE_URL", db.url())
         .env("OFFLINE_AFTER_SECS", "60")
@@ -158,7 +126,7 @@ fn a_logged_out_token_is_refused_by_every_replica_within_a_second() {
         let (status, log) = replica.terminate(Duration::from_secs(15));
         assert!(status.is_some_and(|s| s.success()), "{log}");
     }
-    remove_redis_keys(&test_redis_url(), db.url().rsplit('/').next().unwrap());
+    remove_redis_keys(&test_redis_url(), test_prefix(&db));
 }
 
 #[actix_web::test]

@@ -2,47 +2,22 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
-use presence_api::testing::{Process, remove_redis_keys, test_redis_url};
+use presence_api::testing::{
+    Process, raw_http, remove_redis_keys, spawn_api, test_prefix, test_redis_url,
+};
 use presence_model::testing::TestDatabase;
 
-fn serve(db: &TestDatabase) -> Process {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_presence-api"));
-    command
-        .arg("serve")
-        .env("DATABASE_URL", db.url())
-        .env("REDIS_URL", test_redis_url())
-        .env("REDIS_PREFIX", db.url().rsplit('/').next().unwrap())
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "info");
-    Process::spawn(command)
-}
-
-/// Sends a raw HTTP/1.1 request and returns the whole response.
-fn http(port: u16, request: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
+const API: &str = env!("CARGO_BIN_EXE_presence-api");
 
 #[test]
 fn replicas_starting_together_create_and_migrate_one_fresh_database() {
     let db = TestDatabase::uncreated();
-    let replicas: Vec<Process> = (0..3).map(|_| serve(&db)).collect();
+    let replicas: Vec<Process> = (0..3).map(|_| spawn_api(API, &db, &[])).collect();
     for replica in &replicas {
-        let response = http(
-            replica.port(),
-            "GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
-        );
-        assert!(
-            response.starts_with("HTTP/1.1 200"),
-            "{response}\n{}",
-            replica.log()
-        );
+        let (status, body) = raw_http(replica.port(), "GET", "/healthz", None, "");
+        assert_eq!(status, 200, "{body}\n{}", replica.log());
     }
     assert_eq!(
         db.query_i64("SELECT count(*) AS n FROM __diesel_schema_migrations"),
@@ -75,13 +50,13 @@ fn replicas_starting_together_create_and_migrate_one_fresh_database() {
         ["0", "0", "3"],
         "one replica migrated, under the lock"
     );
-    remove_redis_keys(&test_redis_url(), db.url().rsplit('/').next().unwrap());
+    remove_redis_keys(&test_redis_url(), test_prefix(&db));
 }
 
 #[test]
 fn sigterm_finishes_the_request_in_flight_then_exits() {
     let db = TestDatabase::new();
-    let server = serve(&db);
+    let server = spawn_api(API, &db, &[]);
     let port = server.port();
     let body = r#"{"username": "draining", "password": "password123"}"#;
     let mut in_flight = TcpStream::connect(("127.0.0.1", port)).unwrap();
