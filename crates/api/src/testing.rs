@@ -311,7 +311,7 @@ pub fn spawn_api(binary: &str, db: &TestDatabase, env: &[(&str, &str)]) -> Proce
 
 /// The Redis prefix of the test using `db`.
 pub fn test_prefix(db: &TestDatabase) -> &str {
-    db.url().rsplit('/').next().unwrap_or("test")
+    db.name()
 }
 
 /// A raw HTTP/1.1 request over a fresh connection; returns the status and the body.

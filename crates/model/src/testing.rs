@@ -8,9 +8,15 @@ use diesel::RunQueryDsl;
 use crate::db::{self, DbPool};
 
 /// The server tests create their databases on; `TEST_DATABASE_URL` overrides it.
-pub const DEFAULT_TEST_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+///
+/// Without TLS: the test processes start and stop many servers and pools, and OpenSSL's
+/// clean-up at process exit races libpq connections still being closed by other threads
+/// (seen here as a crash after all tests had passed). The binaries keep libpq's default.
+pub const DEFAULT_TEST_SERVER_URL: &str =
+    "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
 
 pub struct TestDatabase {
+    name: String,
     url: String,
     pool: DbPool,
 }
@@ -31,24 +37,34 @@ impl TestDatabase {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let server = std::env::var("TEST_DATABASE_URL")
             .unwrap_or_else(|_| DEFAULT_TEST_SERVER_URL.to_owned());
-        let base = server
+        let (without_query, query) = server.split_once('?').unwrap_or((server.as_str(), ""));
+        let base = without_query
             .rsplit_once('/')
-            .map_or(server.as_str(), |(base, _)| base);
+            .map_or(without_query, |(base, _)| base);
         let name = format!(
             "presence_test_{}_{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        let url = format!("{base}/{name}");
+        let url = if query.is_empty() {
+            format!("{base}/{name}")
+        } else {
+            format!("{base}/{name}?{query}")
+        };
         db::drop_database(&url).unwrap_or_else(|e| {
             panic!("tests need PostgreSQL at {server} (set TEST_DATABASE_URL): {e}")
         });
         let pool = db::build_pool(&url, 4);
-        Self { url, pool }
+        Self { name, url, pool }
     }
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The database's name, unique to this test (a handy prefix for its Redis keys).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn pool(&self) -> &DbPool {

@@ -104,7 +104,10 @@ async fn health_readiness_and_metrics_after_real_work() {
 #[actix_web::test]
 async fn readiness_fails_while_postgres_is_unreachable() {
     let app = TestApp::spawn().await;
-    let missing = format!("{}_missing", app.db.url());
+    let missing = app
+        .db
+        .url()
+        .replacen(app.db.name(), &format!("{}_missing", app.db.name()), 1);
     let worker = WorkerEnv {
         database_url: &missing,
         redis_prefix: &app.config.redis_prefix,

@@ -14,7 +14,7 @@ struct Prefix(String);
 
 impl Prefix {
     fn of(db: &TestDatabase) -> Self {
-        Self(db.url().rsplit('/').next().unwrap().to_owned())
+        Self(db.name().to_owned())
     }
 }
 
@@ -179,7 +179,9 @@ fn a_failing_sweep_is_retried_and_never_crashes_the_worker() {
     let db = TestDatabase::new();
     let prefix = Prefix::of(&db);
     // A database that does not exist: every sweep fails as if PostgreSQL were down.
-    let missing = format!("{}_missing", db.url());
+    let missing = db
+        .url()
+        .replacen(db.name(), &format!("{}_missing", db.name()), 1);
     let worker = WorkerEnv {
         database_url: &missing,
         redis_prefix: &prefix.0,
