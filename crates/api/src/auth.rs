@@ -90,7 +90,7 @@ async fn authenticate(
         Some(cached) => cached,
         None => {
             let epoch = state.activity.epoch();
-            let lookup = token.clone();
+            let lookup = token_hash.clone();
             let live = db(state, move |conn| {
                 presence::find_live_session(conn, &lookup, window, ttl)
             })

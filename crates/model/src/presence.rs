@@ -240,7 +240,8 @@ impl LiveSession {
     }
 }
 
-/// Finds the live session holding `token` (not revoked, used within `session_ttl`).
+/// Finds the live session whose token hashes to `token_hash` (see
+/// [`crate::sessions::hash_token`]): not revoked, used within `session_ttl`.
 ///
 /// This runs on every session-cache miss, so it is written with diesel's query builder:
 /// its SQL is fixed, and diesel keeps it prepared per connection (a `sql_query` would be
@@ -248,7 +249,7 @@ impl LiveSession {
 /// status is [`shown_online!`] again, as an expression.
 pub fn find_live_session(
     conn: &mut PgConnection,
-    token: &str,
+    token_hash: &[u8],
     window: TimeDelta,
     session_ttl: TimeDelta,
 ) -> QueryResult<Option<LiveSession>> {
@@ -274,7 +275,7 @@ pub fn find_live_session(
     }
     let row: Option<Row> = sessions::table
         .inner_join(users::table)
-        .filter(sessions::token_hash.eq(crate::sessions::hash_token(token)))
+        .filter(sessions::token_hash.eq(token_hash))
         .filter(sessions::revoked_at.is_null())
         .filter(sessions::last_seen.ge(now.into_sql::<Timestamptz>() - session_ttl))
         .select((

@@ -20,9 +20,14 @@ fn live_sessions_are_found_without_writing() {
     let login = logged_in(&db, "alice");
     let mut conn = db.pool().get().unwrap();
     db.execute("UPDATE users SET last_seen = now() - interval '50 seconds'");
-    let live = presence::find_live_session(&mut conn, login.token.expose(), WINDOW, TTL)
-        .unwrap()
-        .unwrap();
+    let live = presence::find_live_session(
+        &mut conn,
+        &sessions::hash_token(login.token.expose()),
+        WINDOW,
+        TTL,
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(live.session_id, login.session_id);
     assert_eq!(live.stored_status, OnlineStatus::Online);
     assert_eq!(live.user.online_status, OnlineStatus::Online);
@@ -39,15 +44,20 @@ fn live_sessions_are_found_without_writing() {
         "looking up wrote nothing"
     );
     assert!(
-        presence::find_live_session(&mut conn, "nope", WINDOW, TTL)
+        presence::find_live_session(&mut conn, &sessions::hash_token("nope"), WINDOW, TTL)
             .unwrap()
             .is_none()
     );
     sessions::log_out(&mut conn, login.session_id, WINDOW).unwrap();
     assert!(
-        presence::find_live_session(&mut conn, login.token.expose(), WINDOW, TTL)
-            .unwrap()
-            .is_none()
+        presence::find_live_session(
+            &mut conn,
+            &sessions::hash_token(login.token.expose()),
+            WINDOW,
+            TTL
+        )
+        .unwrap()
+        .is_none()
     );
 }
 
@@ -57,9 +67,14 @@ fn offline_users_are_never_deferred() {
     let login = logged_in(&db, "bob");
     db.execute("UPDATE users SET online_status = 'offline'");
     let mut conn = db.pool().get().unwrap();
-    let live = presence::find_live_session(&mut conn, login.token.expose(), WINDOW, TTL)
-        .unwrap()
-        .unwrap();
+    let live = presence::find_live_session(
+        &mut conn,
+        &sessions::hash_token(login.token.expose()),
+        WINDOW,
+        TTL,
+    )
+    .unwrap()
+    .unwrap();
     assert!(!live.can_defer_write(Utc::now(), WINDOW, FLUSH));
 }
 
