@@ -29,7 +29,10 @@ async fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let outcome = match cli.command.unwrap_or(Command::Run(cli.run)) {
-        Command::Run(config) => startup::run(config, startup::shutdown_signal()).await,
+        Command::Run(config) => match startup::shutdown_signal() {
+            Ok(signal) => startup::run(config, signal).await,
+            Err(e) => Err(jobs::Error::Startup(format!("cannot handle signals: {e}"))),
+        },
         Command::SweepOnce(config) => sweep_once(&config).await,
     };
     match outcome {

@@ -16,6 +16,8 @@ use crate::jobs::{self, Error, WorkerState};
 use crate::metrics::Metrics;
 use crate::queue::{JOB_POLL_INTERVAL, PollEvery, changes_storage, worker_name};
 
+/// How long one attempt to reach Redis at startup may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// After SIGTERM, the job in hand gets this long to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -52,7 +54,32 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let state = connect(&config).await?;
+    let mut shutdown = Box::pin(shutdown);
+    // Redis down at start: wait for it (logging) rather than exit, until told to stop.
+    let mut backoff = Duration::from_millis(500);
+    let state = loop {
+        tokio::select! {
+            connected = tokio::time::timeout(CONNECT_TIMEOUT, connect(&config)) => match connected {
+                Ok(Ok(state)) => break state,
+                Ok(Err(e)) => log::warn!("waiting for Redis ({e}); retrying in {backoff:?}"),
+                Err(_) => log::warn!(
+                    "waiting for Redis (no connection within {CONNECT_TIMEOUT:?}); retrying in {backoff:?}"
+                ),
+            },
+            () = &mut shutdown => {
+                log::info!("stopped before Redis was reachable");
+                return Ok(());
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = &mut shutdown => {
+                log::info!("stopped before Redis was reachable");
+                return Ok(());
+            }
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    };
     let (http, port) = crate::http::serve(&config.http_addr, state.clone())
         .map_err(|e| Error::Startup(format!("cannot listen on {}: {e}", config.http_addr)))?;
     log::info!("http listening on {} (port {port})", config.http_addr);
@@ -120,17 +147,17 @@ pub async fn run(
 }
 
 /// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+///
+/// The handlers are installed when this is called, not when the future is first polled,
+/// so a signal during startup (say, while waiting for Redis) is not lost.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    })
 }

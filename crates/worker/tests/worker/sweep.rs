@@ -195,3 +195,23 @@ fn a_failing_sweep_is_retried_and_never_crashes_the_worker() {
     assert!(status.success(), "{status:?}\n{log}");
     assert!(log.contains("failed, will retry"), "{log}");
 }
+
+#[test]
+fn a_worker_started_while_redis_is_down_waits_for_it() {
+    let db = TestDatabase::new();
+    let prefix = Prefix::of(&db);
+    let mut command = WorkerEnv {
+        database_url: db.url(),
+        redis_prefix: &prefix.0,
+        schedule: EVERY_SECOND,
+        offline_after_secs: 120,
+    }
+    .command("run");
+    command.env("REDIS_URL", "redis://127.0.0.1:1");
+    let worker = presence_api::testing::Process::spawn(command);
+    std::thread::sleep(Duration::from_secs(4));
+    let (status, log) = worker.terminate(Duration::from_secs(10));
+    let status = status.expect("still running, and stops on SIGTERM");
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("waiting for Redis"), "{log}");
+}
