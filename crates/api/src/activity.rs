@@ -9,14 +9,15 @@
 //! (login, logout, a user coming back) is still written at once.
 //!
 //! Sessions are cached by token hash, so most requests do not touch PostgreSQL at all.
-//! Logout publishes the revoked token's hash on Redis (`<prefix>:revoked`) and every
-//! replica evicts it at once; an entry is trusted for [`AUTH_CACHE_LONG_TTL`] only while
-//! this replica's subscription has been up since the entry was cached, and for
-//! [`AUTH_CACHE_TTL`] otherwise. Either way, a token revoked by any replica stops working
-//! everywhere within a second.
+//! Logout announces the revoked token's hash with a PostgreSQL `NOTIFY` in the revoking
+//! transaction; every replica `LISTEN`s on its own connection and evicts the entry within
+//! [`REVOCATION_POLL`]. PostgreSQL is the one place a revocation can be made, so this holds
+//! whatever Redis does. A replica whose listening connection dropped keeps its entries (so
+//! cached sessions keep working through a PostgreSQL outage, when nobody can revoke) and,
+//! once reconnected, evicts every session revoked since it last heard from PostgreSQL
+//! before trusting anything again.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,16 +25,21 @@ use actix_web::web;
 use chrono::{DateTime, TimeDelta, Utc};
 use moka::sync::Cache;
 use presence_model::presence::{self, LiveSession};
+use presence_model::sessions::RevocationListener;
 
 use crate::state::AppState;
 
-/// How long a looked-up session is trusted without asking PostgreSQL again, when
-/// revocations may not reach this replica (its subscription is or was down).
-pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(1);
-/// How long it is trusted while revocations are known to reach this replica (at most
-/// half the offline window: a user the sweep takes offline has been silent for a whole
-/// window, so no entry of theirs still holds the old status).
+/// How long a looked-up session is trusted without asking PostgreSQL again, at most (and
+/// never longer than half the offline window: a user the sweep takes offline has been
+/// silent for a whole window, so no entry of theirs still holds the old status).
 pub const AUTH_CACHE_LONG_TTL: Duration = Duration::from_secs(60);
+/// How often the revocation listener reads announcements off its connection.
+pub const REVOCATION_POLL: Duration = Duration::from_millis(50);
+/// How often the listener proves its connection alive with a round trip.
+const LISTENER_CHECK: Duration = Duration::from_secs(1);
+/// How far before its last sign of life a reconnecting listener looks for revocations,
+/// for transactions that committed late with an earlier `revoked_at`.
+const REVOCATION_CATCH_UP_SLACK: TimeDelta = TimeDelta::seconds(10);
 /// How long a revocation is remembered, so that a lookup racing it cannot cache the
 /// session again.
 const REVOKED_MEMORY: Duration = Duration::from_secs(10);
@@ -42,19 +48,14 @@ pub const AUTH_CACHE_CAPACITY: u64 = 100_000;
 /// Deferred writes kept at most before a flush is forced (one per active session).
 pub const MAX_PENDING: usize = 1_000_000;
 
-/// A cached session, with when and under which subscription it was looked up.
+/// A cached session.
 pub struct CachedSession {
     pub live: LiveSession,
-    cached_at: Instant,
-    epoch: u64,
 }
 
 pub struct Activity {
     sessions: Cache<Vec<u8>, Arc<CachedSession>>,
     revoked: Cache<Vec<u8>, ()>,
-    /// Bumped whenever the revocation subscription connects or drops.
-    epoch: AtomicU64,
-    listening: AtomicBool,
     /// Session id → the latest activity not yet written.
     pending: Mutex<HashMap<i64, DateTime<Utc>>>,
     /// Held through a flush: flushes run one at a time, and "flush now" waits for the one
@@ -65,50 +66,30 @@ pub struct Activity {
 
 impl Activity {
     pub fn new(flush_interval: TimeDelta, window: TimeDelta) -> Self {
-        let half_window = (window / 2).to_std().unwrap_or(AUTH_CACHE_TTL);
+        let half_window = (window / 2).to_std().unwrap_or(Duration::from_secs(1));
         Self {
             sessions: Cache::builder()
                 .max_capacity(AUTH_CACHE_CAPACITY)
-                .time_to_live(AUTH_CACHE_LONG_TTL.min(half_window).max(AUTH_CACHE_TTL))
+                .time_to_live(AUTH_CACHE_LONG_TTL.min(half_window))
                 .build(),
             revoked: Cache::builder()
                 .max_capacity(AUTH_CACHE_CAPACITY)
                 .time_to_live(REVOKED_MEMORY)
                 .build(),
-            epoch: AtomicU64::new(0),
-            listening: AtomicBool::new(false),
             pending: Mutex::new(HashMap::new()),
             flushing: tokio::sync::Mutex::new(()),
             flush_interval,
         }
     }
 
-    /// The cached session, if it may still be trusted.
+    /// The cached session, if there is one.
     pub fn cached(&self, token_hash: &[u8]) -> Option<Arc<CachedSession>> {
-        let entry = self.sessions.get(token_hash)?;
-        let covered = self.listening.load(Ordering::Acquire)
-            && entry.epoch == self.epoch.load(Ordering::Acquire);
-        (covered || entry.cached_at.elapsed() < AUTH_CACHE_TTL).then_some(entry)
+        self.sessions.get(token_hash)
     }
 
-    /// The subscription epoch to pass to [`Activity::remember`]: read it before looking
-    /// the session up, so a revocation missed during the lookup shows as a changed epoch.
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
-    }
-
-    /// Caches a session looked up under `epoch`, unless it was revoked meanwhile.
-    pub fn remember(
-        &self,
-        token_hash: Vec<u8>,
-        live: LiveSession,
-        epoch: u64,
-    ) -> Arc<CachedSession> {
-        let entry = Arc::new(CachedSession {
-            live,
-            cached_at: Instant::now(),
-            epoch,
-        });
+    /// Caches a session looked up just now, unless it was revoked meanwhile.
+    pub fn remember(&self, token_hash: Vec<u8>, live: LiveSession) -> Arc<CachedSession> {
+        let entry = Arc::new(CachedSession { live });
         if !self.revoked.contains_key(&token_hash) {
             self.sessions.insert(token_hash, entry.clone());
         }
@@ -119,12 +100,6 @@ impl Activity {
     pub fn revoke(&self, token_hash: &[u8]) {
         self.revoked.insert(token_hash.to_vec(), ());
         self.sessions.invalidate(token_hash);
-    }
-
-    /// The revocation subscription connected (`true`) or dropped (`false`).
-    pub fn set_listening(&self, listening: bool) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.listening.store(listening, Ordering::Release);
     }
 
     /// Records activity to be written by the next flush. Returns whether the backlog is
@@ -184,39 +159,77 @@ pub async fn flush(state: &web::Data<AppState>) {
     }
 }
 
-/// Keeps this replica subscribed to revocations published by any replica's logout,
-/// reconnecting after a second when Redis drops the subscription.
-pub async fn listen_for_revocations(
-    state: web::Data<AppState>,
-    redis_url: String,
-    channel: String,
-) {
-    use futures_util::StreamExt;
+/// Keeps this replica listening for revocations announced by any replica's logout, and
+/// evicts each from the session cache. Reconnects after losing PostgreSQL, catching up on
+/// the revocations it may have missed meanwhile.
+pub async fn listen_for_revocations(state: web::Data<AppState>, database_url: String) {
+    // The database's clock at the listener's last sign of life.
+    let mut alive_at: Option<DateTime<Utc>> = None;
     loop {
-        match redis::Client::open(redis_url.as_str()) {
-            Ok(client) => match client.get_async_pubsub().await {
-                Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
-                    Ok(()) => {
-                        state.activity.set_listening(true);
-                        let mut messages = pubsub.on_message();
-                        while let Some(message) = messages.next().await {
-                            state.activity.revoke(message.get_payload_bytes());
-                        }
-                        state.activity.set_listening(false);
-                        log::warn!(
-                            "revocation subscription dropped; trusting cached sessions for 1 s only"
-                        );
-                    }
-                    Err(e) => log::warn!("cannot subscribe to revocations: {e}"),
-                },
-                Err(e) => log::debug!("cannot connect to Redis for revocations: {e}"),
-            },
-            Err(e) => {
-                log::error!("invalid REDIS_URL: {e}");
-                return;
+        let url = database_url.clone();
+        match web::block(move || RevocationListener::connect(&url)).await {
+            Ok(Ok(listener)) => {
+                let lost = listen(&state, listener, &mut alive_at).await;
+                log::warn!("revocation listener lost PostgreSQL: {lost}");
             }
+            Ok(Err(e)) => log::debug!("revocation listener cannot connect: {e}"),
+            Err(e) => log::error!("revocation listener did not run: {e}"),
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Listens on one connection until it fails, and returns why. Before the first poll,
+/// evicts what was revoked since `alive_at` (nothing on the first connection: the cache
+/// starts empty).
+async fn listen(
+    state: &web::Data<AppState>,
+    listener: RevocationListener,
+    alive_at: &mut Option<DateTime<Utc>>,
+) -> String {
+    let since = *alive_at;
+    let (mut listener, missed) = match web::block(move || {
+        let mut listener = listener;
+        let missed = match since {
+            Some(since) => listener.revoked_since(since - REVOCATION_CATCH_UP_SLACK),
+            None => Ok(Vec::new()),
+        };
+        (listener, missed)
+    })
+    .await
+    {
+        Ok((listener, Ok(missed))) => (listener, missed),
+        Ok((_, Err(e))) => return e.to_string(),
+        Err(e) => return e.to_string(),
+    };
+    for token_hash in missed {
+        state.activity.revoke(&token_hash);
+    }
+    let mut checked = Instant::now() - LISTENER_CHECK;
+    loop {
+        let check = checked.elapsed() >= LISTENER_CHECK;
+        let polled = web::block(move || {
+            let now = check.then(|| listener.database_time()).transpose();
+            let revoked = now.and_then(|now| Ok((now, listener.poll()?)));
+            (listener, revoked)
+        })
+        .await;
+        let (now, revoked) = match polled {
+            Ok((returned, Ok(polled))) => {
+                listener = returned;
+                polled
+            }
+            Ok((_, Err(e))) => return e.to_string(),
+            Err(e) => return e.to_string(),
+        };
+        if let Some(now) = now {
+            *alive_at = Some(now);
+            checked = Instant::now();
+        }
+        for token_hash in revoked {
+            state.activity.revoke(&token_hash);
+        }
+        tokio::time::sleep(REVOCATION_POLL).await;
     }
 }
 

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use chrono::Utc;
-use presence_model::jobs::ChangeReason;
+use presence_model::events::ChangeReason;
 use presence_model::presence::{self, LiveSession};
 use presence_model::sessions;
 use presence_model::users::User;
@@ -89,14 +89,13 @@ async fn authenticate(
     let cached = match cached {
         Some(cached) => cached,
         None => {
-            let epoch = state.activity.epoch();
             let lookup = token_hash.clone();
             let live = db(state, move |conn| {
                 presence::find_live_session(conn, &lookup, window, ttl)
             })
             .await?
             .ok_or(ApiError::Unauthenticated)?;
-            state.activity.remember(token_hash.clone(), live, epoch)
+            state.activity.remember(token_hash.clone(), live)
         }
     };
     let live = &cached.live;
@@ -112,13 +111,12 @@ async fn authenticate(
             token_hash,
         });
     }
-    let epoch = state.activity.epoch();
     let (session_id, update) = db(state, move |conn| {
-        presence::update_user_last_seen(conn, &token, ttl)
+        presence::record_activity(conn, &token, ttl, reason)
     })
     .await?
     .ok_or(ApiError::Unauthenticated)?;
-    state.queue.enqueue(update.change(reason)).await;
+    state.queue.nudge_publisher(update.change.as_ref()).await;
     state.activity.remember(
         token_hash.clone(),
         LiveSession {
@@ -127,7 +125,6 @@ async fn authenticate(
             stored_status: update.user.online_status,
             user: update.user.clone(),
         },
-        epoch,
     );
     Ok(Authenticated {
         session_id,

@@ -19,6 +19,21 @@ pub struct DatabaseConfig {
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub database_pool_size: u32,
+    /// How long (milliseconds) a request waits for a database connection before it is
+    /// answered 503: what a client waits, at most, while PostgreSQL is down.
+    #[arg(long, env = "DATABASE_POOL_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub database_pool_timeout_ms: u32,
+}
+
+impl DatabaseConfig {
+    pub fn pool(&self, size: u32) -> presence_model::DbPool {
+        presence_model::db::build_pool(
+            &self.database_url,
+            size,
+            std::time::Duration::from_millis(self.database_pool_timeout_ms.into()),
+        )
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -57,6 +72,28 @@ pub struct Config {
     #[arg(long, env = "SESSION_TTL_SECS", default_value_t = 2_592_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub session_ttl_secs: u32,
+    /// How long (milliseconds) a client may take to send a request body; then it gets 408
+    /// and the connection is closed.
+    #[arg(long, env = "CLIENT_BODY_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub client_body_timeout_ms: u32,
+    /// Failed logins allowed per account within LOGIN_FAILURE_WINDOW_SECS, across all
+    /// replicas; then 429 until the window ends.
+    #[arg(long, env = "LOGIN_MAX_FAILURES_PER_ACCOUNT", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_max_failures_per_account: u32,
+    /// Failed logins allowed per client address within the window, across all replicas.
+    #[arg(long, env = "LOGIN_MAX_FAILURES_PER_ADDRESS", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_max_failures_per_address: u32,
+    /// The window (seconds) failed logins are counted over.
+    #[arg(long, env = "LOGIN_FAILURE_WINDOW_SECS", default_value_t = 900,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_failure_window_secs: u32,
+    /// Password hashes (login, register) computed at once per process; 0 means half the
+    /// cores, at least one. Each takes ~50 ms of a core and ~19 MiB.
+    #[arg(long, env = "PASSWORD_HASHES_IN_FLIGHT", default_value_t = 0)]
+    pub password_hashes_in_flight: u32,
 }
 
 impl Config {
@@ -66,6 +103,25 @@ impl Config {
 
     pub fn session_ttl(&self) -> TimeDelta {
         TimeDelta::seconds(self.session_ttl_secs.into())
+    }
+
+    pub fn client_body_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.client_body_timeout_ms.into())
+    }
+
+    pub fn login_limits(&self) -> crate::throttle::LoginLimits {
+        crate::throttle::LoginLimits {
+            per_account: self.login_max_failures_per_account,
+            per_address: self.login_max_failures_per_address,
+            window: std::time::Duration::from_secs(self.login_failure_window_secs.into()),
+        }
+    }
+
+    pub fn password_hashes_in_flight(&self) -> usize {
+        match self.password_hashes_in_flight {
+            0 => std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1)),
+            n => n as usize,
+        }
     }
 
     pub fn last_seen_flush(&self) -> TimeDelta {

@@ -6,14 +6,23 @@
 //! - Bad input is the client's fault and says so: 400 names the field or the JSON problem,
 //!   413 and 415 say what the body must be. Bad input never panics and never yields a 500.
 //! - 401 means "who are you?" (no, unknown, expired or revoked token; bad credentials),
-//!   403 "not allowed for you", 404 "no such thing", 409 "conflicts with what exists".
+//!   403 "not allowed for you", 404 "no such thing", 405 "not with this method" (with
+//!   `Allow`), 408 "your body never came" (and the connection is closed), 409 "conflicts
+//!   with what exists", 429 "too many failed logins, wait" (with `Retry-After`).
+//! - 503 with `Retry-After` means "we cannot reach a dependency right now, try again":
+//!   PostgreSQL down, the pool exhausted, or too many password hashes queued. It is
+//!   answered within the pool's checkout timeout, never after a hang.
 //! - Anything else is our fault: the cause is logged here, once, and the client gets an
 //!   opaque 500. Secrets (passwords, tokens, hashes) are never part of an error message.
+//! - Errors that actix's HTTP/1 parser answers before a request reaches us (431 for
+//!   oversized headers, 400 for a malformed request line or conflicting length headers)
+//!   have actix's empty body, not this shape: actix gives no hook there.
 
 use std::fmt;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::StatusCode;
+use actix_web::http::header::RETRY_AFTER;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use presence_model::error::ValidationError;
 use serde::Serialize;
@@ -33,7 +42,16 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     #[error("this method is not allowed on this path")]
-    MethodNotAllowed,
+    MethodNotAllowed {
+        /// The methods the path does take, for the `Allow` header.
+        allow: Vec<actix_web::http::Method>,
+    },
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
+    #[error("too many failed logins; try again later")]
+    TooManyRequests { retry_after_secs: u64 },
+    #[error("{reason}; try again shortly")]
+    Unavailable { reason: &'static str },
     #[error("that username is already taken")]
     UsernameTaken,
     #[error("the request body is larger than {} KiB", JSON_BODY_LIMIT / 1024)]
@@ -60,7 +78,10 @@ impl ApiError {
             Self::InvalidCredentials => "invalid_credentials",
             Self::Forbidden => "forbidden",
             Self::NotFound(_) => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::RequestTimeout => "request_timeout",
+            Self::TooManyRequests { .. } => "too_many_requests",
+            Self::Unavailable { .. } => "unavailable",
             Self::UsernameTaken => "username_taken",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -85,10 +106,19 @@ impl From<presence_model::Error> for ApiError {
             E::Invalid(invalid) => invalid.into(),
             E::UsernameTaken => Self::UsernameTaken,
             E::InvalidCredentials => Self::InvalidCredentials,
+            e if e.is_unavailable() => {
+                log::warn!("database unavailable: {e}");
+                Self::Unavailable {
+                    reason: "the database is unavailable",
+                }
+            }
             e => Self::internal(e),
         }
     }
 }
+
+/// Seconds a client is told to wait after a 503.
+const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
 
 /// The body of every error response.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -100,7 +130,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable, snake_case: `bad_request`, `invalid_field`, `unauthenticated`,
     /// `invalid_credentials`, `forbidden`, `not_found`, `method_not_allowed`,
-    /// `username_taken`, `payload_too_large`, `unsupported_media_type`, `internal_error`.
+    /// `request_timeout`, `username_taken`, `payload_too_large`, `unsupported_media_type`,
+    /// `too_many_requests`, `unavailable`, `internal_error`.
     code: &'static str,
     /// For people; may change.
     message: String,
@@ -116,7 +147,10 @@ impl ResponseError for ApiError {
             Self::Unauthenticated | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::UsernameTaken => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -132,7 +166,23 @@ impl ResponseError for ApiError {
             Self::Invalid { field, .. } => Some(field.clone()),
             _ => None,
         };
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            Self::MethodNotAllowed { allow } => {
+                response.insert_header(actix_web::http::header::Allow(allow.clone()));
+            }
+            Self::RequestTimeout => {
+                response.force_close();
+            }
+            Self::TooManyRequests { retry_after_secs } => {
+                response.insert_header((RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            Self::Unavailable { .. } => {
+                response.insert_header((RETRY_AFTER, UNAVAILABLE_RETRY_AFTER_SECS.to_string()));
+            }
+            _ => {}
+        }
+        response.json(ErrorBody {
             error: ErrorDetail {
                 code: self.code(),
                 message: self.to_string(),

@@ -13,3 +13,4 @@ pub mod startup;
 pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod throttle;

@@ -58,7 +58,7 @@ fn migrate(database: &DatabaseConfig) -> Result<()> {
     if db::create_database_if_missing(url)? {
         log::info!("created the database");
     }
-    let mut conn = db::build_pool(url, 1).get()?;
+    let mut conn = database.pool(1).get()?;
     let applied = db::run_migrations(&mut conn)?;
     log::info!("migrations applied: {}", applied.len());
     Ok(())
@@ -85,7 +85,7 @@ fn create_admin(username: &str, database: &DatabaseConfig) -> Result<()> {
             line.trim_end_matches(['\r', '\n']).to_owned()
         }
     };
-    let pool = db::build_pool(&database.database_url, 1);
+    let pool = database.pool(1);
     let (id, created) = users::create_or_promote_admin(&pool, username, &password)?;
     if created {
         println!("created admin {username} (id {id})");

@@ -7,17 +7,18 @@ use actix_web::body::MessageBody;
 use actix_web::dev::Server;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::{Logger, Next, NormalizePath, TrailingSlash, from_fn};
-use actix_web::{App, HttpServer, web};
-use presence_model::db;
-use presence_model::jobs::revocations_channel;
+use actix_web::web::{Bytes, BytesMut};
+use actix_web::{App, HttpMessage, HttpServer, web};
+use futures_util::StreamExt;
 
 use crate::activity::{self, Activity};
 use crate::config::Config;
-use crate::errors::{self, JSON_BODY_LIMIT};
+use crate::errors::{self, ApiError, JSON_BODY_LIMIT};
 use crate::metrics::Metrics;
 use crate::queue::PresenceQueue;
 use crate::routes;
 use crate::state::AppState;
+use crate::throttle::{LoginThrottle, PasswordHashing};
 
 /// In-flight requests get this long to finish after SIGTERM/SIGINT.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
@@ -35,10 +36,7 @@ impl Application {
         config
             .validate()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let pool = db::build_pool(
-            &config.database.database_url,
-            config.database.database_pool_size,
-        );
+        let pool = config.database.pool(config.database.database_pool_size);
         let metrics = Metrics::new().map_err(std::io::Error::other)?;
         let queue = PresenceQueue::new(
             &config.redis_url,
@@ -51,12 +49,19 @@ impl Application {
             metrics,
             activity: Activity::new(config.last_seen_flush(), config.offline_after()),
             queue,
+            login_throttle: LoginThrottle::new(
+                config.login_limits(),
+                &config.redis_url,
+                &config.redis_prefix,
+            ),
+            hashing: PasswordHashing::new(config.password_hashes_in_flight()),
             offline_after: config.offline_after(),
             session_ttl: config.session_ttl(),
         });
         let listener = TcpListener::bind(&config.listen_addr)?;
         let app_state = state.clone();
         let port = listener.local_addr()?.port();
+        let body_timeout = config.client_body_timeout();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -69,6 +74,9 @@ impl Application {
                 .app_data(web::PathConfig::default().error_handler(errors::path_error))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
+                .wrap(from_fn(move |req, next| {
+                    read_body_within(body_timeout, req, next)
+                }))
                 .wrap(from_fn(record_metrics))
                 .wrap(NormalizePath::new(TrailingSlash::Trim))
                 // One line per request; the path only, never the query string or headers.
@@ -83,8 +91,7 @@ impl Application {
         actix_web::rt::spawn(activity::flush_periodically(app_state.clone()));
         actix_web::rt::spawn(activity::listen_for_revocations(
             app_state.clone(),
-            config.redis_url.clone(),
-            revocations_channel(&config.redis_prefix),
+            config.database.database_url.clone(),
         ));
         Ok(Self {
             port,
@@ -130,4 +137,37 @@ async fn record_metrics(
         );
     }
     Ok(response)
+}
+
+/// Reads the whole request body (at most [`JSON_BODY_LIMIT`]) before any handler runs, and
+/// answers 408, closing the connection, if it does not arrive within `timeout`: a client
+/// that sends headers and then stalls cannot hold a connection open indefinitely (actix
+/// times out the headers only). Oversized bodies are refused as soon as they exceed the
+/// limit.
+async fn read_body_within(
+    timeout: std::time::Duration,
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let mut payload = req.take_payload();
+    let read = tokio::time::timeout(timeout, async {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::BadRequest(format!("could not read the body: {e}")))?;
+            if body.len() + chunk.len() > JSON_BODY_LIMIT {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok::<Bytes, ApiError>(body.freeze())
+    })
+    .await;
+    let body = match read {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => return Err(ApiError::RequestTimeout.into()),
+    };
+    req.set_payload(actix_web::dev::Payload::from(body));
+    next.call(req).await
 }

@@ -9,12 +9,15 @@ use crate::activity::Activity;
 use crate::errors::ApiError;
 use crate::metrics::Metrics;
 use crate::queue::PresenceQueue;
+use crate::throttle::{LoginThrottle, PasswordHashing};
 
 pub struct AppState {
     pub pool: DbPool,
     pub metrics: Metrics,
     pub activity: Activity,
     pub queue: PresenceQueue,
+    pub login_throttle: LoginThrottle,
+    pub hashing: PasswordHashing,
     /// A user silent for longer than this is shown offline.
     pub offline_after: TimeDelta,
     pub session_ttl: TimeDelta,

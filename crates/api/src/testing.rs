@@ -4,7 +4,7 @@
 use crate::config::{Config, DatabaseConfig};
 use crate::startup::Application;
 use actix_web::http::StatusCode;
-use presence_model::jobs::presence_changes_queue;
+use presence_model::jobs::publish_queue;
 use presence_model::testing::TestDatabase;
 use presence_model::users;
 use redis::Commands;
@@ -45,7 +45,7 @@ pub fn remove_redis_keys(redis_url: &str, prefix: &str) {
     if !keys.is_empty() {
         let _: redis::RedisResult<()> = conn.del(&keys);
     }
-    let workers = format!("{}:workers", presence_changes_queue(prefix));
+    let workers = format!("{}:workers", publish_queue(prefix));
     let _: redis::RedisResult<()> = conn.zrem("core:apalis:queues:list", workers);
 }
 
@@ -68,6 +68,7 @@ impl TestApp {
             database: DatabaseConfig {
                 database_url: db.url().to_owned(),
                 database_pool_size: 8,
+                database_pool_timeout_ms: 1000,
             },
             redis_url: test_redis_url(),
             // Its own keys and channel: tests share one Redis and run in parallel.
@@ -78,6 +79,11 @@ impl TestApp {
             last_seen_flush_ms: 100,
             heartbeat_interval_ms: 100,
             session_ttl_secs: 3600,
+            client_body_timeout_ms: 10_000,
+            login_max_failures_per_account: 10,
+            login_max_failures_per_address: 100,
+            login_failure_window_secs: 900,
+            password_hashes_in_flight: 0,
         };
         adjust(&mut config);
         let app = Application::build(&config).expect("application builds");
@@ -345,4 +351,21 @@ pub fn raw_http(
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Polls `check` every 20 ms until it holds or `limit` passes; returns whether it held.
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    limit: std::time::Duration,
+    mut check: impl FnMut() -> F,
+) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

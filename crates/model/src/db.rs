@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::sql_types::BigInt;
-use diesel::{Connection, ExpressionMethods, QueryDsl, RunQueryDsl, sql_query};
+use diesel::{Connection, ExpressionMethods, QueryDsl, QueryResult, RunQueryDsl, sql_query};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::Error;
@@ -23,20 +23,65 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations")
 const MIGRATION_LOCK_KEY: i64 = 0x7072_6573_656e_6365; // "presence"
 
 /// Builds the pool without waiting for the database: a process that starts while
-/// PostgreSQL is down keeps running, and each checkout fails (after 5 s) until it is back.
+/// PostgreSQL is down keeps running, and each checkout fails after `checkout_timeout`
+/// until it is back (the API answers 503 then, rather than hanging).
 ///
-/// Connections are not tested on checkout: that would add a round trip to every request,
-/// and diesel already reports a connection broken by a failed query, so r2d2 drops it.
-/// They are opened on demand (`min_idle` 0), never by r2d2's background threads, which
-/// would otherwise keep dialling a database that is down or gone (and can still be inside
-/// libpq when the process exits).
-pub fn build_pool(database_url: &str, max_size: u32) -> DbPool {
+/// Connections are tested on checkout (one `SELECT 1` round trip): after PostgreSQL
+/// restarts, every pooled connection is dead, and without the test each would fail one
+/// request before r2d2 learned it was broken. They are opened on demand (`min_idle` 0),
+/// never by r2d2's background threads, which would otherwise keep dialling a database
+/// that is down or gone (and can still be inside libpq when the process exits).
+pub fn build_pool(database_url: &str, max_size: u32, checkout_timeout: Duration) -> DbPool {
     Pool::builder()
         .max_size(max_size)
         .min_idle(Some(0))
-        .test_on_check_out(false)
-        .connection_timeout(Duration::from_secs(5))
+        .test_on_check_out(true)
+        .connection_timeout(checkout_timeout)
         .build_unchecked(ConnectionManager::new(database_url))
+}
+
+diesel::define_sql_function!(
+    /// The time now, not at the start of the transaction: a write made after waiting for
+    /// a row lock is stamped after the write it waited for.
+    fn clock_timestamp() -> Timestamptz
+);
+
+/// How many times a transaction that lost a deadlock or a serialization conflict is run.
+const TRANSACTION_ATTEMPTS: u32 = 3;
+
+/// Runs `f` in a transaction, again (up to [`TRANSACTION_ATTEMPTS`] in all) when
+/// PostgreSQL aborted it to break a deadlock or a serialization conflict.
+///
+/// Transactions that change one user's presence lock that user's row first and cannot
+/// deadlock with each other; the ones that lock many rows at once (the sweep, the flush
+/// of deferred activity) can still meet in an unlucky order, and the loser is simply
+/// run again.
+pub(crate) fn transaction<T>(
+    conn: &mut PgConnection,
+    mut f: impl FnMut(&mut PgConnection) -> QueryResult<T>,
+) -> QueryResult<T> {
+    let mut attempt = 1;
+    loop {
+        match conn.transaction(&mut f) {
+            Err(e) if attempt < TRANSACTION_ATTEMPTS && is_retryable(&e) => {
+                log::debug!("transaction attempt {attempt} lost a conflict, retrying: {e}");
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// Deadlocks (SQLSTATE 40P01, which diesel does not classify) and serialization failures.
+fn is_retryable(e: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error as E};
+    match e {
+        E::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+        E::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+            info.message().starts_with("deadlock detected")
+        }
+        _ => false,
+    }
 }
 
 /// A checkout and a round trip to the database, for readiness checks.

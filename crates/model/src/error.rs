@@ -41,4 +41,24 @@ pub enum Error {
     Random(String),
     #[error("password hashing failed: {0}")]
     PasswordHash(String),
+    #[error("publishing failed: {0}")]
+    Publish(String),
+}
+
+impl Error {
+    /// Whether PostgreSQL could not be reached, as opposed to a query going wrong: no
+    /// pooled connection within the checkout timeout, or the connection lost mid-query.
+    /// Worth retrying later; the API answers 503.
+    pub fn is_unavailable(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error as D};
+        matches!(
+            self,
+            Self::Pool(_)
+                | Self::Connection(_)
+                | Self::Database(D::DatabaseError(
+                    DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                    _
+                ))
+        )
+    }
 }

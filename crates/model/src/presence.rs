@@ -8,10 +8,10 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::pg::PgConnection;
 use diesel::sql_types::{Array, BigInt, Interval, Nullable, Text, Timestamptz};
-use diesel::{Connection, OptionalExtension, QueryResult, QueryableByName, RunQueryDsl, sql_query};
+use diesel::{OptionalExtension, QueryResult, QueryableByName, RunQueryDsl, sql_query};
 use serde::Serialize;
 
-use crate::jobs::{ChangeReason, PresenceChanged};
+use crate::events::{ChangeReason, PresenceChanged};
 use crate::users::User;
 
 /// SQL for "this user is shown online", with the window bound as `$1`.
@@ -50,34 +50,14 @@ crate::text_enum::text_enum! {
     }
 }
 
-/// A user row right after a presence write, with the flag it had before the write.
-#[derive(Debug, Clone, QueryableByName)]
+/// A user row right after a presence write, with the flag it had before the write and
+/// the transition it recorded, if the flag changed.
+#[derive(Debug, Clone)]
 pub struct PresenceUpdate {
-    #[diesel(sql_type = Text)]
     pub previous: OnlineStatus,
-    #[diesel(embed)]
     pub user: User,
-}
-
-impl PresenceUpdate {
-    /// `Some((from, to))` when the write changed the user's online status.
-    pub fn transition(&self) -> Option<(OnlineStatus, OnlineStatus)> {
-        (self.previous != self.user.online_status)
-            .then_some((self.previous, self.user.online_status))
-    }
-
-    /// The transition as a job payload, if the write was one.
-    pub fn change(&self, reason: ChangeReason) -> Option<PresenceChanged> {
-        let (from, to) = self.transition()?;
-        Some(PresenceChanged {
-            user_id: self.user.id,
-            from,
-            to,
-            // Every presence write sets last_seen = now(): that is when it happened.
-            at: self.user.last_seen?,
-            reason,
-        })
-    }
+    /// The outbox row of the transition: inserted in the same transaction as the write.
+    pub change: Option<PresenceChanged>,
 }
 
 /// One user's presence as the status endpoint shows it.
@@ -92,74 +72,116 @@ pub struct UserStatus {
     pub last_seen: Option<DateTime<Utc>>,
 }
 
-/// Sets `online_status` and `last_seen = now()` on one user, returning the row and the
-/// status before. The `FOR UPDATE` sub-select reads the old flag under the row lock, so two
-/// concurrent writers never both report the same transition.
-fn set_presence(
-    conn: &mut PgConnection,
-    user_id: i64,
-    status: OnlineStatus,
-    only_if_no_live_session_within: Option<TimeDelta>,
-) -> QueryResult<Option<PresenceUpdate>> {
-    sql_query(
-        "UPDATE users AS u SET online_status = $2, last_seen = now(), changed_at = now() \
-         FROM (SELECT id, online_status FROM users WHERE id = $1 FOR UPDATE) AS before \
-         WHERE u.id = before.id \
-           AND ($3::interval IS NULL OR NOT EXISTS ( \
-                SELECT 1 FROM sessions s WHERE s.user_id = u.id \
-                AND s.revoked_at IS NULL AND s.last_seen >= now() - $3)) \
-         RETURNING before.online_status AS previous, u.id, u.username, u.is_admin, \
-                   u.online_status, u.last_seen, u.created_at",
-    )
-    .bind::<BigInt, _>(user_id)
-    .bind::<Text, _>(status)
-    .bind::<Nullable<Interval>, _>(only_if_no_live_session_within)
-    .get_result(conn)
-    .optional()
-}
-
-/// Login: the user is online as of now.
-pub fn mark_user_online(
-    conn: &mut PgConnection,
-    user_id: i64,
-) -> QueryResult<Option<PresenceUpdate>> {
-    set_presence(conn, user_id, OnlineStatus::Online, None)
-}
-
-/// Logout: the user goes offline, unless another of their sessions was active within
-/// `window` (another tab or device keeps them online). `None` when nothing changed.
-pub fn mark_user_offline(
-    conn: &mut PgConnection,
-    user_id: i64,
-    window: TimeDelta,
-) -> QueryResult<Option<PresenceUpdate>> {
-    set_presence(conn, user_id, OnlineStatus::Offline, Some(window))
-}
-
-/// Activity (a heartbeat or any authenticated request) on the session holding `token`:
-/// refreshes `last_seen` of the session and of its user, and brings the
-/// user back online if the sweep had marked them offline.
+/// Locks the user's row until the transaction ends and returns their stored flag (`None`
+/// for an unknown id).
 ///
-/// Returns the session id and the user, or `None` when the token is unknown, revoked, or
-/// unused for longer than `session_ttl`. The session row is locked first, as logout locks
-/// it first, so a request racing a logout either finishes before the revocation or is
-/// refused: a revoked token never brings its user back online.
-pub fn update_user_last_seen(
+/// Every transaction that changes a user's presence takes this lock *first*, before it
+/// touches their sessions: one lock order everywhere, so two of them never deadlock, and
+/// every statement after it sees what the previous holder committed (under READ
+/// COMMITTED each statement takes a fresh snapshot). That is what makes two logouts at
+/// once see each other's revocation, and a request racing a logout see the revocation.
+pub(crate) fn lock_user(
     conn: &mut PgConnection,
-    token: &str,
-    session_ttl: TimeDelta,
-) -> QueryResult<Option<(i64, PresenceUpdate)>> {
-    conn.transaction(|conn| {
-        let Some(session) = crate::sessions::touch(conn, token, session_ttl)? else {
-            return Ok(None);
-        };
-        Ok(mark_user_online(conn, session.user_id)?.map(|update| (session.id, update)))
+    user_id: i64,
+) -> QueryResult<Option<OnlineStatus>> {
+    use crate::schema::users;
+    use diesel::prelude::*;
+    users::table
+        .find(user_id)
+        .select(users::online_status)
+        .for_update()
+        .get_result(conn)
+        .optional()
+}
+
+/// Sets `online_status` and `last_seen` on a user locked by [`lock_user`] (whose flag was
+/// `previous`), and records the transition in the outbox if the flag changes.
+pub(crate) fn write_presence(
+    conn: &mut PgConnection,
+    user_id: i64,
+    previous: OnlineStatus,
+    status: OnlineStatus,
+    reason: ChangeReason,
+) -> QueryResult<PresenceUpdate> {
+    use crate::schema::users;
+    use diesel::dsl::now;
+    use diesel::prelude::*;
+    let user: User = diesel::update(users::table.find(user_id))
+        .set((
+            users::online_status.eq(status),
+            users::last_seen.eq(crate::db::clock_timestamp().nullable()),
+            users::changed_at.eq(now),
+        ))
+        .returning(User::as_returning())
+        .get_result(conn)?;
+    let change = match (previous != status, user.last_seen) {
+        (true, Some(at)) => Some(crate::events::record(
+            conn, user_id, previous, status, reason, at,
+        )?),
+        _ => None,
+    };
+    Ok(PresenceUpdate {
+        previous,
+        user,
+        change,
     })
 }
 
-/// The inactivity sweep: marks offline every online user silent for longer than `window`,
-/// returning their ids. The complement of [`shown_online!`], written as a range on
-/// `last_seen` so it is an index scan on the partial index of online users.
+/// Marks the user online as of now (`None` for an unknown id), recording the transition
+/// with `reason` if they were offline.
+pub fn mark_user_online(
+    conn: &mut PgConnection,
+    user_id: i64,
+    reason: ChangeReason,
+) -> QueryResult<Option<PresenceUpdate>> {
+    crate::db::transaction(conn, |conn| {
+        let Some(previous) = lock_user(conn, user_id)? else {
+            return Ok(None);
+        };
+        write_presence(conn, user_id, previous, OnlineStatus::Online, reason).map(Some)
+    })
+}
+
+/// Authenticates the session holding `token` and records activity on it at once: it
+/// refreshes `last_seen` of the session and of its user, and brings the user back online
+/// (a transition with `reason`) if the sweep had marked them offline.
+///
+/// Returns the session id and the write, or `None` when the token is unknown, revoked, or
+/// unused for longer than `session_ttl`. The user's row is locked before the session is
+/// touched, as logout locks it, so a request racing a logout either finishes before the
+/// revocation or is refused: a revoked token never brings its user back online.
+pub fn record_activity(
+    conn: &mut PgConnection,
+    token: &str,
+    session_ttl: TimeDelta,
+    reason: ChangeReason,
+) -> QueryResult<Option<(i64, PresenceUpdate)>> {
+    let token_hash = crate::sessions::hash_token(token);
+    crate::db::transaction(conn, |conn| {
+        let Some(session) = crate::sessions::find_live(conn, &token_hash, session_ttl)? else {
+            return Ok(None);
+        };
+        let Some(previous) = lock_user(conn, session.user_id)? else {
+            return Ok(None);
+        };
+        if !crate::sessions::touch(conn, session.id)? {
+            return Ok(None);
+        }
+        let update = write_presence(
+            conn,
+            session.user_id,
+            previous,
+            OnlineStatus::Online,
+            reason,
+        )?;
+        Ok(Some((session.id, update)))
+    })
+}
+
+/// The inactivity sweep: marks offline every online user silent for longer than
+/// `window`, records each transition in the outbox, and returns their ids. The complement
+/// of [`shown_online!`], written as a range on `last_seen` so it is an index scan on the
+/// partial index of online users.
 pub fn mark_inactive_users_offline(
     conn: &mut PgConnection,
     window: TimeDelta,
@@ -167,15 +189,18 @@ pub fn mark_inactive_users_offline(
     #[derive(QueryableByName)]
     struct Id {
         #[diesel(sql_type = BigInt)]
-        id: i64,
+        user_id: i64,
     }
     let ids: Vec<Id> = sql_query(
-        "UPDATE users SET online_status = 'offline', changed_at = now() \
-         WHERE online_status = 'online' AND last_seen < now() - $1 RETURNING id",
+        "WITH swept AS ( \
+           UPDATE users SET online_status = 'offline', changed_at = now() \
+           WHERE online_status = 'online' AND last_seen < now() - $1 RETURNING id) \
+         INSERT INTO presence_events (user_id, from_status, to_status, reason, at) \
+         SELECT id, 'online', 'offline', 'sweep', now() FROM swept RETURNING user_id",
     )
     .bind::<Interval, _>(window)
     .load(conn)?;
-    Ok(ids.into_iter().map(|row| row.id).collect())
+    Ok(ids.into_iter().map(|row| row.user_id).collect())
 }
 
 /// How many users are shown online now.
@@ -317,7 +342,8 @@ pub fn find_live_session(
 /// bring anyone online. Revoked sessions are skipped. A session row is only rewritten
 /// once its stored `last_seen` lags by `session_granularity`: its `last_seen` serves the
 /// session TTL and "is another session live?", which need no finer grain, and skipping
-/// those writes halves the rows a flush writes. Returns the number of users written.
+/// those writes halves the rows a flush writes. Users are written before sessions, the
+/// lock order of every presence write. Returns the number of users written.
 pub fn flush_last_seen(
     conn: &mut PgConnection,
     touches: &[(i64, DateTime<Utc>)],
@@ -327,18 +353,28 @@ pub fn flush_last_seen(
         return Ok(0);
     }
     let (ids, ats): (Vec<i64>, Vec<DateTime<Utc>>) = touches.iter().copied().unzip();
-    sql_query(
-        "WITH touch AS (SELECT * FROM unnest($1::bigint[], $2::timestamptz[]) AS t(session_id, at)), \
-         live AS (SELECT s.id, s.user_id, s.last_seen, touch.at FROM sessions s \
-                  JOIN touch ON s.id = touch.session_id WHERE s.revoked_at IS NULL), \
-         sessions_written AS (UPDATE sessions s SET last_seen = live.at FROM live \
-                  WHERE s.id = live.id AND live.at - live.last_seen >= $3 RETURNING s.id), \
-         latest AS (SELECT user_id, max(at) AS at FROM live GROUP BY user_id) \
-         UPDATE users u SET last_seen = latest.at, changed_at = now() FROM latest \
-         WHERE u.id = latest.user_id AND (u.last_seen IS NULL OR u.last_seen < latest.at)",
-    )
-    .bind::<Array<BigInt>, _>(ids)
-    .bind::<Array<Timestamptz>, _>(ats)
-    .bind::<Interval, _>(session_granularity)
-    .execute(conn)
+    crate::db::transaction(conn, |conn| {
+        let users = sql_query(
+            "WITH latest AS ( \
+               SELECT s.user_id, max(t.at) AS at \
+               FROM unnest($1::bigint[], $2::timestamptz[]) AS t(session_id, at) \
+               JOIN sessions s ON s.id = t.session_id WHERE s.revoked_at IS NULL \
+               GROUP BY s.user_id) \
+             UPDATE users u SET last_seen = latest.at, changed_at = now() FROM latest \
+             WHERE u.id = latest.user_id AND (u.last_seen IS NULL OR u.last_seen < latest.at)",
+        )
+        .bind::<Array<BigInt>, _>(&ids)
+        .bind::<Array<Timestamptz>, _>(&ats)
+        .execute(conn)?;
+        sql_query(
+            "UPDATE sessions s SET last_seen = t.at \
+             FROM unnest($1::bigint[], $2::timestamptz[]) AS t(session_id, at) \
+             WHERE s.id = t.session_id AND s.revoked_at IS NULL AND t.at - s.last_seen >= $3",
+        )
+        .bind::<Array<BigInt>, _>(&ids)
+        .bind::<Array<Timestamptz>, _>(&ats)
+        .bind::<Interval, _>(session_granularity)
+        .execute(conn)?;
+        Ok(users)
+    })
 }

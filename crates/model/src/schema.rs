@@ -9,6 +9,7 @@ diesel::table! {
         reason -> Text,
         at -> Timestamptz,
         recorded_at -> Timestamptz,
+        published_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -5,14 +5,16 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
+use diesel::sql_types::{Bytea, Text};
 use sha2::{Digest, Sha256};
 
-use crate::Error;
+use crate::events::ChangeReason;
 use crate::presence::{self, PresenceUpdate};
 use crate::schema::sessions;
+use crate::{Error, OnlineStatus};
 
 /// A freshly issued bearer token. Its `Debug` hides the value so it never reaches a log.
 pub struct SessionToken(String);
@@ -61,47 +63,162 @@ pub(crate) fn create(
         .get_result(conn)
 }
 
-/// Marks the live session holding `token` as used now (locking its row).
-pub(crate) fn touch(
+/// The live session whose token hashes to `token_hash`: not revoked, used within `ttl`.
+/// Reads without locking: callers lock the user's row next, then [`touch`] the session,
+/// which checks again that it is not revoked.
+pub(crate) fn find_live(
     conn: &mut PgConnection,
-    token: &str,
+    token_hash: &[u8],
     ttl: TimeDelta,
 ) -> QueryResult<Option<Session>> {
     let cutoff = diesel::dsl::now.into_sql::<diesel::sql_types::Timestamptz>() - ttl;
-    diesel::update(
-        sessions::table
-            .filter(sessions::token_hash.eq(hash_token(token)))
-            .filter(sessions::revoked_at.is_null())
-            .filter(sessions::last_seen.ge(cutoff)),
-    )
-    .set(sessions::last_seen.eq(diesel::dsl::now))
-    .returning((sessions::id, sessions::user_id))
-    .get_result(conn)
-    .optional()
+    sessions::table
+        .filter(sessions::token_hash.eq(token_hash))
+        .filter(sessions::revoked_at.is_null())
+        .filter(sessions::last_seen.ge(cutoff))
+        .select((sessions::id, sessions::user_id))
+        .first(conn)
+        .optional()
 }
 
-/// Logout: revokes this session only, then marks the user offline unless another session
-/// of theirs was active within `window`. Returns the presence write, if there was one.
+/// Marks the session as used now, unless it was revoked meanwhile; returns whether it was.
+pub(crate) fn touch(conn: &mut PgConnection, session_id: i64) -> QueryResult<bool> {
+    diesel::update(
+        sessions::table
+            .find(session_id)
+            .filter(sessions::revoked_at.is_null()),
+    )
+    .set(sessions::last_seen.eq(diesel::dsl::now))
+    .execute(conn)
+    .map(|rows| rows == 1)
+}
+
+/// The PostgreSQL channel on which every revocation is announced, in the revoking
+/// transaction, with the hex SHA-256 of the token as payload. A NOTIFY is delivered when
+/// the transaction commits, to every listening API replica, whatever Redis does.
+pub const REVOCATIONS_CHANNEL: &str = "presence_revoked";
+
+/// What a logout did.
+#[derive(Debug)]
+pub struct LoggedOut {
+    /// The user's presence write, if the logout took them offline (no other session of
+    /// theirs was live). `None` also when the session was already revoked.
+    pub update: Option<PresenceUpdate>,
+    /// The revoked session's token hash, for evicting it from caches.
+    pub token_hash: Vec<u8>,
+}
+
+/// Logout: revokes this session only, announces the revocation on
+/// [`REVOCATIONS_CHANNEL`], and marks the user offline unless another session of theirs
+/// was active within `window`. `None` if the session does not exist or was already
+/// revoked.
+///
+/// The user's row is locked before the session is revoked (the lock order of every
+/// presence write), so of two sessions logging out at once the second sees the first's
+/// revocation and takes the user offline.
 pub fn log_out(
     conn: &mut PgConnection,
     session_id: i64,
     window: TimeDelta,
-) -> QueryResult<Option<PresenceUpdate>> {
-    conn.transaction(|conn| {
-        let user_id: Option<i64> = diesel::update(
+) -> QueryResult<Option<LoggedOut>> {
+    crate::db::transaction(conn, |conn| {
+        let Some(user_id) = sessions::table
+            .find(session_id)
+            .select(sessions::user_id)
+            .first::<i64>(conn)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let Some(previous) = presence::lock_user(conn, user_id)? else {
+            return Ok(None);
+        };
+        let Some(token_hash) = diesel::update(
             sessions::table
                 .find(session_id)
                 .filter(sessions::revoked_at.is_null()),
         )
         .set(sessions::revoked_at.eq(diesel::dsl::now))
-        .returning(sessions::user_id)
-        .get_result(conn)
-        .optional()?;
-        match user_id {
-            Some(user_id) => presence::mark_user_offline(conn, user_id, window),
-            None => Ok(None),
-        }
+        .returning(sessions::token_hash)
+        .get_result::<Vec<u8>>(conn)
+        .optional()?
+        else {
+            return Ok(None);
+        };
+        diesel::sql_query("SELECT pg_notify($1, encode($2, 'hex'))")
+            .bind::<Text, _>(REVOCATIONS_CHANNEL)
+            .bind::<Bytea, _>(&token_hash)
+            .execute(conn)?;
+        let cutoff = diesel::dsl::now.into_sql::<diesel::sql_types::Timestamptz>() - window;
+        let another_live: bool = diesel::select(diesel::dsl::exists(
+            sessions::table
+                .filter(sessions::user_id.eq(user_id))
+                .filter(sessions::revoked_at.is_null())
+                .filter(sessions::last_seen.ge(cutoff)),
+        ))
+        .get_result(conn)?;
+        let update = if another_live {
+            None
+        } else {
+            Some(presence::write_presence(
+                conn,
+                user_id,
+                previous,
+                OnlineStatus::Offline,
+                ChangeReason::Logout,
+            )?)
+        };
+        Ok(Some(LoggedOut { update, token_hash }))
     })
+}
+
+/// A dedicated connection listening on [`REVOCATIONS_CHANNEL`]: how an API replica learns
+/// of revocations made by any replica. Not pooled, since it must stay open between polls.
+pub struct RevocationListener {
+    conn: PgConnection,
+}
+
+impl RevocationListener {
+    pub fn connect(database_url: &str) -> Result<Self, Error> {
+        let mut conn = PgConnection::establish(database_url)?;
+        diesel::sql_query(format!("LISTEN {REVOCATIONS_CHANNEL}")).execute(&mut conn)?;
+        Ok(Self { conn })
+    }
+
+    /// The token hashes announced since the last call; never blocks. An error means the
+    /// connection is lost: connect again, and catch up with [`Self::revoked_since`].
+    pub fn poll(&mut self) -> QueryResult<Vec<Vec<u8>>> {
+        let mut hashes = Vec::new();
+        for notification in self.conn.notifications_iter() {
+            hashes.extend(decode_hex(&notification?.payload));
+        }
+        Ok(hashes)
+    }
+
+    /// A round trip that proves the connection is alive, answering the database's clock.
+    pub fn database_time(&mut self) -> QueryResult<DateTime<Utc>> {
+        diesel::select(diesel::dsl::now.into_sql::<diesel::sql_types::Timestamptz>())
+            .get_result(&mut self.conn)
+    }
+
+    /// Token hashes of the sessions revoked at or after `since` (database clock): the
+    /// announcements a replica may have missed while it was not listening.
+    pub fn revoked_since(&mut self, since: DateTime<Utc>) -> QueryResult<Vec<Vec<u8>>> {
+        sessions::table
+            .filter(sessions::revoked_at.ge(since))
+            .select(sessions::token_hash)
+            .load(&mut self.conn)
+    }
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -120,6 +237,14 @@ mod tests {
         );
         assert_ne!(a.expose(), b.expose());
         assert_eq!(format!("{a:?}"), "SessionToken(<redacted>)");
+    }
+
+    #[test]
+    fn revocation_payloads_decode_as_postgres_encodes_them() {
+        assert_eq!(decode_hex("00ff7a"), Some(vec![0, 255, 0x7a]));
+        assert_eq!(decode_hex(""), Some(vec![]));
+        assert_eq!(decode_hex("abc"), None);
+        assert_eq!(decode_hex("zz"), None);
     }
 
     #[test]

@@ -4,12 +4,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 
-use crate::OnlineStatus;
-use crate::jobs::{ChangeReason, PresenceChanged};
+use crate::db::clock_timestamp;
 use crate::presence;
 use crate::schema::sweep_runs;
-
-diesel::define_sql_function!(fn clock_timestamp() -> Timestamptz);
 
 /// A sweep this process executed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,25 +16,10 @@ pub struct SweepRun {
     pub user_ids: Vec<i64>,
 }
 
-impl SweepRun {
-    /// The transitions the sweep made, for the presence-changes pipeline.
-    pub fn changes(&self) -> Vec<PresenceChanged> {
-        self.user_ids
-            .iter()
-            .map(|&user_id| PresenceChanged {
-                user_id,
-                from: OnlineStatus::Online,
-                to: OnlineStatus::Offline,
-                at: self.started_at,
-                reason: ChangeReason::Sweep,
-            })
-            .collect()
-    }
-}
-
 /// Runs the sweep for `tick_at` unless some replica already has: `None` then.
 ///
-/// Claiming the tick (a unique row in `sweep_runs`) and sweeping happen in one transaction.
+/// Claiming the tick (a unique row in `sweep_runs`), sweeping and recording the
+/// transitions in the outbox happen in one transaction.
 /// A replica that reaches the same tick waits on the unique index until the first commits
 /// and then skips it; if the first fails, its claim rolls back with it and the tick can
 /// still be run by a retry or another replica.

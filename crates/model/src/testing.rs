@@ -54,7 +54,7 @@ impl TestDatabase {
         db::drop_database(&url).unwrap_or_else(|e| {
             panic!("tests need PostgreSQL at {server} (set TEST_DATABASE_URL): {e}")
         });
-        let pool = db::build_pool(&url, 4);
+        let pool = db::build_pool(&url, 4, std::time::Duration::from_secs(5));
         Self { name, url, pool }
     }
 

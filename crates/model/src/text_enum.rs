@@ -12,6 +12,10 @@ macro_rules! text_enum {
         )]
         #[diesel(sql_type = diesel::sql_types::Text)]
         #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        // utoipa does not see the per-variant names below (they come through a macro
+        // fragment), but it does read this: the texts are the variants in lowercase, and
+        // the OpenAPI test holds the document to `as_str`.
+        #[serde(rename_all = "lowercase")]
         pub enum $name {
             $(#[serde(rename = $text)] $variant,)+
         }

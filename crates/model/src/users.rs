@@ -12,6 +12,7 @@ use diesel::sql_types::{BigInt, Interval, Nullable, Text, Timestamptz};
 use serde::Serialize;
 
 use crate::error::ValidationError;
+use crate::events::ChangeReason;
 use crate::presence::{self, OnlineStatus, shown_user_columns};
 use crate::schema::users;
 use crate::sessions::{self, SessionToken};
@@ -95,10 +96,22 @@ static UNKNOWN_USER_HASH: LazyLock<Option<String>> =
 
 diesel::define_sql_function!(fn lower(x: Text) -> Text);
 
-/// Creates a user. Hashing runs before a connection is taken from the pool.
+fn username_taken(conn: &mut PgConnection, username: &str) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        users::table.filter(lower(users::username).eq(lower(username))),
+    ))
+    .get_result(conn)
+}
+
+/// Creates a user. A taken name is refused before the password is hashed (hashing is the
+/// expensive part; the unique index still settles a race), and no pool connection is held
+/// while hashing.
 pub fn register(pool: &DbPool, username: &str, password: &str) -> Result<User, Error> {
     validate_username(username)?;
     validate_password(password)?;
+    if username_taken(&mut *pool.get()?, username)? {
+        return Err(Error::UsernameTaken);
+    }
     let password_hash = hash_password(password)?;
     let mut conn = pool.get()?;
     diesel::insert_into(users::table)
@@ -129,6 +142,7 @@ pub struct LoggedIn {
 /// Unknown usernames and wrong passwords fail alike, in about the same time. No pool
 /// connection is held while the password hash is checked (~50 ms by design).
 pub fn log_in(pool: &DbPool, username: &str, password: &str) -> Result<LoggedIn, Error> {
+    validate_username(username)?;
     let found: Option<(i64, String)> = users::table
         .filter(lower(users::username).eq(lower(username)))
         .select((users::id, users::password_hash))
@@ -146,25 +160,40 @@ pub fn log_in(pool: &DbPool, username: &str, password: &str) -> Result<LoggedIn,
     if !verified {
         return Err(Error::InvalidCredentials);
     }
+    open_session(&mut *pool.get()?, user_id)?.ok_or(Error::InvalidCredentials)
+}
+
+/// The second half of a login, once the password is verified: opens a session and marks
+/// the user online, in one transaction that locks the user's row first. `None` if the user
+/// was deleted meanwhile.
+///
+/// Locking first matters: inserting the session takes a share lock on the user row (its
+/// foreign key), and a share lock held while waiting to upgrade it is how two logins of
+/// one user deadlocked.
+pub fn open_session(conn: &mut PgConnection, user_id: i64) -> Result<Option<LoggedIn>, Error> {
     let token = SessionToken::generate()?;
-    let mut conn = pool.get()?;
-    conn.transaction(|conn| {
+    crate::db::transaction(conn, |conn| {
+        let Some(previous) = presence::lock_user(conn, user_id)? else {
+            return Ok(None);
+        };
         let session_id = sessions::create(conn, user_id, &token)?;
-        let update = presence::mark_user_online(conn, user_id)?.ok_or(DieselError::NotFound)?;
-        Ok(LoggedIn {
+        let update = presence::write_presence(
+            conn,
+            user_id,
+            previous,
+            OnlineStatus::Online,
+            ChangeReason::Login,
+        )?;
+        Ok(Some((session_id, update)))
+    })
+    .map(|opened| {
+        opened.map(|(session_id, update)| LoggedIn {
             token,
             session_id,
             update,
         })
     })
-    .map_err(|e: DieselError| match e {
-        // The user was deleted between the password check and the session insert.
-        DieselError::NotFound
-        | DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
-            Error::InvalidCredentials
-        }
-        e => e.into(),
-    })
+    .map_err(Into::into)
 }
 
 /// Makes `username` an admin, creating the user with `password` if there is none.

@@ -200,7 +200,12 @@ fn users_are_listed_in_pages_and_by_changes() {
     };
     assert!(changes(&mut conn).is_empty());
     // A write (login) is a change.
-    presence::mark_user_online(&mut conn, ids[3]).unwrap();
+    presence::mark_user_online(
+        &mut conn,
+        ids[3],
+        presence_model::events::ChangeReason::Login,
+    )
+    .unwrap();
     assert_eq!(changes(&mut conn), vec![ids[3]]);
     // So is crossing the window edge with no write at all: shown offline now.
     db.execute(&format!(

@@ -4,6 +4,7 @@ use chrono::TimeDelta;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{BigInt, Interval};
+use presence_model::events::ChangeReason;
 use presence_model::testing::TestDatabase;
 use presence_model::{OnlineStatus, presence, sessions, users};
 
@@ -34,7 +35,9 @@ fn sweep_marks_offline_only_users_silent_longer_than_the_window() {
         user(&db, "offline"),
     );
     for id in [at_boundary, just_inside, just_outside, long_gone] {
-        presence::mark_user_online(&mut conn, id).unwrap().unwrap();
+        presence::mark_user_online(&mut conn, id, ChangeReason::Login)
+            .unwrap()
+            .unwrap();
     }
     // now() is fixed inside a transaction, so "exactly the window ago" is exact here.
     let (mut changed, second) = conn
@@ -63,8 +66,8 @@ fn readers_never_see_online_past_the_window_even_without_a_sweep() {
     let db = TestDatabase::new();
     let mut conn = db.pool().get().unwrap();
     let (fresh, stale) = (user(&db, "fresh"), user(&db, "stale"));
-    presence::mark_user_online(&mut conn, fresh).unwrap();
-    presence::mark_user_online(&mut conn, stale).unwrap();
+    presence::mark_user_online(&mut conn, fresh, ChangeReason::Login).unwrap();
+    presence::mark_user_online(&mut conn, stale, ChangeReason::Login).unwrap();
     set_last_seen_ago(&mut conn, stale, WINDOW + TimeDelta::seconds(1));
 
     assert_eq!(
@@ -98,17 +101,27 @@ fn transitions_are_reported_once() {
     let db = TestDatabase::new();
     let mut conn = db.pool().get().unwrap();
     let id = user(&db, "alice");
-    let first = presence::mark_user_online(&mut conn, id).unwrap().unwrap();
+    let first = presence::mark_user_online(&mut conn, id, ChangeReason::Login)
+        .unwrap()
+        .unwrap();
+    let change = first.change.clone().expect("a transition");
     assert_eq!(
-        first.transition(),
-        Some((OnlineStatus::Offline, OnlineStatus::Online))
+        (change.from, change.to, change.reason),
+        (
+            OnlineStatus::Offline,
+            OnlineStatus::Online,
+            ChangeReason::Login
+        )
     );
+    assert_eq!(Some(change.at), first.user.last_seen);
     assert!(first.user.last_seen.is_some());
-    let again = presence::mark_user_online(&mut conn, id).unwrap().unwrap();
-    assert_eq!(again.transition(), None);
+    let again = presence::mark_user_online(&mut conn, id, ChangeReason::Login)
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.change, None);
     assert!(again.user.last_seen >= first.user.last_seen);
     assert!(
-        presence::mark_user_online(&mut conn, 424_242)
+        presence::mark_user_online(&mut conn, 424_242, ChangeReason::Login)
             .unwrap()
             .is_none()
     );
@@ -122,19 +135,26 @@ fn logout_keeps_user_online_while_another_session_is_live() {
     let laptop = users::log_in(db.pool(), "MULTI", "password123").unwrap();
     let mut conn = db.pool().get().unwrap();
 
-    let after_phone = sessions::log_out(&mut conn, phone.session_id, WINDOW).unwrap();
-    assert!(after_phone.is_none(), "laptop session still live");
+    let after_phone = sessions::log_out(&mut conn, phone.session_id, WINDOW)
+        .unwrap()
+        .unwrap();
+    assert!(after_phone.update.is_none(), "laptop session still live");
     assert!(
-        presence::update_user_last_seen(&mut conn, phone.token.expose(), TTL)
+        presence::record_activity(&mut conn, phone.token.expose(), TTL, ChangeReason::Activity)
             .unwrap()
             .is_none()
     );
     let after_laptop = sessions::log_out(&mut conn, laptop.session_id, WINDOW)
         .unwrap()
         .unwrap();
+    let change = after_laptop.update.unwrap().change.unwrap();
     assert_eq!(
-        after_laptop.transition(),
-        Some((OnlineStatus::Online, OnlineStatus::Offline))
+        (change.from, change.to, change.reason),
+        (
+            OnlineStatus::Online,
+            OnlineStatus::Offline,
+            ChangeReason::Logout
+        )
     );
     // Logging out twice changes nothing.
     assert!(
@@ -156,12 +176,12 @@ fn expired_sessions_stop_working() {
         .unwrap();
     let ttl = TimeDelta::hours(1);
     assert!(
-        presence::update_user_last_seen(&mut conn, login.token.expose(), ttl)
+        presence::record_activity(&mut conn, login.token.expose(), ttl, ChangeReason::Activity)
             .unwrap()
             .is_none()
     );
     assert!(
-        presence::update_user_last_seen(&mut conn, login.token.expose(), TTL)
+        presence::record_activity(&mut conn, login.token.expose(), TTL, ChangeReason::Activity)
             .unwrap()
             .is_some()
     );

@@ -1,9 +1,9 @@
 //! Sweep runs and the presence history against a real PostgreSQL database.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use presence_model::jobs::{ChangeReason, PresenceChanged};
+use presence_model::events::ChangeReason;
 use presence_model::testing::TestDatabase;
-use presence_model::{OnlineStatus, events, presence, sweeps, users};
+use presence_model::{events, presence, sweeps, users};
 
 const WINDOW: TimeDelta = TimeDelta::seconds(120);
 
@@ -18,7 +18,7 @@ fn stale_online_users(db: &TestDatabase, count: usize) -> Vec<i64> {
             let id = users::register(db.pool(), &format!("user{n}"), "password123")
                 .unwrap()
                 .id;
-            presence::mark_user_online(&mut conn, id).unwrap();
+            presence::mark_user_online(&mut conn, id, ChangeReason::Login).unwrap();
             id
         })
         .collect();
@@ -38,9 +38,14 @@ fn a_tick_is_swept_once_and_recorded() {
     let mut swept = run.user_ids.clone();
     swept.sort_unstable();
     assert_eq!(swept, ids);
-    assert!(run.changes().iter().all(|c| c.reason == ChangeReason::Sweep
-        && c.from == OnlineStatus::Online
-        && c.to == OnlineStatus::Offline));
+    // Recorded in the sweep's own transaction, waiting to be published.
+    assert_eq!(
+        db.query_i64(
+            "SELECT count(*) AS n FROM presence_events WHERE reason = 'sweep' \
+             AND from_status = 'online' AND to_status = 'offline' AND published_at IS NULL"
+        ),
+        3
+    );
 
     assert_eq!(sweeps::run_sweep(&mut conn, tick(0), WINDOW).unwrap(), None);
     let next = sweeps::run_sweep(&mut conn, tick(1), WINDOW)
@@ -82,50 +87,76 @@ fn concurrent_replicas_sweep_a_tick_once() {
 }
 
 #[test]
-fn history_is_newest_first_and_redelivery_is_harmless() {
+fn history_is_newest_first() {
     let db = TestDatabase::new();
     let id = users::register(db.pool(), "alice", "password123")
         .unwrap()
         .id;
-    let change = |from, to, s, reason| PresenceChanged {
-        user_id: id,
-        from,
-        to,
-        at: tick(s),
-        reason,
-    };
-    let changes = vec![
-        change(
-            OnlineStatus::Offline,
-            OnlineStatus::Online,
-            0,
-            ChangeReason::Login,
-        ),
-        change(
-            OnlineStatus::Online,
-            OnlineStatus::Offline,
-            5,
-            ChangeReason::Logout,
-        ),
-    ];
     let mut conn = db.pool().get().unwrap();
-    assert_eq!(
-        events::record_presence_changes(&mut conn, &changes).unwrap(),
-        2
+    let login = users::open_session(&mut conn, id).unwrap().unwrap();
+    let logout = presence_model::sessions::log_out(&mut conn, login.session_id, WINDOW)
+        .unwrap()
+        .unwrap();
+    let (login, logout) = (
+        login.update.change.unwrap(),
+        logout.update.unwrap().change.unwrap(),
     );
-    assert_eq!(
-        events::record_presence_changes(&mut conn, &changes).unwrap(),
-        0
-    );
+    assert!(logout.id > login.id && logout.at >= login.at);
 
     let history = events::presence_history(&mut conn, id, 10)
         .unwrap()
         .unwrap();
-    assert_eq!(history, vec![changes[1].clone(), changes[0].clone()]);
+    assert_eq!(history, vec![logout.clone(), login]);
     let newest = events::presence_history(&mut conn, id, 1).unwrap().unwrap();
-    assert_eq!(newest, vec![changes[1].clone()]);
+    assert_eq!(newest, vec![logout]);
     assert_eq!(
         events::presence_history(&mut conn, id + 1, 10).unwrap(),
         None
     );
+}
+
+#[test]
+fn the_outbox_is_published_in_id_order_once_and_kept_when_publishing_fails() {
+    let db = TestDatabase::new();
+    let ids = stale_online_users(&db, 3);
+    let mut conn = db.pool().get().unwrap();
+    sweeps::run_sweep(&mut conn, tick(0), WINDOW).unwrap();
+    assert_eq!(
+        events::unpublished_backlog(&mut conn).unwrap().0,
+        6,
+        "3 logins, 3 sweeps"
+    );
+
+    let failed = events::publish_pending(&mut conn, 100, |_| Err("redis is down".to_owned()));
+    assert!(failed.is_err());
+    assert_eq!(events::unpublished_backlog(&mut conn).unwrap().0, 6);
+
+    let mut published = Vec::new();
+    let count = events::publish_pending(&mut conn, 4, |batch| {
+        published.extend(batch.iter().cloned());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(count, 4);
+    events::publish_pending(&mut conn, 4, |batch| {
+        published.extend(batch.iter().cloned());
+        Ok(())
+    })
+    .unwrap();
+    let event_ids: Vec<i64> = published.iter().map(|e| e.id).collect();
+    let mut sorted = event_ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(event_ids, sorted, "in id order");
+    assert_eq!(published.len(), 6);
+    for id in ids {
+        let reasons: Vec<_> = published
+            .iter()
+            .filter(|e| e.user_id == id)
+            .map(|e| e.reason)
+            .collect();
+        assert_eq!(reasons, [ChangeReason::Login, ChangeReason::Sweep]);
+    }
+    assert_eq!(events::unpublished_backlog(&mut conn).unwrap(), (0, None));
+    let again = events::publish_pending(&mut conn, 100, |_| panic!("nothing to publish"));
+    assert_eq!(again.unwrap(), 0);
 }

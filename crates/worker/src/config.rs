@@ -37,16 +37,21 @@ pub struct Config {
     /// Where the worker serves /healthz, /readyz and /metrics.
     #[arg(long, env = "WORKER_HTTP_ADDR", default_value = "127.0.0.1:9100")]
     pub http_addr: String,
-    /// Presence-change jobs each worker process runs at once. With 1, one replica
-    /// records and publishes a user's transitions in the order they were queued.
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub worker_concurrency: u32,
+    /// How often (milliseconds) each worker publishes whatever the outbox still holds,
+    /// besides the publish jobs queued after each change: what bounds the delay of a
+    /// transition whose job was lost.
+    #[arg(long, env = "PUBLISH_CATCH_UP_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(10..))]
+    pub publish_catch_up_ms: u32,
 }
 
 impl Config {
     pub fn offline_after(&self) -> TimeDelta {
         TimeDelta::seconds(self.offline_after_secs.into())
+    }
+
+    pub fn publish_catch_up(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.publish_catch_up_ms.into())
     }
 }
 

@@ -1,5 +1,5 @@
-//! The worker's two jobs: the inactivity sweep (per schedule tick) and recording and
-//! publishing presence changes (per queued job).
+//! The worker's jobs: the inactivity sweep (per schedule tick), and publishing the
+//! transitions waiting in the outbox (when a job nudges it, and on a timer).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,18 +9,23 @@ use apalis_core::backend::Vacuum;
 use apalis_cron::Tick;
 use apalis_redis::ConnectionManager;
 use chrono::{DateTime, TimeDelta, Utc};
-use presence_model::jobs::{PresenceChanged, PresenceChanges};
+use presence_model::DbPool;
+use presence_model::events::{self, PresenceChanged};
+use presence_model::jobs::PublishPending;
 use presence_model::sweeps::{self, SweepRun};
-use presence_model::{DbPool, events};
 
 use crate::metrics::{self, Metrics};
-use crate::queue::ChangesStorage;
+use crate::queue::PublishStorage;
 
 /// How often a worker process vacuums finished jobs (apalis reads the whole job hash to do
 /// it, so not on every tick).
 const VACUUM_EVERY: Duration = Duration::from_secs(600);
 /// Finished jobs are kept this long in Redis (for inspection), then vacuumed.
 const KEEP_FINISHED_JOBS: Duration = Duration::from_secs(3600);
+/// Transitions published per Redis round trip (and per outbox transaction).
+const PUBLISH_BATCH: i64 = 1000;
+/// The longest one batch may wait for Redis before the attempt counts as failed.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -42,7 +47,7 @@ pub struct WorkerState {
     pub metrics: Metrics,
     pub offline_after: TimeDelta,
     pub redis: ConnectionManager,
-    pub changes: ChangesStorage,
+    pub jobs: PublishStorage,
     /// Where recorded transitions are published.
     pub channel: String,
     pub last_vacuum: std::sync::Mutex<Option<std::time::Instant>>,
@@ -65,16 +70,59 @@ impl WorkerState {
         Ok(result?)
     }
 
-    /// Queues transitions as a few bounded jobs. A Redis failure is logged, not raised:
-    /// the statuses are already committed in PostgreSQL, the source of truth.
-    pub async fn enqueue(&self, changes: Vec<PresenceChanged>) {
-        if changes.is_empty() {
-            return;
+    /// Queues a nudge for the publisher (of this or another replica). A Redis failure is
+    /// counted, not raised: the transitions are in the outbox, and the catch-up publishes
+    /// them anyway.
+    pub async fn nudge_publisher(&self) {
+        let mut storage = self.jobs.clone();
+        let pushed = tokio::time::timeout(PUBLISH_TIMEOUT, storage.push(PublishPending {})).await;
+        let failure = match pushed {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {PUBLISH_TIMEOUT:?}"),
+        };
+        self.metrics.enqueue_failures.inc();
+        log::warn!("could not queue a publish job ({failure}); the catch-up will publish");
+    }
+
+    /// Publishes everything in the outbox, in batches, in id order; returns how many.
+    pub async fn publish_pending(&self) -> Result<usize, Error> {
+        let (pool, redis, channel) = (self.pool.clone(), self.redis.clone(), self.channel.clone());
+        let published = self.metrics.events_published.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let total = tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            let mut total = 0;
+            loop {
+                let count = events::publish_pending(&mut conn, PUBLISH_BATCH, |batch| {
+                    runtime.block_on(publish(redis.clone(), &channel, batch))
+                })?;
+                published.inc_by(count as u64);
+                total += count;
+                if count < PUBLISH_BATCH as usize {
+                    return Ok::<_, presence_model::Error>(total);
+                }
+            }
+        })
+        .await??;
+        Ok(total)
+    }
+
+    /// Publishes what is pending and updates the backlog gauges: the catch-up that makes a
+    /// lost nudge, a Redis outage or a killed process a delay rather than a loss.
+    pub async fn catch_up(&self) {
+        if let Err(e) = self.publish_pending().await {
+            log::warn!("could not publish pending transitions, will retry: {e}");
         }
-        let count = changes.len();
-        let mut storage = self.changes.clone();
-        if let Err(e) = storage.push_bulk(PresenceChanges::batched(changes)).await {
-            log::error!("could not queue {count} presence changes: {e}");
+        match self.db(|conn| Ok(events::unpublished_backlog(conn)?)).await {
+            Ok((count, oldest)) => {
+                let age = oldest.map_or(0.0, |oldest| {
+                    (Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0
+                });
+                self.metrics.unpublished_events.set(count);
+                self.metrics.oldest_unpublished_age.set(age);
+            }
+            Err(e) => log::warn!("could not measure the unpublished backlog: {e}"),
         }
     }
 
@@ -95,7 +143,7 @@ impl WorkerState {
     /// Keeps Redis memory bounded: drops finished jobs older than an hour, and the set of
     /// finished job ids (kept by apalis for statistics only).
     async fn vacuum(&self) -> Result<(), Error> {
-        let mut storage = self.changes.clone();
+        let mut storage = self.jobs.clone();
         let removed = storage
             .vacuum_before(KEEP_FINISHED_JOBS)
             .await
@@ -107,6 +155,24 @@ impl WorkerState {
             .await?;
         log::debug!("vacuumed {removed} finished jobs");
         Ok(())
+    }
+}
+
+/// Publishes `batch` on `channel` in one pipeline, each event as JSON.
+async fn publish(
+    mut redis: ConnectionManager,
+    channel: &str,
+    batch: &[PresenceChanged],
+) -> Result<(), String> {
+    let mut pipeline = redis::pipe();
+    for event in batch {
+        let json = serde_json::to_string(event).map_err(|e| e.to_string())?;
+        pipeline.publish(channel, json).ignore();
+    }
+    match tokio::time::timeout(PUBLISH_TIMEOUT, pipeline.query_async::<()>(&mut redis)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer from Redis within {PUBLISH_TIMEOUT:?}")),
     }
 }
 
@@ -132,7 +198,9 @@ pub async fn sweep_tick(
         metrics
             .last_successful_sweep
             .set(Utc::now().timestamp_millis() as f64 / 1000.0);
-        state.enqueue(run.changes()).await;
+        if !run.user_ids.is_empty() {
+            state.nudge_publisher().await;
+        }
     }
     Ok(run)
 }
@@ -168,34 +236,32 @@ pub async fn sweep(tick: Tick, state: Data<Arc<WorkerState>>) -> Result<(), BoxD
     }
 }
 
-/// The queued job: append the transitions to `presence_events`, then publish each as
-/// JSON. Redelivery is harmless: recording skips rows already there.
-pub async fn record_changes(
-    job: PresenceChanges,
+/// The queued job: publish what the outbox holds. Redelivery is harmless: a second run
+/// finds nothing left, or what arrived since.
+pub async fn publish_job(
+    _job: PublishPending,
     state: Data<Arc<WorkerState>>,
 ) -> Result<(), BoxDynError> {
-    let outcome = record_and_publish(job, &state).await;
-    state.metrics.job(metrics::PRESENCE_CHANGES, &outcome);
-    if let Err(e) = &outcome {
-        log::warn!("presence changes job failed, will retry: {e}");
+    let outcome = state.publish_pending().await;
+    state.metrics.job(metrics::PUBLISH, &outcome);
+    match outcome {
+        Ok(count) => {
+            log::debug!("published {count} presence changes");
+            Ok(())
+        }
+        Err(e) => {
+            log::warn!("publish job failed, will retry: {e}");
+            Err(e.into())
+        }
     }
-    outcome
 }
 
-async fn record_and_publish(job: PresenceChanges, state: &WorkerState) -> Result<(), BoxDynError> {
-    let changes = state
-        .db(move |conn| {
-            events::record_presence_changes(conn, &job.0)?;
-            Ok(job.0)
-        })
-        .await?;
-    let mut publish = redis::pipe();
-    for change in &changes {
-        publish
-            .publish(&state.channel, serde_json::to_string(change)?)
-            .ignore();
+/// Runs the catch-up every `interval` until the process stops.
+pub async fn catch_up_periodically(state: Arc<WorkerState>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        state.catch_up().await;
     }
-    publish.query_async::<()>(&mut state.redis.clone()).await?;
-    log::debug!("recorded and published {} presence changes", changes.len());
-    Ok(())
 }

@@ -17,7 +17,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the sweep schedule and the presence-changes consumer until SIGINT/SIGTERM.
+    /// Run the sweep schedule and publish transitions until SIGINT/SIGTERM.
     Run(Config),
     /// Sweep once now, print how many users were marked offline, and exit.
     SweepOnce(Config),
@@ -51,7 +51,7 @@ async fn sweep_once(config: &Config) -> Result<(), jobs::Error> {
     let marked = run.map_or(0, |run| run.user_ids.len());
     println!("{marked} users marked offline");
     log::info!(
-        "swept and queued the transitions in {:?}",
+        "swept, and queued the publishing of the transitions, in {:?}",
         started.elapsed()
     );
     Ok(())

@@ -1,13 +1,13 @@
 //! Prometheus metrics of one worker process, served at `GET /metrics`.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 
 /// The `kind` label of job metrics.
 pub const SWEEP: &str = "sweep";
-pub const PRESENCE_CHANGES: &str = "presence_changes";
+pub const PUBLISH: &str = "publish";
 
 pub struct Metrics {
     registry: Registry,
@@ -18,6 +18,12 @@ pub struct Metrics {
     pub jobs_processed: IntCounterVec,
     pub jobs_failed: IntCounterVec,
     pub last_successful_sweep: Gauge,
+    /// Publish jobs this process could not queue (the catch-up publishes regardless).
+    pub enqueue_failures: IntCounter,
+    pub events_published: IntCounter,
+    /// The outbox backlog, as of this process's last catch-up.
+    pub unpublished_events: IntGauge,
+    pub oldest_unpublished_age: Gauge,
 }
 
 impl Metrics {
@@ -45,13 +51,33 @@ impl Metrics {
             "last_successful_sweep_timestamp_seconds",
             "Unix time this process last finished a sweep",
         )?;
+        let enqueue_failures = IntCounter::new(
+            "job_enqueue_failures_total",
+            "Publish jobs this process could not queue",
+        )?;
+        let events_published = IntCounter::new(
+            "events_published_total",
+            "Transitions this process published on Redis",
+        )?;
+        let unpublished_events = IntGauge::new(
+            "unpublished_events",
+            "Transitions recorded but not yet published (at the last catch-up)",
+        )?;
+        let oldest_unpublished_age = Gauge::new(
+            "oldest_unpublished_event_age_seconds",
+            "Age of the oldest unpublished transition (at the last catch-up); 0 when none",
+        )?;
+        registry.register(Box::new(enqueue_failures.clone()))?;
+        registry.register(Box::new(events_published.clone()))?;
+        registry.register(Box::new(unpublished_events.clone()))?;
+        registry.register(Box::new(oldest_unpublished_age.clone()))?;
         registry.register(Box::new(sweeps.clone()))?;
         registry.register(Box::new(users_marked_offline.clone()))?;
         registry.register(Box::new(sweep_duration.clone()))?;
         registry.register(Box::new(jobs_processed.clone()))?;
         registry.register(Box::new(jobs_failed.clone()))?;
         registry.register(Box::new(last_successful_sweep.clone()))?;
-        for kind in [SWEEP, PRESENCE_CHANGES] {
+        for kind in [SWEEP, PUBLISH] {
             jobs_processed.with_label_values(&[kind]);
             jobs_failed.with_label_values(&[kind]);
         }
@@ -63,6 +89,10 @@ impl Metrics {
             jobs_processed,
             jobs_failed,
             last_successful_sweep,
+            enqueue_failures,
+            events_published,
+            unpublished_events,
+            oldest_unpublished_age,
         })
     }
 

@@ -1,23 +1,23 @@
-//! The presence-changes queue as the worker consumes it (apalis-redis storage).
+//! The publish queue as the worker consumes it (apalis-redis storage).
 
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use apalis::prelude::{PollSnapshot, PollStrategy};
 use apalis_redis::{ConnectionManager, RedisStorage};
-use presence_model::jobs::{PresenceChanges, presence_changes_queue};
+use presence_model::jobs::{PublishPending, publish_queue};
 
-pub type ChangesStorage = RedisStorage<PresenceChanges>;
+pub type PublishStorage = RedisStorage<PublishPending>;
 
 /// How often an idle worker asks Redis for jobs pushed by other processes.
 pub const JOB_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
-/// The storage of [`PresenceChanges`] jobs under `prefix`. Workers beat every 5 s; the
+/// The storage of [`PublishPending`] jobs under `prefix`. Workers beat every 5 s; the
 /// in-flight jobs of one silent for 15 s are handed to the others.
-pub fn changes_storage(conn: ConnectionManager, prefix: &str) -> ChangesStorage {
+pub fn publish_storage(conn: ConnectionManager, prefix: &str) -> PublishStorage {
     RedisStorage::new(conn).with_config(
         apalis_redis::Config::default()
-            .queue(presence_changes_queue(prefix))
+            .queue(publish_queue(prefix))
             .heartbeat_interval(Duration::from_secs(5))
             .missed_heartbeats(3),
     )

@@ -14,10 +14,12 @@ use presence_model::jobs::presence_changes_channel;
 use crate::config::Config;
 use crate::jobs::{self, Error, WorkerState};
 use crate::metrics::Metrics;
-use crate::queue::{JOB_POLL_INTERVAL, PollEvery, changes_storage, worker_name};
+use crate::queue::{JOB_POLL_INTERVAL, PollEvery, publish_storage, worker_name};
 
 /// How long one attempt to reach Redis at startup may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a job waits for a database connection before failing (and being retried).
+const POOL_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
 /// After SIGTERM, the job in hand gets this long to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -25,10 +27,14 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 pub async fn connect(config: &Config) -> Result<Arc<WorkerState>, Error> {
     let redis = apalis_redis::connect(config.redis_url.as_str()).await?;
     Ok(Arc::new(WorkerState {
-        pool: db::build_pool(&config.database_url, config.database_pool_size),
+        pool: db::build_pool(
+            &config.database_url,
+            config.database_pool_size,
+            POOL_CHECKOUT_TIMEOUT,
+        ),
         metrics: Metrics::new().map_err(|e| Error::Startup(e.to_string()))?,
         offline_after: config.offline_after(),
-        changes: changes_storage(redis.clone(), &config.redis_prefix),
+        jobs: publish_storage(redis.clone(), &config.redis_prefix),
         redis,
         channel: presence_changes_channel(&config.redis_prefix),
         last_vacuum: std::sync::Mutex::new(None),
@@ -48,7 +54,8 @@ fn retry_policy() -> BackoffRetryPolicy<ExponentialBackoff> {
     RetryPolicy::retries(5).with_backoff(backoff)
 }
 
-/// Runs the sweep schedule and the presence-changes consumer until `shutdown` resolves,
+/// Runs the sweep schedule, the publish consumer and the publishing catch-up until
+/// `shutdown` resolves,
 /// then lets the job in hand finish (up to [`SHUTDOWN_GRACE`]).
 pub async fn run(
     config: Config,
@@ -88,8 +95,11 @@ pub async fn run(
     let schedule = config.sweep_schedule.clone();
     let sweep_state = state.clone();
     let sweep_name = worker_name("sweep");
-    let consumer_name = worker_name("presence-changes");
-    let concurrency = config.worker_concurrency as usize;
+    let consumer_name = worker_name("publish");
+    tokio::spawn(jobs::catch_up_periodically(
+        state.clone(),
+        config.publish_catch_up(),
+    ));
 
     let monitor = Monitor::new()
         .register(move |_| {
@@ -103,7 +113,7 @@ pub async fn run(
             // A restarted worker must not reuse a name Redis still holds.
             let pause = Duration::from_secs(1).min(Duration::from_millis(200) * restarts as u32);
             let backend = state
-                .changes
+                .jobs
                 .clone()
                 .poll_with_strategy(PollEvery::new(JOB_POLL_INTERVAL))
                 .before_start(move |_| async move {
@@ -113,9 +123,8 @@ pub async fn run(
             WorkerBuilder::new(format!("{consumer_name}-{restarts}"))
                 .backend(backend)
                 .data(state.clone())
-                .concurrency(concurrency)
                 .retry(retry_policy())
-                .build(jobs::record_changes)
+                .build(jobs::publish_job)
         })
         .should_restart(|worker, error| {
             log::error!("worker {} stopped: {error}", worker.name());

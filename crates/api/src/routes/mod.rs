@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use actix_web::http::Method;
-use actix_web::{HttpResponse, Route, web};
+use actix_web::{HttpResponse, Route, guard, web};
 
 use crate::errors::ApiError;
 
@@ -17,6 +17,8 @@ pub mod users;
 pub struct Endpoint {
     pub method: Method,
     pub path: &'static str,
+    /// The handler, without a method guard: [`configure`] adds it (GET routes answer HEAD
+    /// too).
     route: fn() -> Route,
 }
 
@@ -34,67 +36,67 @@ pub const ENDPOINTS: &[Endpoint] = &[
     Endpoint {
         method: Method::GET,
         path: "/healthz",
-        route: || web::get().to(health::healthz),
+        route: || web::to(health::healthz),
     },
     Endpoint {
         method: Method::GET,
         path: "/readyz",
-        route: || web::get().to(health::readyz),
+        route: || web::to(health::readyz),
     },
     Endpoint {
         method: Method::GET,
         path: "/metrics",
-        route: || web::get().to(health::metrics),
+        route: || web::to(health::metrics),
     },
     Endpoint {
         method: Method::GET,
         path: "/api/openapi.json",
-        route: || web::get().to(crate::openapi::openapi_json),
+        route: || web::to(crate::openapi::openapi_json),
     },
     Endpoint {
         method: Method::POST,
         path: "/api/users/register/",
-        route: || web::post().to(users::register),
+        route: || web::to(users::register),
     },
     Endpoint {
         method: Method::POST,
         path: "/api/users/login/",
-        route: || web::post().to(users::login),
+        route: || web::to(users::login),
     },
     Endpoint {
         method: Method::POST,
         path: "/api/users/logout/",
-        route: || web::post().to(users::logout),
+        route: || web::to(users::logout),
     },
     Endpoint {
         method: Method::POST,
         path: users::HEARTBEAT_PATH,
-        route: || web::post().to(users::heartbeat),
+        route: || web::to(users::heartbeat),
     },
     Endpoint {
         method: Method::GET,
         path: "/api/users/me/",
-        route: || web::get().to(users::me),
+        route: || web::to(users::me),
     },
     Endpoint {
         method: Method::GET,
         path: "/api/users/online-count/",
-        route: || web::get().to(users::online_count),
+        route: || web::to(users::online_count),
     },
     Endpoint {
         method: Method::GET,
         path: "/api/users/all-users/",
-        route: || web::get().to(users::all_users),
+        route: || web::to(users::all_users),
     },
     Endpoint {
         method: Method::GET,
         path: "/api/users/{id}/status/",
-        route: || web::get().to(users::status),
+        route: || web::to(users::status),
     },
     Endpoint {
         method: Method::GET,
         path: "/api/users/{id}/presence-history/",
-        route: || web::get().to(users::presence_history),
+        route: || web::to(users::presence_history),
     },
 ];
 
@@ -107,16 +109,31 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .push(endpoint);
     }
     for (pattern, endpoints) in by_pattern {
+        let mut allow: Vec<Method> = Vec::new();
+        for endpoint in &endpoints {
+            allow.push(endpoint.method.clone());
+            if endpoint.method == Method::GET {
+                allow.push(Method::HEAD);
+            }
+        }
+        let not_allowed = move || {
+            let allow = allow.clone();
+            async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow }) }
+        };
         let resource = endpoints.iter().fold(
-            web::resource(pattern).default_service(web::to(method_not_allowed)),
-            |resource, endpoint| resource.route((endpoint.route)()),
+            web::resource(pattern).default_service(web::to(not_allowed)),
+            |resource, endpoint| {
+                let route = (endpoint.route)();
+                resource.route(if endpoint.method == Method::GET {
+                    // actix sends no body in answer to HEAD.
+                    route.guard(guard::Any(guard::Get()).or(guard::Head()))
+                } else {
+                    route.method(endpoint.method.clone())
+                })
+            },
         );
         cfg.service(resource);
     }
-}
-
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
 }
 
 /// For paths no resource matches.

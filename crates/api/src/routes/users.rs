@@ -3,7 +3,7 @@
 use actix_web::http::header::{CacheControl, CacheDirective, ETag, EntityTag, IfNoneMatch};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
-use presence_model::jobs::{ChangeReason, PresenceChanged};
+use presence_model::events::PresenceChanged;
 use presence_model::presence::UserStatus;
 use presence_model::users::{User, UserQuery};
 use presence_model::{OnlineStatus, events, presence, sessions, users};
@@ -105,30 +105,58 @@ pub struct History {
         (status = 201, description = "Created", body = User),
         (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
         (status = 409, description = "The username is taken", body = ErrorBody),
-        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
-        (status = 415, description = "Body is not JSON", body = ErrorBody)))]
+        (status = 503, description = "Too many password hashes queued, or the database is \
+            unavailable; see `Retry-After`", body = ErrorBody)))]
 pub async fn register(
     state: web::Data<AppState>,
     JsonBody(Credentials { username, password }): JsonBody<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = blocking(move || users::register(&state.pool, &username, &password)).await?;
+    let _slot = state.hashing.slot().await?;
+    let pool = state.pool.clone();
+    let user = blocking(move || users::register(&pool, &username, &password)).await?;
     Ok(HttpResponse::Created().json(user))
 }
 
 /// Log in: opens a session (one per device or tab) and marks the user online.
+///
+/// Failed logins are limited per account and per client address (see the README); past
+/// the limit every login of that account or address is refused with 429 until the window
+/// ends, without checking the password.
 #[utoipa::path(post, path = "/api/users/login/", tag = "users", request_body = Credentials,
     responses(
         (status = 200, description = "Logged in", body = LoginResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Unknown username or wrong password", body = ErrorBody)))]
+        (status = 400, description = "Malformed JSON, or a username that breaks the rule", body = ErrorBody),
+        (status = 401, description = "Unknown username or wrong password", body = ErrorBody),
+        (status = 429, description = "Too many failed logins for this account or address; \
+            see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "Too many password hashes queued, or the database is \
+            unavailable; see `Retry-After`", body = ErrorBody)))]
 pub async fn login(
+    req: HttpRequest,
     state: web::Data<AppState>,
     JsonBody(Credentials { username, password }): JsonBody<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    let pool = state.pool.clone();
-    let logged_in = blocking(move || users::log_in(&pool, &username, &password)).await?;
-    let change = logged_in.update.change(ChangeReason::Login);
-    state.queue.enqueue(change).await;
+    users::validate_username(&username)?;
+    let address = req.peer_addr().map(|peer| peer.ip());
+    let throttle = &state.login_throttle;
+    throttle.check(&username, address).await?;
+    let slot = state.hashing.slot().await?;
+    let (pool, account) = (state.pool.clone(), username.clone());
+    let outcome = blocking(move || users::log_in(&pool, &account, &password)).await;
+    drop(slot);
+    let logged_in = match outcome {
+        Ok(logged_in) => logged_in,
+        Err(ApiError::InvalidCredentials) => {
+            throttle.record_failure(&username, address).await;
+            return Err(ApiError::InvalidCredentials);
+        }
+        Err(e) => return Err(e),
+    };
+    throttle.clear(&username).await;
+    state
+        .queue
+        .nudge_publisher(logged_in.update.change.as_ref())
+        .await;
     Ok(HttpResponse::Ok().json(LoginResponse {
         token: logged_in.token.expose().to_owned(),
         user: logged_in.update.user,
@@ -145,15 +173,17 @@ pub async fn logout(
     caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
     let (session_id, window) = (caller.session_id, state.offline_after);
-    let update = db(&state, move |conn| {
+    let logged_out = db(&state, move |conn| {
         sessions::log_out(conn, session_id, window)
     })
     .await?;
-    // Here at once; other replicas as the revocation reaches them (or their 1 s TTL).
+    // Here at once; other replicas as the NOTIFY of the revocation reaches them.
     state.activity.revoke(&caller.token_hash);
-    state.queue.publish_revocation(&caller.token_hash).await;
-    let change = update.and_then(|update| update.change(ChangeReason::Logout));
-    state.queue.enqueue(change).await;
+    let change = logged_out
+        .as_ref()
+        .and_then(|out| out.update.as_ref())
+        .and_then(|update| update.change.as_ref());
+    state.queue.nudge_publisher(change).await;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -1,24 +1,50 @@
-//! The API's side of the job queue: transitions are queued, nothing else is, and a
-//! Redis outage never fails a request.
+//! The API's side of the outbox: real transitions are recorded (and a publish job
+//! queued for each), nothing else is, and a Redis outage never fails a request nor loses
+//! a transition.
 
 use actix_web::http::StatusCode;
 use presence_api::testing::TestApp;
-use presence_model::jobs::{PresenceChanges, presence_changes_queue};
+use presence_model::jobs::publish_queue;
 use redis::Commands;
 
-/// The jobs waiting in this app's queue, oldest first (apalis-redis files new jobs in a
-/// sorted set by due time, promoted to a list when due, and keeps their JSON in a hash).
-fn queued_jobs(app: &TestApp) -> Vec<PresenceChanges> {
-    let queue = presence_changes_queue(&app.config.redis_prefix);
+/// How many jobs wait in this app's publish queue (apalis-redis files new jobs in a
+/// sorted set by due time).
+fn queued_jobs(app: &TestApp) -> usize {
+    let queue = publish_queue(&app.config.redis_prefix);
     let mut conn = redis::Client::open(app.config.redis_url.as_str())
         .unwrap()
         .get_connection()
         .unwrap();
-    let ids: Vec<String> = conn.zrange(format!("{queue}:scheduled"), 0, -1).unwrap();
-    ids.iter()
-        .map(|id| {
-            let json: Vec<u8> = conn.hget(format!("{queue}:data"), id).unwrap();
-            serde_json::from_slice(&json).unwrap()
+    conn.zcard(format!("{queue}:scheduled")).unwrap()
+}
+
+/// The recorded transitions, oldest first, as (user, from, to, reason), and whether all
+/// of them still wait to be published (no worker runs in these tests).
+fn recorded(app: &TestApp) -> Vec<(i64, String, String, String)> {
+    let mut conn = app.db.pool().get().unwrap();
+    let mut events = Vec::new();
+    for user in 1..=4 {
+        if let Some(history) =
+            presence_model::events::presence_history(&mut conn, user, 100).unwrap()
+        {
+            events.extend(history);
+        }
+    }
+    events.sort_by_key(|e| e.id);
+    assert_eq!(
+        app.db
+            .query_i64("SELECT count(*) AS n FROM presence_events WHERE published_at IS NULL"),
+        events.len() as i64
+    );
+    events
+        .into_iter()
+        .map(|e| {
+            (
+                e.user_id,
+                e.from.as_str().to_owned(),
+                e.to.as_str().to_owned(),
+                e.reason.as_str().to_owned(),
+            )
         })
         .collect()
 }
@@ -39,20 +65,18 @@ async fn only_real_transitions_are_queued() {
     app.get("/api/users/me/", Some(&token)).await;
     app.post("/api/users/logout/", Some(&token), None).await;
 
-    let jobs = queued_jobs(&app);
-    let summary: Vec<_> = jobs
+    let summary = recorded(&app);
+    let expected = [
+        (id, "offline", "online", "login"),
+        (id, "offline", "online", "heartbeat"),
+        (id, "online", "offline", "logout"),
+    ];
+    let expected: Vec<_> = expected
         .iter()
-        .flat_map(|job| &job.0)
-        .map(|c| (c.user_id, c.from.as_str(), c.to.as_str(), c.reason.as_str()))
+        .map(|(id, from, to, reason)| (*id, from.to_string(), to.to_string(), reason.to_string()))
         .collect();
-    assert_eq!(
-        summary,
-        [
-            (id, "offline", "online", "login"),
-            (id, "offline", "online", "heartbeat"),
-            (id, "online", "offline", "logout"),
-        ]
-    );
+    assert_eq!(summary, expected);
+    assert_eq!(queued_jobs(&app), 3, "one publish job per transition");
 }
 
 #[actix_web::test]
@@ -71,48 +95,33 @@ async fn requests_succeed_while_redis_is_down() {
         )),
         1
     );
+    // Every transition is in the outbox all the same, for a worker to publish later.
+    let reasons: Vec<_> = recorded(&app).into_iter().map(|e| e.3).collect();
+    assert_eq!(reasons, ["login", "heartbeat", "logout"]);
 }
 
 #[actix_web::test]
 async fn presence_history_is_for_the_user_and_admins() {
-    use presence_model::OnlineStatus::{Offline, Online};
-    use presence_model::events::record_presence_changes;
-    use presence_model::jobs::{ChangeReason, PresenceChanged};
-
     let app = TestApp::spawn().await;
     let (carol, token) = app.sign_up("carol").await;
     let (_, other) = app.sign_up("dave").await;
     let admin = app.admin().await;
-    let at = |s: i64| chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
-    let change = |from, to, s, reason| PresenceChanged {
-        user_id: carol,
-        from,
-        to,
-        at: at(s),
-        reason,
-    };
-    record_presence_changes(
-        &mut app.db.pool().get().unwrap(),
-        &[
-            change(Offline, Online, 0, ChangeReason::Login),
-            change(Online, Offline, 60, ChangeReason::Sweep),
-            change(Offline, Online, 90, ChangeReason::Heartbeat),
-        ],
-    )
-    .unwrap();
+    app.post("/api/users/logout/", Some(&token), None).await;
+    let token = app.login("carol").await;
     let path = format!("/api/users/{carol}/presence-history/");
 
     let own = app.get(&path, Some(&token)).await;
     assert_eq!(own.status, StatusCode::OK);
     assert_eq!(own.body["user_id"], carol);
-    let reasons: Vec<_> = own.body["events"]
-        .as_array()
-        .unwrap()
+    let events = own.body["events"].as_array().unwrap();
+    let reasons: Vec<_> = events
         .iter()
         .map(|e| e["reason"].as_str().unwrap())
         .collect();
-    assert_eq!(reasons, ["heartbeat", "sweep", "login"], "newest first");
-    assert_eq!(own.body["events"][0]["at"], "2027-01-15T08:01:30Z");
+    assert_eq!(reasons, ["login", "logout", "login"], "newest first");
+    let ids: Vec<_> = events.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
+    assert_eq!(events[0]["to"], "online");
 
     let limited = app.get(&format!("{path}?limit=1"), Some(&admin)).await;
     assert_eq!(limited.status, StatusCode::OK);

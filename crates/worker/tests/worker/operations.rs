@@ -42,9 +42,10 @@ async fn health_readiness_and_metrics_after_real_work() {
     }
     assert!(
         eventually(Duration::from_secs(10), || {
-            app.db
-                .query_i64("SELECT count(*) AS n FROM presence_events WHERE reason = 'sweep'")
-                == 3
+            app.db.query_i64(
+                "SELECT count(*) AS n FROM presence_events WHERE reason = 'sweep' \
+                 AND published_at IS NOT NULL",
+            ) == 3
         })
         .await,
         "{}",
@@ -80,17 +81,23 @@ async fn health_readiness_and_metrics_after_real_work() {
             r#"presence_worker_jobs_processed_total{kind="sweep"}"#
         ) >= 2.0
     );
-    // Three logins, and the sweep's transitions in one batch per tick (one to three ticks).
-    let processed = metric(
-        &text,
-        r#"presence_worker_jobs_processed_total{kind="presence_changes"}"#,
+    // Three logins and three sweeps, each published once (by a job or the catch-up).
+    assert_eq!(metric(&text, "presence_worker_events_published_total"), 6.0);
+    assert!(
+        metric(
+            &text,
+            r#"presence_worker_jobs_processed_total{kind="publish"}"#
+        ) >= 1.0
     );
-    assert!((4.0..=6.0).contains(&processed), "{processed}");
     assert_eq!(
         metric(
             &text,
-            r#"presence_worker_jobs_failed_total{kind="presence_changes"}"#
+            r#"presence_worker_jobs_failed_total{kind="publish"}"#
         ),
+        0.0
+    );
+    assert_eq!(
+        metric(&text, "presence_worker_job_enqueue_failures_total"),
         0.0
     );
     let last = metric(

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use presence_api::testing::{TestApp, remove_redis_keys, test_redis_url};
+use presence_model::events::ChangeReason;
 use presence_model::testing::TestDatabase;
 use presence_model::{presence, users};
 
@@ -30,7 +31,7 @@ fn sweep_once_prints_how_many_users_it_marked_offline() {
     let mut conn = db.pool().get().unwrap();
     for name in ["stale1", "stale2", "fresh"] {
         let id = users::register(db.pool(), name, "password123").unwrap().id;
-        presence::mark_user_online(&mut conn, id).unwrap();
+        presence::mark_user_online(&mut conn, id, ChangeReason::Login).unwrap();
     }
     db.execute(
         "UPDATE users SET last_seen = now() - interval '10 minutes' WHERE username LIKE 'stale%'",

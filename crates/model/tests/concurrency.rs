@@ -1,0 +1,161 @@
+//! Presence writes fired at once from many connections (a barrier releases them
+//! together), over many trials: no deadlock, no lost transition, and the stored status is
+//! the truth afterwards.
+
+use std::sync::Barrier;
+
+use chrono::TimeDelta;
+use diesel::{Connection, PgConnection};
+use presence_model::events::{ChangeReason, PresenceChanged};
+use presence_model::testing::TestDatabase;
+use presence_model::{OnlineStatus, events, sessions, users};
+
+const WINDOW: TimeDelta = TimeDelta::seconds(120);
+const TTL: TimeDelta = TimeDelta::days(30);
+
+/// Runs `f(i)` on `n` threads, each with a connection of its own (not from the test
+/// pool, which is smaller than `n`), released together.
+fn at_once<T: Send>(
+    db: &TestDatabase,
+    n: usize,
+    f: impl Fn(usize, &mut PgConnection) -> T + Sync,
+) -> Vec<T> {
+    let barrier = Barrier::new(n);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (barrier, f) = (&barrier, &f);
+                scope.spawn(move || {
+                    let mut conn = PgConnection::establish(db.url()).expect("connection");
+                    barrier.wait();
+                    f(i, &mut conn)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn history(db: &TestDatabase, user_id: i64) -> Vec<PresenceChanged> {
+    let mut conn = db.pool().get().unwrap();
+    let mut events = events::presence_history(&mut conn, user_id, 1000)
+        .unwrap()
+        .unwrap();
+    events.reverse();
+    events
+}
+
+fn stored_status(db: &TestDatabase, user_id: i64) -> String {
+    let online = db.query_i64(&format!(
+        "SELECT count(*) AS n FROM users WHERE id = {user_id} AND online_status = 'online'"
+    ));
+    if online == 1 { "online" } else { "offline" }.to_owned()
+}
+
+/// Transitions alternate, start from offline, and end at the stored status.
+fn assert_consistent(db: &TestDatabase, user_id: i64) {
+    let events = history(db, user_id);
+    let mut state = OnlineStatus::Offline;
+    for event in &events {
+        assert_eq!(event.from, state, "{events:?}");
+        assert_ne!(event.from, event.to, "{events:?}");
+        state = event.to;
+    }
+    assert_eq!(state.as_str(), stored_status(db, user_id), "{events:?}");
+}
+
+#[test]
+fn twenty_simultaneous_logins_of_one_user_all_succeed_with_one_transition() {
+    let db = TestDatabase::new();
+    for trial in 0..10 {
+        let id = users::register(db.pool(), &format!("tabs{trial}"), "password123")
+            .unwrap()
+            .id;
+        let outcomes = at_once(&db, 20, |_, conn| users::open_session(conn, id));
+        let failures: Vec<_> = outcomes.iter().filter(|o| o.is_err()).collect();
+        assert!(failures.is_empty(), "trial {trial}: {failures:?}");
+        let events = history(&db, id);
+        assert_eq!(events.len(), 1, "trial {trial}: {events:?}");
+        assert_eq!(events[0].reason, ChangeReason::Login);
+        assert_eq!(
+            db.query_i64(&format!(
+                "SELECT count(*) AS n FROM sessions WHERE user_id = {id}"
+            )),
+            20
+        );
+        assert_consistent(&db, id);
+    }
+}
+
+#[test]
+fn simultaneous_logouts_of_the_last_sessions_take_the_user_offline() {
+    let db = TestDatabase::new();
+    for trial in 0..30 {
+        let id = users::register(db.pool(), &format!("two{trial}"), "password123")
+            .unwrap()
+            .id;
+        let mut conn = db.pool().get().unwrap();
+        let sessions: Vec<i64> = (0..2)
+            .map(|_| {
+                users::open_session(&mut conn, id)
+                    .unwrap()
+                    .unwrap()
+                    .session_id
+            })
+            .collect();
+        drop(conn);
+        let outcomes = at_once(&db, 2, |i, conn| {
+            sessions::log_out(conn, sessions[i], WINDOW)
+                .unwrap()
+                .expect("revoked")
+        });
+        let went_offline = outcomes.iter().filter(|o| o.update.is_some()).count();
+        assert_eq!(went_offline, 1, "trial {trial}");
+        assert_eq!(stored_status(&db, id), "offline", "trial {trial}");
+        let reasons: Vec<_> = history(&db, id).iter().map(|e| e.reason).collect();
+        assert_eq!(
+            reasons,
+            [ChangeReason::Login, ChangeReason::Logout],
+            "trial {trial}"
+        );
+    }
+}
+
+#[test]
+fn interleaved_logins_logouts_and_activity_leave_the_truth() {
+    let db = TestDatabase::new();
+    for trial in 0..10 {
+        let id = users::register(db.pool(), &format!("mixed{trial}"), "password123")
+            .unwrap()
+            .id;
+        let mut conn = db.pool().get().unwrap();
+        let existing: Vec<_> = (0..6)
+            .map(|_| users::open_session(&mut conn, id).unwrap().unwrap())
+            .collect();
+        drop(conn);
+        // Six threads log a session out, six use one, six log in anew.
+        at_once(&db, 18, |i, conn| match i % 3 {
+            0 => {
+                sessions::log_out(conn, existing[i / 3].session_id, WINDOW).unwrap();
+            }
+            1 => {
+                presence_model::presence::record_activity(
+                    conn,
+                    existing[i / 3].token.expose(),
+                    TTL,
+                    ChangeReason::Activity,
+                )
+                .unwrap();
+            }
+            _ => {
+                users::open_session(conn, id).unwrap().unwrap();
+            }
+        });
+        let live = db.query_i64(&format!(
+            "SELECT count(*) AS n FROM sessions WHERE user_id = {id} AND revoked_at IS NULL"
+        ));
+        assert_eq!(live, 6, "trial {trial}");
+        assert_eq!(stored_status(&db, id), "online", "trial {trial}");
+        assert_consistent(&db, id);
+    }
+}
