@@ -61,9 +61,13 @@ impl TestApp {
     }
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_on(TestDatabase::new(), adjust).await
+    }
+
+    /// The app over `db` (on a server of the test's own, say).
+    pub async fn spawn_on(db: TestDatabase, adjust: impl FnOnce(&mut Config)) -> Self {
         // Captured by the test harness: shown for failing tests only.
         let _ = env_logger::builder().is_test(true).try_init();
-        let db = TestDatabase::new();
         let mut config = Config {
             database: DatabaseConfig {
                 database_url: db.url().to_owned(),
@@ -367,5 +371,175 @@ pub async fn eventually<F: std::future::Future<Output = bool>>(
             return false;
         }
         actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+/// A PostgreSQL server of the test's own (`initdb` into a temporary directory, run as the
+/// `postgres` user on a free port), for tests that stop and start it. Only this server is
+/// ever stopped; it is stopped and removed when dropped.
+pub struct OwnPostgres {
+    pub port: u16,
+    data: std::path::PathBuf,
+    bin: std::path::PathBuf,
+}
+
+impl OwnPostgres {
+    pub fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries in /usr/lib/postgresql")
+            .filter_map(Result::ok)
+            .map(|version| version.path().join("bin"))
+            .find(|bin| bin.join("initdb").exists())
+            .expect("initdb");
+        let port = free_port();
+        let data = std::env::temp_dir().join(format!("presence-pg-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&data).expect("data directory");
+        Self::as_postgres("chown", &["postgres", &data.to_string_lossy()]);
+        let server = Self { port, data, bin };
+        server.run(
+            "initdb",
+            &[
+                "-D",
+                &server.data(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        server.start_again();
+        server
+    }
+
+    fn data(&self) -> String {
+        self.data.to_string_lossy().into_owned()
+    }
+
+    fn as_postgres(program: &str, args: &[&str]) {
+        let status = if program == "chown" {
+            std::process::Command::new("chown").args(args).status()
+        } else {
+            std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--", program])
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .status()
+        }
+        .expect("the command runs");
+        assert!(status.success(), "{program} {args:?}");
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        Self::as_postgres(&self.bin.join(tool).to_string_lossy(), args);
+    }
+
+    /// The server URL for `TestDatabase::on_server`.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// Fast shutdown: open connections are cut, as in a crash or a restart.
+    pub fn stop(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    pub fn start_again(&self) {
+        let options = format!(
+            "-p {} -k /tmp -c fsync=off -c listen_addresses=127.0.0.1",
+            self.port
+        );
+        let log = format!("{}/server.log", self.data());
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        );
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// A Redis server of the test's own on a free port, keeping nothing on disk, for tests
+/// that kill it. Only this server is ever killed (by its pid).
+pub struct OwnRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    pub fn start() -> Self {
+        let mut redis = Self {
+            port: free_port(),
+            child: None,
+        };
+        redis.start_again();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn start_again(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

@@ -15,6 +15,10 @@ use crate::db::{self, DbPool};
 pub const DEFAULT_TEST_SERVER_URL: &str =
     "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
 
+fn default_server() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_SERVER_URL.to_owned())
+}
+
 pub struct TestDatabase {
     name: String,
     url: String,
@@ -25,7 +29,12 @@ impl TestDatabase {
     /// Creates and migrates `presence_test_<pid>_<n>`. Panics if PostgreSQL is unreachable:
     /// these are tests, and the message says what to start.
     pub fn new() -> Self {
-        let db = Self::uncreated();
+        Self::on_server(&default_server())
+    }
+
+    /// Like [`TestDatabase::new`], on the PostgreSQL server at `server_url` (a test's own).
+    pub fn on_server(server_url: &str) -> Self {
+        let db = Self::uncreated_on(server_url);
         db::create_database_if_missing(&db.url).expect("create the test database");
         db::run_migrations(&mut db.pool.get().expect("connection")).expect("migrations");
         db
@@ -34,10 +43,12 @@ impl TestDatabase {
     /// A name for a test database that does not exist yet (dropped after the test if
     /// something created it): for testing what creates and migrates databases.
     pub fn uncreated() -> Self {
+        Self::uncreated_on(&default_server())
+    }
+
+    fn uncreated_on(server: &str) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let server = std::env::var("TEST_DATABASE_URL")
-            .unwrap_or_else(|_| DEFAULT_TEST_SERVER_URL.to_owned());
-        let (without_query, query) = server.split_once('?').unwrap_or((server.as_str(), ""));
+        let (without_query, query) = server.split_once('?').unwrap_or((server, ""));
         let base = without_query
             .rsplit_once('/')
             .map_or(without_query, |(base, _)| base);

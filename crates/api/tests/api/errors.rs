@@ -108,10 +108,10 @@ async fn unknown_paths_and_wrong_methods() {
     assert_eq!(response.status, StatusCode::NOT_FOUND);
     assert_error(&response.body, "not_found");
 
-    for (method, path) in [
-        (Method::GET, "/api/users/login/"),
-        (Method::DELETE, "/api/users/me/"),
-        (Method::POST, "/healthz"),
+    for (method, path, allow) in [
+        (Method::GET, "/api/users/login/", "POST"),
+        (Method::DELETE, "/api/users/me/", "GET, HEAD"),
+        (Method::POST, "/healthz", "GET, HEAD"),
     ] {
         let response = app
             .send(app.request(method.clone(), path), Some(&token), None)
@@ -122,9 +122,66 @@ async fn unknown_paths_and_wrong_methods() {
             "{method} {path}"
         );
         assert_error(&response.body, "method_not_allowed");
+        assert_eq!(response.headers.get("allow").unwrap(), allow, "{path}");
+    }
+
+    // HEAD answers what GET would, without a body.
+    for path in ["/healthz", "/api/users/me/", "/api/openapi.json"] {
+        let mut response = app
+            .request(Method::HEAD, path)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "HEAD {path}");
+        assert!(response.body().await.unwrap().is_empty(), "HEAD {path}");
     }
 
     let response = app.get("/api/users/abc/status/", Some(&token)).await;
     assert_eq!(response.status, StatusCode::BAD_REQUEST);
     assert_error(&response.body, "bad_request");
+}
+
+#[actix_web::test]
+async fn login_checks_the_username_like_register() {
+    let app = TestApp::spawn().await;
+    for username in ["a\u{0}b", "ab", "white space"] {
+        let body = json!({ "username": username, "password": PASSWORD });
+        let response = app.post("/api/users/login/", None, Some(&body)).await;
+        assert_eq!(response.status, StatusCode::BAD_REQUEST, "{username:?}");
+        assert_error(&response.body, "invalid_field");
+        assert_eq!(response.body["error"]["field"], "username");
+    }
+}
+
+#[actix_web::test]
+async fn a_body_that_never_finishes_gets_408_and_the_connection_is_closed() {
+    use std::io::{Read, Write};
+    let app = TestApp::spawn_with(|config| config.client_body_timeout_ms = 300).await;
+    let port: u16 = app.address.rsplit(':').next().unwrap().parse().unwrap();
+    let started = std::time::Instant::now();
+    let answer = actix_web::web::block(move || {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            stream,
+            "POST /api/users/login/ HTTP/1.1\r\nHost: test\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"user"
+        )
+        .unwrap();
+        // Read to the end: the server must close the connection after answering.
+        let mut response = String::new();
+        stream.read_to_string(&mut response).map(|_| response)
+    })
+    .await
+    .unwrap()
+    .expect("an answer, then the connection closed");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "answered after the timeout, not after the client's read timeout"
+    );
 }

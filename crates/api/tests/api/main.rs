@@ -2,8 +2,10 @@
 
 mod coalescing;
 mod errors;
+mod faults;
 mod operations;
 mod presence;
 mod process;
 mod queue;
+mod throttle;
 mod users;

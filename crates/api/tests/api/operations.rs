@@ -156,8 +156,27 @@ async fn the_openapi_document_describes_every_route() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+    // Enum values are what the API sends.
+    let values = |schema: &str| -> Vec<String> {
+        doc["components"]["schemas"][schema]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{schema}: {}", doc["components"]["schemas"][schema]))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    use presence_model::OnlineStatus::{Offline, Online};
+    assert_eq!(values("OnlineStatus"), [Online.as_str(), Offline.as_str()]);
+    use presence_model::events::ChangeReason as R;
+    let reasons = [R::Login, R::Logout, R::Heartbeat, R::Activity, R::Sweep];
+    assert_eq!(
+        values("ChangeReason"),
+        reasons.map(|r| r.as_str().to_owned())
+    );
     let login = &doc["paths"]["/api/users/login/"]["post"];
-    assert!(login["responses"]["401"].is_object());
+    for status in ["401", "429", "503"] {
+        assert!(login["responses"][status].is_object(), "login {status}");
+    }
     assert_eq!(
         login["requestBody"]["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/Credentials"

@@ -1,6 +1,7 @@
 //! The worker binary against real PostgreSQL and Redis, alone and behind the real API.
 
 mod deployment;
+mod faults;
 mod helpers;
 mod operations;
 mod pipeline;
