@@ -62,6 +62,8 @@ pub struct Activity {
     /// in progress, so everything deferred before it is written when it returns.
     flushing: tokio::sync::Mutex<()>,
     pub flush_interval: TimeDelta,
+    /// This process's name in `activity_flushes`.
+    pub replica: String,
 }
 
 impl Activity {
@@ -79,6 +81,7 @@ impl Activity {
             pending: Mutex::new(HashMap::new()),
             flushing: tokio::sync::Mutex::new(()),
             flush_interval,
+            replica: presence::replica_name("api"),
         }
     }
 
@@ -126,15 +129,17 @@ impl Activity {
     }
 }
 
-/// Writes the deferred activity. On failure (PostgreSQL down) the touches are kept for the
-/// next flush: nothing is lost while the process lives.
+/// Writes the deferred activity, with this replica's promise that everything it saw
+/// before the flush began is written (which the sweep waits for). Runs even with nothing
+/// pending, to renew the promise. On failure (PostgreSQL down) the touches are kept for
+/// the next flush: nothing is lost while the process lives, and the stale promise keeps
+/// the sweep from taking users whose activity is still here.
 pub async fn flush(state: &web::Data<AppState>) {
     let _one_at_a_time = state.activity.flushing.lock().await;
+    let flushed_through = Utc::now();
     let touches = state.activity.take_pending();
-    if touches.is_empty() {
-        return;
-    }
     let count = touches.len();
+    let replica = state.activity.replica.clone();
     let pool = state.pool.clone();
     // Session rows only need to be roughly current (TTL, "another session live?").
     let session_granularity = state.offline_after / 2;
@@ -143,8 +148,14 @@ pub async fn flush(state: &web::Data<AppState>) {
             .get()
             .map_err(presence_model::Error::from)
             .and_then(|mut conn| {
-                presence::flush_last_seen(&mut conn, &touches, session_granularity)
-                    .map_err(Into::into)
+                presence::flush_last_seen(
+                    &mut conn,
+                    &replica,
+                    flushed_through,
+                    &touches,
+                    session_granularity,
+                )
+                .map_err(Into::into)
             });
         (written, touches)
     })
@@ -156,6 +167,21 @@ pub async fn flush(state: &web::Data<AppState>) {
             state.activity.restore(touches);
         }
         Err(e) => log::error!("activity flush did not run: {e}"),
+    }
+}
+
+/// The last flush of a replica stopping gracefully, then its promise withdrawn so it no
+/// longer holds the sweep back.
+pub async fn flush_and_forget(state: &web::Data<AppState>) {
+    flush(state).await;
+    let (pool, replica) = (state.pool.clone(), state.activity.replica.clone());
+    let forgotten = web::block(move || {
+        let mut conn = pool.get().map_err(presence_model::Error::from)?;
+        presence::forget_replica(&mut conn, &replica).map_err(presence_model::Error::from)
+    })
+    .await;
+    if !matches!(forgotten, Ok(Ok(()))) {
+        log::warn!("could not withdraw this replica's flush promise; it lapses after a window");
     }
 }
 

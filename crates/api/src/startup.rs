@@ -113,7 +113,7 @@ impl Application {
     /// still deferred.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
-        activity::flush(&self.state).await;
+        activity::flush_and_forget(&self.state).await;
         served
     }
 }

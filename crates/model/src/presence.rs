@@ -182,6 +182,13 @@ pub fn record_activity(
 /// `window`, records each transition in the outbox, and returns their ids. The complement
 /// of [`shown_online!`], written as a range on `last_seen` so it is an index scan on the
 /// partial index of online users.
+///
+/// "Silent" is judged against what the API replicas have written: the window is counted
+/// back from the oldest `flushed_through` of the replicas that reported within the last
+/// window (see [`flush_last_seen`]), or from now if that is earlier. Activity a replica
+/// holds but could not write yet (PostgreSQL was down, say) never gets its user swept;
+/// a replica silent for a whole window is presumed gone and no longer holds the sweep
+/// back.
 pub fn mark_inactive_users_offline(
     conn: &mut PgConnection,
     window: TimeDelta,
@@ -194,7 +201,10 @@ pub fn mark_inactive_users_offline(
     let ids: Vec<Id> = sql_query(
         "WITH swept AS ( \
            UPDATE users SET online_status = 'offline', changed_at = now() \
-           WHERE online_status = 'online' AND last_seen < now() - $1 RETURNING id) \
+           WHERE online_status = 'online' AND last_seen < LEAST(now(), ( \
+             SELECT min(flushed_through) FROM activity_flushes \
+             WHERE reported_at > now() - $1)) - $1 \
+           RETURNING id) \
          INSERT INTO presence_events (user_id, from_status, to_status, reason, at) \
          SELECT id, 'online', 'offline', 'sweep', now() FROM swept RETURNING user_id",
     )
@@ -335,7 +345,9 @@ pub fn find_live_session(
     }))
 }
 
-/// Writes deferred activity: `touches` are (session id, when), at most one per session.
+/// Writes deferred activity: `touches` are (session id, when), at most one per session,
+/// taken by `replica` at `flushed_through`, and records that promise in
+/// `activity_flushes` in the same transaction (see [`mark_inactive_users_offline`]).
 ///
 /// Each user gets the latest `last_seen` of their touched sessions, unless a write since
 /// (a logout, say) left a later one; the flag is never changed here, so a flush cannot
@@ -346,14 +358,24 @@ pub fn find_live_session(
 /// lock order of every presence write. Returns the number of users written.
 pub fn flush_last_seen(
     conn: &mut PgConnection,
+    replica: &str,
+    flushed_through: DateTime<Utc>,
     touches: &[(i64, DateTime<Utc>)],
     session_granularity: TimeDelta,
 ) -> QueryResult<usize> {
-    if touches.is_empty() {
-        return Ok(0);
-    }
     let (ids, ats): (Vec<i64>, Vec<DateTime<Utc>>) = touches.iter().copied().unzip();
     crate::db::transaction(conn, |conn| {
+        sql_query(
+            "INSERT INTO activity_flushes (replica, flushed_through) VALUES ($1, $2) \
+             ON CONFLICT (replica) DO UPDATE \
+             SET flushed_through = excluded.flushed_through, reported_at = now()",
+        )
+        .bind::<Text, _>(replica)
+        .bind::<Timestamptz, _>(flushed_through)
+        .execute(conn)?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
         let users = sql_query(
             "WITH latest AS ( \
                SELECT s.user_id, max(t.at) AS at \
@@ -377,4 +399,29 @@ pub fn flush_last_seen(
         .execute(conn)?;
         Ok(users)
     })
+}
+
+/// A replica stopping gracefully, its last activity written: it no longer holds the sweep
+/// back.
+pub fn forget_replica(conn: &mut PgConnection, replica: &str) -> QueryResult<()> {
+    sql_query("DELETE FROM activity_flushes WHERE replica = $1")
+        .bind::<Text, _>(replica)
+        .execute(conn)
+        .map(drop)
+}
+
+/// A name unique to this process and start, `role-host-pid-nonce`, for the rows and
+/// queues a replica owns. A restarted container has the same host name and pid, so the
+/// nonce makes every start distinct.
+pub fn replica_name(role: &str) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{role}-{host}-{}-{nonce:08x}", std::process::id())
 }

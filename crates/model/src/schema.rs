@@ -1,6 +1,14 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    activity_flushes (replica) {
+        replica -> Text,
+        flushed_through -> Timestamptz,
+        reported_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     presence_events (id) {
         id -> Int8,
         user_id -> Int8,
@@ -50,4 +58,10 @@ diesel::table! {
 diesel::joinable!(presence_events -> users (user_id));
 diesel::joinable!(sessions -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(presence_events, sessions, sweep_runs, users,);
+diesel::allow_tables_to_appear_in_same_query!(
+    activity_flushes,
+    presence_events,
+    sessions,
+    sweep_runs,
+    users,
+);

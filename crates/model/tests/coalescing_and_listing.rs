@@ -93,6 +93,8 @@ fn a_flush_writes_latest_activity_and_never_status() {
     let earlier = now - TimeDelta::seconds(20);
     let written = presence::flush_last_seen(
         &mut conn,
+        "api-test",
+        now,
         &[
             (a.session_id, earlier),
             (a2.session_id, now),
@@ -125,7 +127,14 @@ fn a_flush_writes_latest_activity_and_never_status() {
         2
     );
     // An older touch never moves last_seen back.
-    presence::flush_last_seen(&mut conn, &[(a.session_id, earlier)], TimeDelta::zero()).unwrap();
+    presence::flush_last_seen(
+        &mut conn,
+        "api-test",
+        now,
+        &[(a.session_id, earlier)],
+        TimeDelta::zero(),
+    )
+    .unwrap();
     assert!(last_seen("aaa") < 5_000);
 }
 

@@ -186,3 +186,46 @@ fn expired_sessions_stop_working() {
             .is_some()
     );
 }
+
+#[test]
+fn the_sweep_waits_for_activity_a_live_replica_has_not_written_yet() {
+    let db = TestDatabase::new();
+    let mut conn = db.pool().get().unwrap();
+    let (held, gone) = (user(&db, "held"), user(&db, "gone"));
+    for id in [held, gone] {
+        presence::mark_user_online(&mut conn, id, ChangeReason::Login).unwrap();
+    }
+    set_last_seen_ago(&mut conn, held, WINDOW + TimeDelta::seconds(10));
+    set_last_seen_ago(&mut conn, gone, WINDOW + TimeDelta::seconds(40));
+    // A replica that reported a second ago has written everything it saw until 20 s ago
+    // (PostgreSQL was down since, say): `held` may have been active after that.
+    let cutoff = chrono::Utc::now() - TimeDelta::seconds(20);
+    presence::flush_last_seen(&mut conn, "api-a", cutoff, &[], TimeDelta::zero()).unwrap();
+    assert_eq!(
+        presence::mark_inactive_users_offline(&mut conn, WINDOW).unwrap(),
+        vec![gone]
+    );
+    // A replica silent for a whole window is presumed gone: it holds nothing back.
+    sql_query("UPDATE activity_flushes SET reported_at = now() - $1")
+        .bind::<Interval, _>(WINDOW + TimeDelta::seconds(1))
+        .execute(&mut conn)
+        .unwrap();
+    assert_eq!(
+        presence::mark_inactive_users_offline(&mut conn, WINDOW).unwrap(),
+        vec![held]
+    );
+    // So does one that stopped gracefully.
+    presence::mark_user_online(&mut conn, held, ChangeReason::Login).unwrap();
+    set_last_seen_ago(&mut conn, held, WINDOW + TimeDelta::seconds(10));
+    presence::flush_last_seen(&mut conn, "api-a", cutoff, &[], TimeDelta::zero()).unwrap();
+    assert!(
+        presence::mark_inactive_users_offline(&mut conn, WINDOW)
+            .unwrap()
+            .is_empty()
+    );
+    presence::forget_replica(&mut conn, "api-a").unwrap();
+    assert_eq!(
+        presence::mark_inactive_users_offline(&mut conn, WINDOW).unwrap(),
+        vec![held]
+    );
+}

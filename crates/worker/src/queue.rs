@@ -51,19 +51,3 @@ impl PollStrategy for PollEvery {
         }
     }
 }
-
-/// A worker name unique to this process and start: `role-host-pid-nonce`. apalis-redis
-/// refuses a name still registered from a previous life (a restarted container has the
-/// same host name and pid 1), so the nonce makes every start distinct.
-pub fn worker_name(role: &str) -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned());
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{role}-{host}-{}-{nonce:08x}", std::process::id())
-}

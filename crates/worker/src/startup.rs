@@ -14,7 +14,8 @@ use presence_model::jobs::presence_changes_channel;
 use crate::config::Config;
 use crate::jobs::{self, Error, WorkerState};
 use crate::metrics::Metrics;
-use crate::queue::{JOB_POLL_INTERVAL, PollEvery, publish_storage, worker_name};
+use crate::queue::{JOB_POLL_INTERVAL, PollEvery, publish_storage};
+use presence_model::presence::replica_name;
 
 /// How long one attempt to reach Redis at startup may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -94,8 +95,8 @@ pub async fn run(
     tokio::spawn(http);
     let schedule = config.sweep_schedule.clone();
     let sweep_state = state.clone();
-    let sweep_name = worker_name("sweep");
-    let consumer_name = worker_name("publish");
+    let sweep_name = replica_name("sweep");
+    let consumer_name = replica_name("publish");
     tokio::spawn(jobs::catch_up_periodically(
         state.clone(),
         config.publish_catch_up(),

@@ -67,9 +67,13 @@ fn pending_activity_is_written_on_graceful_shutdown() {
     assert_eq!(status, 200);
     let fresh = "SELECT count(*) AS n FROM users WHERE last_seen > now() - interval '10 seconds'";
     assert_eq!(db.query_i64(fresh), 0, "deferred");
+    // The replica's promise (made by its first flush, at start) holds the sweep back.
+    let promises = "SELECT count(*) AS n FROM activity_flushes";
+    assert_eq!(db.query_i64(promises), 1);
     let (status, log) = server.terminate(Duration::from_secs(15));
     assert!(status.is_some_and(|s| s.success()), "{log}");
     assert_eq!(db.query_i64(fresh), 1, "written before exit");
+    assert_eq!(db.query_i64(promises), 0, "withdrawn on a graceful stop");
     remove_redis_keys(&test_redis_url(), test_prefix(&db));
 }
 

@@ -21,7 +21,7 @@ fn replicas_starting_together_create_and_migrate_one_fresh_database() {
     }
     assert_eq!(
         db.query_i64("SELECT count(*) AS n FROM __diesel_schema_migrations"),
-        4
+        5
     );
     assert_eq!(
         db.query_i64(
@@ -47,7 +47,7 @@ fn replicas_starting_together_create_and_migrate_one_fresh_database() {
     applied.sort_unstable();
     assert_eq!(
         applied,
-        ["0", "0", "4"],
+        ["0", "0", "5"],
         "one replica migrated, under the lock"
     );
     remove_redis_keys(&test_redis_url(), test_prefix(&db));
