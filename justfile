@@ -32,9 +32,16 @@ bench:
 migrate:
     cargo run -p presence-api -- migrate
 
-# Formatting, lints, the compose file, then every test against local PostgreSQL and Redis.
+# Formatting, lints, the compose file, every test against local PostgreSQL and Redis, then
+# two minutes of schemathesis against the live API.
 test: lint compose-config
     cargo test --workspace
+    just fuzz
+
+# Property-based fuzzing of the live API against its OpenAPI document (schemathesis, fixed
+# seed): fails on any server error or schema violation.
+fuzz seconds="120":
+    .ci/fuzz {{seconds}}
 
 # Parse docker-compose.yml with a real compose parser (no Docker engine needed).
 compose-config:

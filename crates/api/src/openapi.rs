@@ -5,6 +5,7 @@ use std::sync::LazyLock;
 
 use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::errors::{ErrorBody, ErrorDetail};
@@ -34,7 +35,7 @@ use crate::routes::{health, users};
         users::presence_history,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonResponses),
     tags(
         (name = "users", description = "Accounts, sessions and presence"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
@@ -51,6 +52,61 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// The answers every route of a kind can give, added once here rather than on each
+/// handler: the error policy of `errors.rs`, as the document states it.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                (&mut item.get, false),
+                (&mut item.post, true),
+                (&mut item.put, true),
+                (&mut item.delete, false),
+            ];
+            for (operation, may_have_body) in operations {
+                let Some(operation) = operation.as_mut() else {
+                    continue;
+                };
+                let responses = &mut operation.responses.responses;
+                let mut add = |status: &str, description: &str| {
+                    responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error(description).into());
+                };
+                add("405", "Another method than this path takes (see `Allow`)");
+                if may_have_body {
+                    add("400", "Malformed JSON, or an invalid field");
+                    add(
+                        "408",
+                        "The body did not arrive within `CLIENT_BODY_TIMEOUT_MS`",
+                    );
+                    add("413", "Body over 16 KiB");
+                    add("415", "Body is not JSON");
+                }
+                if operation.security.is_some() {
+                    add("401", "Missing, unknown, expired or revoked token");
+                }
+                if path.starts_with("/api/users/") {
+                    add("503", "The database is unavailable; see `Retry-After`");
+                }
+            }
+        }
     }
 }
 

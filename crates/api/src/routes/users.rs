@@ -24,10 +24,15 @@ pub const HEARTBEAT_PATH: &str = "/api/users/heartbeat/";
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     /// 3–150 letters, digits and `@ . + - _`; case-insensitively unique.
-    #[schema(example = "alice")]
+    #[schema(
+        example = "alice",
+        min_length = 3,
+        max_length = 150,
+        pattern = "^[A-Za-z0-9@.+_-]+$"
+    )]
     username: String,
-    /// At least 8 characters.
-    #[schema(example = "correct horse battery")]
+    /// 8 to 1024 characters.
+    #[schema(example = "correct horse battery", min_length = 8, max_length = 1024)]
     password: String,
 }
 
@@ -73,8 +78,10 @@ pub struct AllUsersQuery {
     /// Only users shown with this status.
     status: Option<OnlineStatus>,
     /// Users per page: 1 to 10000 (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<i64>,
     /// The `next` of the previous page.
+    #[param(pattern = "^[0-9]{1,18}$")]
     cursor: Option<String>,
     /// RFC 3339: only users whose status or `last_seen` changed since (give the previous
     /// response's `as_of`). A few users may be returned twice across polls, never missed.
@@ -90,6 +97,7 @@ const HISTORY_MAX_LIMIT: i64 = 1000;
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// How many transitions, newest first: 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
