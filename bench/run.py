@@ -187,8 +187,10 @@ def main():
     admin_hash = sql("SELECT password_hash FROM users WHERE username = 'benchadmin'")
     tokens = seed(admin_hash)
 
+    # The login flood comes from one address: raise that limit so every login is hashed.
     api = start("presence-api", dict(common, LISTEN_ADDR=f"127.0.0.1:{API_PORT}",
-                                     LAST_SEEN_FLUSH_MS=str(FLUSH_MS), DATABASE_POOL_SIZE="16"))
+                                     LAST_SEEN_FLUSH_MS=str(FLUSH_MS), DATABASE_POOL_SIZE="16",
+                                     LOGIN_MAX_FAILURES_PER_ADDRESS="1000000000"))
     worker = start("presence-worker", dict(common, WORKER_HTTP_ADDR=f"127.0.0.1:{WORKER_PORT}",
                                            SWEEP_SCHEDULE="0 0 0 1 1 * 2099"))
     results = {"machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -212,6 +214,18 @@ def main():
         time.sleep(FLUSH_MS / 1000 + 11)
         elapsed_with_flush = time.time() - started
         writes = row_writes() - writes_before
+
+        log("2b. POST heartbeat while a flood of wrong logins runs")
+        flood = subprocess.Popen(
+            ["wrk", "-t", "1", "-c", "16", "-d", DURATION, "-s", str(ROOT / "bench" / "wrong_logins.lua"),
+             f"http://127.0.0.1:{API_PORT}/api/users/login/"],
+            stdout=subprocess.PIPE, text=True)
+        results["heartbeat_during_login_flood"] = wrk("/api/users/heartbeat/", method="POST", tokens=tokens)
+        flood_out = flood.communicate()[0]
+        results["login_flood"] = {
+            "requests_per_sec": float(re.search(r"Requests/sec:\s+([0-9.]+)", flood_out).group(1)),
+            "requests": int(re.search(r"(\d+) requests in", flood_out).group(1)),
+        }
 
         log("3. GET /api/users/me/ over the live sessions")
         results["me"] = wrk("/api/users/me/", tokens=tokens)
@@ -291,16 +305,18 @@ def sweep(common):
     marked = int(out.stdout.split()[0])
     inner = re.search(r"in ([0-9.]+)(ms|s)", out.stderr)
     inner_ms = float(inner.group(1)) * (1000 if inner.group(2) == "s" else 1) if inner else None
+    recorded = int(sql("SELECT count(*) FROM presence_events")) - events_before
+    # Recorded by the sweep's own transaction; published by the worker's catch-up.
     deadline = time.time() + 600
-    while int(sql("SELECT count(*) FROM presence_events")) - events_before < marked:
+    while int(sql("SELECT count(*) FROM presence_events WHERE published_at IS NULL")) > 0:
         if time.time() > deadline:
             break
         time.sleep(0.1)
-    recorded_ms = (time.perf_counter() - begun) * 1000
+    published_ms = (time.perf_counter() - begun) * 1000
     return {
         "users": SWEEP_USERS, "stale": stale, "marked_offline": marked,
         "bare_update_ms": bare, "sweep_ms": inner_ms, "sweep_process_ms": sweep_ms,
-        "recorded_and_published_ms": recorded_ms,
+        "recorded_with_the_sweep": recorded, "recorded_and_published_ms": published_ms,
     }
 
 
@@ -315,11 +331,14 @@ def report(results):
     base = results["baseline_healthz"]["requests_per_sec"]
     hb = results["heartbeat"]["requests_per_sec"]
     me = results["me"]["requests_per_sec"]
+    hb_flood = results["heartbeat_during_login_flood"]["requests_per_sec"]
+    flood = results["login_flood"]
     writes = results["heartbeat_writes"]
     sweep = results["sweep"]
     page = results["admin_first_page"]
     ratios = {
         "heartbeat_vs_baseline": hb / base,
+        "heartbeat_during_login_flood_vs_heartbeat": hb_flood / hb,
         "me_vs_baseline": me / base,
         "writes_per_sec_vs_bound": writes["rows_per_sec"] / writes["bound_rows_per_sec"],
         "sweep_vs_bare_update": sweep["sweep_ms"] / sweep["bare_update_ms"],
@@ -331,11 +350,13 @@ def report(results):
         ("machine", f"{results['machine']['cores']} cores, {results['machine']['cpu']}", ""),
         ("1. GET /healthz (baseline)", f"{base:,.0f} req/s", ""),
         ("2. POST heartbeat, 10k sessions", f"{hb:,.0f} req/s", f"{ratios['heartbeat_vs_baseline']:.2f} x baseline (target >= 0.5)"),
+        ("2b. heartbeat during a login flood", f"{hb_flood:,.0f} req/s ({flood['requests_per_sec']:,.0f} wrong logins/s)",
+         f"{ratios['heartbeat_during_login_flood_vs_heartbeat']:.2f} x heartbeat alone (target >= 0.5)"),
         ("3. GET /me, 10k sessions", f"{me:,.0f} req/s", f"{ratios['me_vs_baseline']:.2f} x baseline (target >= 0.6)"),
         ("4. row writes during heartbeats", f"{writes['rows_written']:,} rows for {writes['heartbeats']:,} heartbeats",
          f"{writes['rows_per_heartbeat']:.4f} per heartbeat; {writes['rows_per_sec']:,.0f}/s vs bound {writes['bound_rows_per_sec']:,.0f}/s = {ratios['writes_per_sec_vs_bound']:.2f}"),
         ("5. sweep, 1M users / 500k stale", f"{sweep['sweep_ms']:,.0f} ms (bare UPDATE {sweep['bare_update_ms']:,.0f} ms)",
-         f"{ratios['sweep_vs_bare_update']:.2f} x bare (target <= 2); all recorded+published after {sweep['recorded_and_published_ms']:,.0f} ms = {ratios['sweep_recorded_and_published_vs_bare_update']:.2f} x"),
+         f"{ratios['sweep_vs_bare_update']:.2f} x bare (target <= 2; the sweep now also records its {sweep['recorded_with_the_sweep']:,} transitions); all published after {sweep['recorded_and_published_ms']:,.0f} ms = {ratios['sweep_recorded_and_published_vs_bare_update']:.2f} x"),
         ("6. admin first page (100) at 100k", f"p50 {page['p50_ms']:.2f} ms, p99 {page['p99_ms']:.2f} ms", "target p99 <= 20 ms"),
     ]
     for poll in results["admin_changes_poll"]:

@@ -7,5 +7,6 @@ mod operations;
 mod presence;
 mod process;
 mod queue;
+mod races;
 mod throttle;
 mod users;
