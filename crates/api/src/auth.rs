@@ -6,15 +6,12 @@ use std::pin::Pin;
 
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
-use chrono::Utc;
-use presence_model::events::ChangeReason;
-use presence_model::presence::{self, LiveSession};
+use presence_model::presence::{self, CountsAs, LiveSession};
 use presence_model::sessions;
 use presence_model::users::User;
 
 use crate::activity;
 use crate::errors::ApiError;
-use crate::routes::users::HEARTBEAT_PATH;
 use crate::state::{AppState, db};
 
 /// Tokens are 43 characters; anything much longer is not one of ours and is not hashed.
@@ -53,31 +50,31 @@ impl FromRequest for Authenticated {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let token = bearer_token(req);
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let reason = if req.match_pattern().as_deref() == Some(HEARTBEAT_PATH.trim_end_matches('/'))
-        {
-            ChangeReason::Heartbeat
-        } else {
-            ChangeReason::Activity
-        };
+        // Declared by the route (see `routes::ENDPOINTS`).
+        let counts_as = req
+            .app_data::<CountsAs>()
+            .copied()
+            .unwrap_or(CountsAs::Activity);
         Box::pin(async move {
             let token = token.ok_or(ApiError::Unauthenticated)?;
             let state = state.ok_or_else(|| ApiError::internal("AppState is not registered"))?;
-            authenticate(&state, token, reason).await
+            authenticate(&state, token, counts_as).await
         })
     }
 }
 
-/// Recognises the session and records the activity: deferred to the next flush when the
-/// user is online and safely inside the window (no write), written at once otherwise.
+/// Recognises the session and, if the route counts as activity, records it: deferred to
+/// the next flush when the user is online and safely inside the window (no write),
+/// written at once otherwise.
 async fn authenticate(
     state: &web::Data<AppState>,
     token: String,
-    reason: ChangeReason,
+    counts_as: CountsAs,
 ) -> Result<Authenticated, ApiError> {
     let (window, ttl) = (state.offline_after, state.session_ttl);
     let token_hash = sessions::hash_token(&token);
     let flush_interval = state.activity.flush_interval;
-    let now = Utc::now();
+    let now = presence::activity_time();
     let mut cached = state.activity.cached(&token_hash);
     // A cached snapshot's last_seen only gets older: look again before writing through.
     if cached
@@ -99,6 +96,13 @@ async fn authenticate(
         }
     };
     let live = &cached.live;
+    let Some(reason) = counts_as.reason() else {
+        return Ok(Authenticated {
+            session_id: live.session_id,
+            user: live.user.clone(),
+            token_hash,
+        });
+    };
     if live.can_defer_write(now, window, flush_interval) {
         if state.activity.defer(live.session_id, now) {
             activity::flush(state).await;

@@ -246,6 +246,38 @@ pub fn get_user_online_status(
     .optional()
 }
 
+/// What an authenticated request counts as, declared by its route: the one rule of what
+/// is activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountsAs {
+    /// The app's periodic heartbeat: activity, recorded as `heartbeat`.
+    Heartbeat,
+    /// Any other use of the app: activity, recorded as `activity`.
+    Activity,
+    /// Ends the session (logout): never activity, so it can never bring a user online, and
+    /// a user the sweep took offline who logs out makes no transition at all.
+    Nothing,
+}
+
+impl CountsAs {
+    /// What a transition caused by this request is recorded as; `None` when the request is
+    /// not activity.
+    pub fn reason(self) -> Option<ChangeReason> {
+        match self {
+            Self::Heartbeat => Some(ChangeReason::Heartbeat),
+            Self::Activity => Some(ChangeReason::Activity),
+            Self::Nothing => None,
+        }
+    }
+}
+
+/// The time of activity happening now, at the precision PostgreSQL stores (microseconds),
+/// so a time the API answers from memory equals the one it later reads back.
+pub fn activity_time() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
 /// A live session, looked up by its token without writing anything, with its user as
 /// shown and the stored flag: what an API process caches to authenticate requests.
 #[derive(Debug, Clone)]

@@ -34,9 +34,11 @@ pub struct Config {
     /// When the sweep runs: a cron expression with seconds first (6 or 7 fields).
     #[arg(long, env = "SWEEP_SCHEDULE", default_value = "0 * * * * *", value_parser = parse_schedule)]
     pub sweep_schedule: cron::Schedule,
-    /// Where the worker serves /healthz, /readyz and /metrics.
-    #[arg(long, env = "WORKER_HTTP_ADDR", default_value = "127.0.0.1:9100")]
-    pub http_addr: String,
+    /// Where the worker serves /healthz, /readyz and /metrics. Unset: 127.0.0.1:9100, or
+    /// a free port on 127.0.0.1 if another replica on this host has it (the log says
+    /// which). Set: exactly there, or the worker refuses to start.
+    #[arg(long, env = "WORKER_HTTP_ADDR")]
+    pub http_addr: Option<String>,
     /// How often (milliseconds) each worker publishes whatever the outbox still holds,
     /// besides the publish jobs queued after each change: what bounds the delay of a
     /// transition whose job was lost.

@@ -72,10 +72,21 @@ async fn metrics(state: web::Data<Arc<WorkerState>>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
-/// Binds `addr` and returns the server (to run) and the port it got.
-pub fn serve(addr: &str, state: Arc<WorkerState>) -> std::io::Result<(Server, u16)> {
-    let listener = TcpListener::bind(addr)?;
-    let port = listener.local_addr()?.port();
+/// Where a worker serves HTTP when `WORKER_HTTP_ADDR` is unset.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:9100";
+
+/// Binds `addr` (if given, strictly; else [`DEFAULT_ADDR`], or any free port on 127.0.0.1
+/// when another replica on this host holds it) and returns the server (to run) and the
+/// address it got.
+pub fn serve(
+    addr: Option<&str>,
+    state: Arc<WorkerState>,
+) -> std::io::Result<(Server, std::net::SocketAddr)> {
+    let listener = match addr {
+        Some(addr) => TcpListener::bind(addr)?,
+        None => TcpListener::bind(DEFAULT_ADDR).or_else(|_| TcpListener::bind("127.0.0.1:0"))?,
+    };
+    let bound = listener.local_addr()?;
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
@@ -89,5 +100,5 @@ pub fn serve(addr: &str, state: Arc<WorkerState>) -> std::io::Result<(Server, u1
     .shutdown_timeout(1)
     .listen(listener)?
     .run();
-    Ok((server, port))
+    Ok((server, bound))
 }

@@ -88,9 +88,18 @@ pub async fn run(
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     };
-    let (http, port) = crate::http::serve(&config.http_addr, state.clone())
-        .map_err(|e| Error::Startup(format!("cannot listen on {}: {e}", config.http_addr)))?;
-    log::info!("http listening on {} (port {port})", config.http_addr);
+    let (http, bound) =
+        crate::http::serve(config.http_addr.as_deref(), state.clone()).map_err(|e| {
+            let addr = config
+                .http_addr
+                .as_deref()
+                .unwrap_or(crate::http::DEFAULT_ADDR);
+            Error::Startup(format!("cannot listen on {addr}: {e}"))
+        })?;
+    log::info!(
+        "http (/healthz, /readyz, /metrics) listening on {bound} (port {})",
+        bound.port()
+    );
     let http_handle = http.handle();
     tokio::spawn(http);
     let schedule = config.sweep_schedule.clone();

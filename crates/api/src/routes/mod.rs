@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use actix_web::http::Method;
 use actix_web::{HttpResponse, Route, guard, web};
 
+use presence_model::presence::CountsAs;
+
 use crate::errors::ApiError;
 
 pub mod health;
@@ -17,6 +19,8 @@ pub mod users;
 pub struct Endpoint {
     pub method: Method,
     pub path: &'static str,
+    /// What an authenticated request here counts as (the rule itself is the model's).
+    pub counts_as: CountsAs,
     /// The handler, without a method guard: [`configure`] adds it (GET routes answer HEAD
     /// too).
     route: fn() -> Route,
@@ -36,66 +40,79 @@ pub const ENDPOINTS: &[Endpoint] = &[
     Endpoint {
         method: Method::GET,
         path: "/healthz",
+        counts_as: CountsAs::Activity,
         route: || web::to(health::healthz),
     },
     Endpoint {
         method: Method::GET,
         path: "/readyz",
+        counts_as: CountsAs::Activity,
         route: || web::to(health::readyz),
     },
     Endpoint {
         method: Method::GET,
         path: "/metrics",
+        counts_as: CountsAs::Activity,
         route: || web::to(health::metrics),
     },
     Endpoint {
         method: Method::GET,
         path: "/api/openapi.json",
+        counts_as: CountsAs::Activity,
         route: || web::to(crate::openapi::openapi_json),
     },
     Endpoint {
         method: Method::POST,
         path: "/api/users/register/",
+        counts_as: CountsAs::Activity,
         route: || web::to(users::register),
     },
     Endpoint {
         method: Method::POST,
         path: "/api/users/login/",
+        counts_as: CountsAs::Activity,
         route: || web::to(users::login),
     },
     Endpoint {
         method: Method::POST,
         path: "/api/users/logout/",
+        counts_as: CountsAs::Nothing,
         route: || web::to(users::logout),
     },
     Endpoint {
         method: Method::POST,
-        path: users::HEARTBEAT_PATH,
+        path: "/api/users/heartbeat/",
+        counts_as: CountsAs::Heartbeat,
         route: || web::to(users::heartbeat),
     },
     Endpoint {
         method: Method::GET,
         path: "/api/users/me/",
+        counts_as: CountsAs::Activity,
         route: || web::to(users::me),
     },
     Endpoint {
         method: Method::GET,
         path: "/api/users/online-count/",
+        counts_as: CountsAs::Activity,
         route: || web::to(users::online_count),
     },
     Endpoint {
         method: Method::GET,
         path: "/api/users/all-users/",
+        counts_as: CountsAs::Activity,
         route: || web::to(users::all_users),
     },
     Endpoint {
         method: Method::GET,
         path: "/api/users/{id}/status/",
+        counts_as: CountsAs::Activity,
         route: || web::to(users::status),
     },
     Endpoint {
         method: Method::GET,
         path: "/api/users/{id}/presence-history/",
+        counts_as: CountsAs::Activity,
         route: || web::to(users::presence_history),
     },
 ];
@@ -121,7 +138,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow }) }
         };
         let resource = endpoints.iter().fold(
-            web::resource(pattern).default_service(web::to(not_allowed)),
+            web::resource(pattern)
+                .app_data(endpoints[0].counts_as)
+                .default_service(web::to(not_allowed)),
             |resource, endpoint| {
                 let route = (endpoint.route)();
                 resource.route(if endpoint.method == Method::GET {

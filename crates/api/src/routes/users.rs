@@ -16,9 +16,6 @@ use crate::errors::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 use crate::state::{AppState, blocking, db};
 
-/// Activity on this path is reported as a heartbeat, elsewhere as plain activity.
-pub const HEARTBEAT_PATH: &str = "/api/users/heartbeat/";
-
 /// No `Debug`: it holds a password.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -181,3 +181,34 @@ async fn two_hundred_concurrent_heartbeats_from_fifty_users() {
     );
     assert_eq!(app.db.query_i64("SELECT count(*) AS n FROM sessions"), 50);
 }
+
+#[actix_web::test]
+async fn times_have_the_stored_precision_whether_from_memory_or_the_database() {
+    let app = TestApp::spawn().await;
+    let (id, token) = app.sign_up("precise").await;
+    let fraction_digits = |time: &serde_json::Value| {
+        let text = time.as_str().unwrap();
+        let fraction = text
+            .split_once('.')
+            .map_or("", |(_, f)| f.trim_end_matches('Z'));
+        fraction.len()
+    };
+    for _ in 0..20 {
+        // Answered from memory (deferred), then read back from the database.
+        let beat = app.post("/api/users/heartbeat/", Some(&token), None).await;
+        assert!(
+            fraction_digits(&beat.body["last_seen"]) <= 6,
+            "{}",
+            beat.body
+        );
+        let me = app.get("/api/users/me/", Some(&token)).await;
+        assert!(fraction_digits(&me.body["last_seen"]) <= 6, "{}", me.body);
+    }
+    app.flush().await;
+    let beat = app.post("/api/users/heartbeat/", Some(&token), None).await;
+    app.flush().await;
+    let stored = app
+        .get(&format!("/api/users/{id}/status/"), Some(&token))
+        .await;
+    assert!(stored.body["last_seen"].as_str() >= beat.body["last_seen"].as_str());
+}

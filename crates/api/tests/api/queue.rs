@@ -138,3 +138,27 @@ async fn presence_history_is_for_the_user_and_admins() {
         assert_eq!(response.status, StatusCode::BAD_REQUEST, "limit={bad}");
     }
 }
+
+#[actix_web::test]
+async fn a_swept_user_who_logs_out_makes_no_transition() {
+    let app = TestApp::spawn().await;
+    let (id, token) = app.sign_up("swept").await;
+    app.db
+        .execute("UPDATE users SET last_seen = now() - interval '10 minutes'");
+    let swept = presence_model::presence::mark_inactive_users_offline(
+        &mut app.db.pool().get().unwrap(),
+        chrono::TimeDelta::seconds(120),
+    )
+    .unwrap();
+    assert_eq!(swept, [id]);
+    let response = app.post("/api/users/logout/", Some(&token), None).await;
+    assert_eq!(response.status, StatusCode::NO_CONTENT);
+    // Logging out is not activity: no flash online between the sweep and the logout.
+    let reasons: Vec<_> = recorded(&app).into_iter().map(|e| e.3).collect();
+    assert_eq!(reasons, ["login", "sweep"]);
+    assert_eq!(
+        app.db
+            .query_i64("SELECT count(*) AS n FROM users WHERE online_status = 'offline'"),
+        1
+    );
+}

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use presence_api::testing::TestApp;
+use presence_api::testing::{Process, TestApp};
 
 use crate::helpers::{WorkerEnv, eventually};
 
@@ -128,4 +128,35 @@ async fn readiness_fails_while_postgres_is_unreachable() {
     assert!(body.contains(r#""redis":"ok""#), "{body}");
     assert!(!body.contains(r#""postgres":"ok""#), "{body}");
     assert_eq!(get(port, "/healthz").await.0, StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn workers_on_one_host_start_without_settings_and_an_explicit_address_is_strict() {
+    let app = TestApp::spawn().await;
+    let env = WorkerEnv {
+        database_url: app.db.url(),
+        redis_prefix: &app.config.redis_prefix,
+        schedule: "0 0 0 1 1 * 2099",
+        offline_after_secs: 120,
+    };
+    let workers: Vec<Process> = (0..2)
+        .map(|_| {
+            let mut command = env.command("run");
+            command.env_remove("WORKER_HTTP_ADDR");
+            Process::spawn(command)
+        })
+        .collect();
+    let ports: Vec<u16> = workers.iter().map(Process::port).collect();
+    assert_ne!(ports[0], ports[1]);
+    for port in &ports {
+        assert_eq!(get(*port, "/healthz").await.0, StatusCode::OK);
+    }
+    let mut command = env.command("run");
+    command.env("WORKER_HTTP_ADDR", format!("127.0.0.1:{}", ports[0]));
+    let (status, log) = Process::spawn(command).wait(Duration::from_secs(15));
+    assert!(status.is_some_and(|s| !s.success()), "{log}");
+    for worker in workers {
+        let (status, log) = worker.terminate(Duration::from_secs(25));
+        assert!(status.is_some_and(|s| s.success()), "{log}");
+    }
 }
