@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use presence_api::config::{Config, DatabaseConfig};
 use presence_api::startup::Application;
-use presence_model::{db, users};
+use presence_model::{db, settings, users};
 
 #[derive(Parser)]
 #[command(version, about, args_conflicts_with_subcommands = true)]
@@ -21,8 +21,15 @@ struct Cli {
 enum Command {
     /// Apply pending migrations, then serve HTTP (the default).
     Serve(Config),
-    /// Create the database if needed and apply pending migrations.
-    Migrate(DatabaseConfig),
+    /// Create the database if needed, apply pending migrations, and (given
+    /// OFFLINE_AFTER_SECS) set the presence window every API and worker uses.
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// The presence window to store for every process (see `serve`).
+        #[arg(long, env = "OFFLINE_AFTER_SECS")]
+        offline_after_secs: Option<u32>,
+    },
     /// Make a user admin, creating it if needed. The password comes from ADMIN_PASSWORD,
     /// else from the first line of standard input.
     CreateAdmin {
@@ -41,7 +48,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(config) => serve(config),
-        Command::Migrate(database) => migrate(&database),
+        Command::Migrate {
+            database,
+            offline_after_secs,
+        } => migrate(&database).and_then(|()| match offline_after_secs {
+            Some(secs) => {
+                settings::store_window(&mut *database.pool(1).get()?, secs)?;
+                log::info!("presence window set to {secs} s for every process");
+                Ok(())
+            }
+            None => Ok(()),
+        }),
         Command::CreateAdmin { username, database } => create_admin(&username, &database),
     };
     match outcome {
@@ -67,6 +84,9 @@ fn migrate(database: &DatabaseConfig) -> Result<()> {
 fn serve(config: Config) -> Result<()> {
     config.validate()?;
     migrate(&config.database)?;
+    let mut conn = config.database.pool(1).get()?;
+    settings::agree_on_window(&mut conn, config.offline_after_secs)?;
+    drop(conn);
     actix_web::rt::System::new().block_on(async {
         let app = Application::build(&config)?;
         log::info!("listening on {} (port {})", config.listen_addr, app.port());

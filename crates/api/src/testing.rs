@@ -90,6 +90,12 @@ impl TestApp {
             password_hashes_in_flight: 0,
         };
         adjust(&mut config);
+        // As `presence-api serve` does before it listens.
+        presence_model::settings::agree_on_window(
+            &mut db.pool().get().expect("connection"),
+            config.offline_after_secs,
+        )
+        .expect("one window");
         let app = Application::build(&config).expect("application builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let state = app.state();

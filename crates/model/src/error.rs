@@ -43,6 +43,14 @@ pub enum Error {
     PasswordHash(String),
     #[error("publishing failed: {0}")]
     Publish(String),
+    #[error(
+        "OFFLINE_AFTER_SECS is {here} here, but {stored} for the processes already using this \
+         database: start every API with OFFLINE_AFTER_SECS={stored}, or change it for all of \
+         them with `OFFLINE_AFTER_SECS={here} presence-api migrate` and restart the APIs"
+    )]
+    WindowDisagreement { here: u32, stored: u32 },
+    #[error("no presence window is stored yet: no API has started on this database")]
+    WindowUnknown,
 }
 
 impl Error {

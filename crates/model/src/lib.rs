@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod presence;
 pub mod schema;
 pub mod sessions;
+pub mod settings;
 pub mod sweeps;
 mod text_enum;
 pub mod users;

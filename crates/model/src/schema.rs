@@ -33,6 +33,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    settings (name) {
+        name -> Text,
+        value -> Text,
+    }
+}
+
+diesel::table! {
     sweep_runs (id) {
         id -> Int8,
         tick_at -> Timestamptz,
@@ -62,6 +69,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     activity_flushes,
     presence_events,
     sessions,
+    settings,
     sweep_runs,
     users,
 );

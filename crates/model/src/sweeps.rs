@@ -1,9 +1,10 @@
 //! The inactivity sweep, run once per schedule tick across all worker replicas.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 
+use crate::Error;
 use crate::db::clock_timestamp;
 use crate::presence;
 use crate::schema::sweep_runs;
@@ -16,7 +17,8 @@ pub struct SweepRun {
     pub user_ids: Vec<i64>,
 }
 
-/// Runs the sweep for `tick_at` unless some replica already has: `None` then.
+/// Runs the sweep for `tick_at` unless some replica already has: `None` then. The window
+/// is the one stored in `settings`, shared with the API.
 ///
 /// Claiming the tick (a unique row in `sweep_runs`), sweeping and recording the
 /// transitions in the outbox happen in one transaction.
@@ -26,9 +28,9 @@ pub struct SweepRun {
 pub fn run_sweep(
     conn: &mut PgConnection,
     tick_at: DateTime<Utc>,
-    window: TimeDelta,
-) -> QueryResult<Option<SweepRun>> {
+) -> Result<Option<SweepRun>, Error> {
     conn.transaction(|conn| {
+        let window = crate::settings::window(conn)?;
         let claimed: Option<(i64, DateTime<Utc>)> = diesel::insert_into(sweep_runs::table)
             .values(sweep_runs::tick_at.eq(tick_at))
             .on_conflict(sweep_runs::tick_at)

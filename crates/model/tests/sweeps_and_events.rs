@@ -3,7 +3,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use presence_model::events::ChangeReason;
 use presence_model::testing::TestDatabase;
-use presence_model::{events, presence, sweeps, users};
+use presence_model::{Error, events, presence, settings, sweeps, users};
 
 const WINDOW: TimeDelta = TimeDelta::seconds(120);
 
@@ -11,8 +11,10 @@ fn tick(second: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000 + second, 0).unwrap()
 }
 
+/// `count` online users silent for an hour, and the window stored as an API stores it.
 fn stale_online_users(db: &TestDatabase, count: usize) -> Vec<i64> {
     let mut conn = db.pool().get().unwrap();
+    settings::agree_on_window(&mut conn, WINDOW.num_seconds() as u32).unwrap();
     let ids: Vec<i64> = (0..count)
         .map(|n| {
             let id = users::register(db.pool(), &format!("user{n}"), "password123")
@@ -32,9 +34,7 @@ fn a_tick_is_swept_once_and_recorded() {
     let ids = stale_online_users(&db, 3);
     let mut conn = db.pool().get().unwrap();
 
-    let run = sweeps::run_sweep(&mut conn, tick(0), WINDOW)
-        .unwrap()
-        .unwrap();
+    let run = sweeps::run_sweep(&mut conn, tick(0)).unwrap().unwrap();
     let mut swept = run.user_ids.clone();
     swept.sort_unstable();
     assert_eq!(swept, ids);
@@ -47,10 +47,8 @@ fn a_tick_is_swept_once_and_recorded() {
         3
     );
 
-    assert_eq!(sweeps::run_sweep(&mut conn, tick(0), WINDOW).unwrap(), None);
-    let next = sweeps::run_sweep(&mut conn, tick(1), WINDOW)
-        .unwrap()
-        .unwrap();
+    assert_eq!(sweeps::run_sweep(&mut conn, tick(0)).unwrap(), None);
+    let next = sweeps::run_sweep(&mut conn, tick(1)).unwrap().unwrap();
     assert!(next.user_ids.is_empty());
     assert_eq!(
         db.query_i64(
@@ -73,9 +71,7 @@ fn concurrent_replicas_sweep_a_tick_once() {
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let pool = db.pool().clone();
-                scope.spawn(move || {
-                    sweeps::run_sweep(&mut pool.get().unwrap(), tick(7), WINDOW).unwrap()
-                })
+                scope.spawn(move || sweeps::run_sweep(&mut pool.get().unwrap(), tick(7)).unwrap())
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -120,7 +116,7 @@ fn the_outbox_is_published_in_id_order_once_and_kept_when_publishing_fails() {
     let db = TestDatabase::new();
     let ids = stale_online_users(&db, 3);
     let mut conn = db.pool().get().unwrap();
-    sweeps::run_sweep(&mut conn, tick(0), WINDOW).unwrap();
+    sweeps::run_sweep(&mut conn, tick(0)).unwrap();
     assert_eq!(
         events::unpublished_backlog(&mut conn).unwrap().0,
         6,
@@ -159,4 +155,31 @@ fn the_outbox_is_published_in_id_order_once_and_kept_when_publishing_fails() {
     assert_eq!(events::unpublished_backlog(&mut conn).unwrap(), (0, None));
     let again = events::publish_pending(&mut conn, 100, |_| panic!("nothing to publish"));
     assert_eq!(again.unwrap(), 0);
+}
+
+#[test]
+fn every_process_uses_one_window() {
+    let db = TestDatabase::new();
+    let mut conn = db.pool().get().unwrap();
+    // The sweep has no window of its own: it waits for an API to store one.
+    assert!(matches!(
+        sweeps::run_sweep(&mut conn, tick(0)),
+        Err(Error::WindowUnknown)
+    ));
+    settings::agree_on_window(&mut conn, 120).unwrap();
+    settings::agree_on_window(&mut conn, 120).unwrap();
+    let refused = settings::agree_on_window(&mut conn, 60).unwrap_err();
+    assert!(matches!(
+        refused,
+        Error::WindowDisagreement {
+            here: 60,
+            stored: 120
+        }
+    ));
+    let message = refused.to_string();
+    assert!(message.contains("is 60 here, but 120"), "{message}");
+    // Changed deliberately, for everyone.
+    settings::store_window(&mut conn, 60).unwrap();
+    settings::agree_on_window(&mut conn, 60).unwrap();
+    assert_eq!(settings::window(&mut conn).unwrap(), TimeDelta::seconds(60));
 }

@@ -3,7 +3,6 @@
 
 use std::str::FromStr;
 
-use chrono::TimeDelta;
 use presence_model::db::DEFAULT_DATABASE_URL;
 use presence_model::jobs::DEFAULT_REDIS_PREFIX;
 
@@ -27,10 +26,6 @@ pub struct Config {
     /// Prefix of every Redis key and channel this service uses.
     #[arg(long, env = "REDIS_PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
     pub redis_prefix: String,
-    /// Seconds without activity after which the sweep marks a user offline.
-    #[arg(long, env = "OFFLINE_AFTER_SECS", default_value_t = 120,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub offline_after_secs: u32,
     /// When the sweep runs: a cron expression with seconds first (6 or 7 fields).
     #[arg(long, env = "SWEEP_SCHEDULE", default_value = "0 * * * * *", value_parser = parse_schedule)]
     pub sweep_schedule: cron::Schedule,
@@ -48,10 +43,6 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn offline_after(&self) -> TimeDelta {
-        TimeDelta::seconds(self.offline_after_secs.into())
-    }
-
     pub fn publish_catch_up(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.publish_catch_up_ms.into())
     }

@@ -8,7 +8,7 @@ use apalis::prelude::{BoxDynError, Data, TaskSink};
 use apalis_core::backend::Vacuum;
 use apalis_cron::Tick;
 use apalis_redis::ConnectionManager;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use presence_model::DbPool;
 use presence_model::events::{self, PresenceChanged};
 use presence_model::jobs::PublishPending;
@@ -45,7 +45,6 @@ pub enum Error {
 pub struct WorkerState {
     pub pool: DbPool,
     pub metrics: Metrics,
-    pub offline_after: TimeDelta,
     pub redis: ConnectionManager,
     pub jobs: PublishStorage,
     /// Where recorded transitions are published.
@@ -181,10 +180,9 @@ pub async fn sweep_tick(
     state: &WorkerState,
     tick_at: DateTime<Utc>,
 ) -> Result<Option<SweepRun>, Error> {
-    let window = state.offline_after;
     let started = std::time::Instant::now();
     let run = state
-        .db(move |conn| Ok(sweeps::run_sweep(conn, tick_at, window)?))
+        .db(move |conn| sweeps::run_sweep(conn, tick_at))
         .await?;
     if let Some(run) = &run {
         let metrics = &state.metrics;

@@ -34,7 +34,6 @@ pub async fn connect(config: &Config) -> Result<Arc<WorkerState>, Error> {
             POOL_CHECKOUT_TIMEOUT,
         ),
         metrics: Metrics::new().map_err(|e| Error::Startup(e.to_string()))?,
-        offline_after: config.offline_after(),
         jobs: publish_storage(redis.clone(), &config.redis_prefix),
         redis,
         channel: presence_changes_channel(&config.redis_prefix),

@@ -97,6 +97,55 @@ fn startup_refuses_a_flush_interval_that_could_sweep_active_users() {
     );
 }
 
+#[test]
+fn a_replica_with_another_window_refuses_to_start_naming_both() {
+    let db = TestDatabase::new();
+    let api = || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_presence-api"));
+        command
+            .env("DATABASE_URL", db.url())
+            .env("LAST_SEEN_FLUSH_MS", "1000")
+            .env("HEARTBEAT_INTERVAL_MS", "1000")
+            .env("LISTEN_ADDR", "127.0.0.1:0");
+        command
+    };
+    let first = serve(&db, &[("OFFLINE_AFTER_SECS", "120")]);
+    first.port();
+    let output = api()
+        .arg("serve")
+        .env("OFFLINE_AFTER_SECS", "60")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("OFFLINE_AFTER_SECS is 60 here, but 120"),
+        "{stderr}"
+    );
+    let (status, log) = first.terminate(Duration::from_secs(15));
+    assert!(status.is_some_and(|s| s.success()), "{log}");
+
+    // Changed deliberately, for everyone: then a replica with the new window starts.
+    let migrated = api()
+        .arg("migrate")
+        .env("OFFLINE_AFTER_SECS", "60")
+        .output()
+        .unwrap();
+    assert!(migrated.status.success(), "{migrated:?}");
+    let second = serve(
+        &db,
+        &[
+            ("OFFLINE_AFTER_SECS", "60"),
+            ("LAST_SEEN_FLUSH_MS", "1000"),
+            ("HEARTBEAT_INTERVAL_MS", "1000"),
+        ],
+    );
+    second.port();
+    let (status, log) = second.terminate(Duration::from_secs(15));
+    assert!(status.is_some_and(|s| s.success()), "{log}");
+    remove_redis_keys(&test_redis_url(), test_prefix(&db));
+}
+
 /// Polls `check` every 20 ms for up to `limit`; returns how long it took to hold.
 fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
     let started = std::time::Instant::now();

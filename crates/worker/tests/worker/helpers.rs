@@ -3,7 +3,8 @@ use std::time::{Duration, Instant};
 
 use presence_api::testing::{Process, test_redis_url};
 
-/// What the worker needs to know: its database, its Redis prefix, and its timing.
+/// What the worker needs to know: its database, its Redis prefix, and its timing (the
+/// window is stored in the database, as the API stores it).
 pub struct WorkerEnv<'a> {
     pub database_url: &'a str,
     pub redis_prefix: &'a str,
@@ -13,6 +14,11 @@ pub struct WorkerEnv<'a> {
 
 impl WorkerEnv<'_> {
     pub fn command(&self, subcommand: &str) -> Command {
+        let pool = presence_model::db::build_pool(self.database_url, 1, Duration::from_secs(2));
+        if let Ok(mut conn) = pool.get() {
+            presence_model::settings::store_window(&mut conn, self.offline_after_secs)
+                .expect("store the window");
+        }
         let mut command = Command::new(env!("CARGO_BIN_EXE_presence-worker"));
         command
             .arg(subcommand)
@@ -20,7 +26,6 @@ impl WorkerEnv<'_> {
             .env("REDIS_URL", test_redis_url())
             .env("REDIS_PREFIX", self.redis_prefix)
             .env("SWEEP_SCHEDULE", self.schedule)
-            .env("OFFLINE_AFTER_SECS", self.offline_after_secs.to_string())
             .env("WORKER_HTTP_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info");
         command
