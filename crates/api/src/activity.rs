@@ -24,15 +24,12 @@ use std::time::{Duration, Instant};
 use actix_web::web;
 use chrono::{DateTime, TimeDelta, Utc};
 use moka::sync::Cache;
+use presence_model::policy::PresencePolicy;
 use presence_model::presence::{self, LiveSession};
 use presence_model::sessions::RevocationListener;
 
 use crate::state::AppState;
 
-/// How long a looked-up session is trusted without asking PostgreSQL again, at most (and
-/// never longer than half the offline window: a user the sweep takes offline has been
-/// silent for a whole window, so no entry of theirs still holds the old status).
-pub const AUTH_CACHE_LONG_TTL: Duration = Duration::from_secs(60);
 /// How often the revocation listener reads announcements off its connection.
 pub const REVOCATION_POLL: Duration = Duration::from_millis(50);
 /// How often the listener proves its connection alive with a round trip.
@@ -61,18 +58,16 @@ pub struct Activity {
     /// Held through a flush: flushes run one at a time, and "flush now" waits for the one
     /// in progress, so everything deferred before it is written when it returns.
     flushing: tokio::sync::Mutex<()>,
-    pub flush_interval: TimeDelta,
     /// This process's name in `activity_flushes`.
     pub replica: String,
 }
 
 impl Activity {
-    pub fn new(flush_interval: TimeDelta, window: TimeDelta) -> Self {
-        let half_window = (window / 2).to_std().unwrap_or(Duration::from_secs(1));
+    pub fn new(policy: PresencePolicy) -> Self {
         Self {
             sessions: Cache::builder()
                 .max_capacity(AUTH_CACHE_CAPACITY)
-                .time_to_live(AUTH_CACHE_LONG_TTL.min(half_window))
+                .time_to_live(policy.session_trust())
                 .build(),
             revoked: Cache::builder()
                 .max_capacity(AUTH_CACHE_CAPACITY)
@@ -80,7 +75,6 @@ impl Activity {
                 .build(),
             pending: Mutex::new(HashMap::new()),
             flushing: tokio::sync::Mutex::new(()),
-            flush_interval,
             replica: presence::replica_name("api"),
         }
     }
@@ -141,8 +135,7 @@ pub async fn flush(state: &web::Data<AppState>) {
     let count = touches.len();
     let replica = state.activity.replica.clone();
     let pool = state.pool.clone();
-    // Session rows only need to be roughly current (TTL, "another session live?").
-    let session_granularity = state.offline_after / 2;
+    let session_granularity = state.policy.session_granularity();
     let result = web::block(move || {
         let written = pool
             .get()
@@ -262,8 +255,8 @@ async fn listen(
 /// Flushes every flush interval until the server stops.
 pub async fn flush_periodically(state: web::Data<AppState>) {
     let period = state
-        .activity
-        .flush_interval
+        .policy
+        .flush_interval()
         .to_std()
         .unwrap_or(Duration::from_secs(10));
     let mut ticker = tokio::time::interval(period);
@@ -280,7 +273,14 @@ mod tests {
 
     #[test]
     fn deferred_activity_is_one_entry_per_session_whatever_the_requests() {
-        let activity = Activity::new(TimeDelta::seconds(10), TimeDelta::seconds(120));
+        let activity = Activity::new(
+            PresencePolicy::new(
+                TimeDelta::seconds(120),
+                TimeDelta::seconds(10),
+                TimeDelta::seconds(30),
+            )
+            .unwrap(),
+        );
         let start = Utc::now();
         for n in 0..10_000 {
             activity.defer(n % 3, start + TimeDelta::milliseconds(n));
@@ -300,7 +300,14 @@ mod tests {
 
     #[test]
     fn a_failed_flush_loses_nothing() {
-        let activity = Activity::new(TimeDelta::seconds(10), TimeDelta::seconds(120));
+        let activity = Activity::new(
+            PresencePolicy::new(
+                TimeDelta::seconds(120),
+                TimeDelta::seconds(10),
+                TimeDelta::seconds(30),
+            )
+            .unwrap(),
+        );
         let t = Utc::now();
         activity.defer(1, t);
         let taken = activity.take_pending();

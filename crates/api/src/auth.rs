@@ -71,15 +71,15 @@ async fn authenticate(
     token: String,
     counts_as: CountsAs,
 ) -> Result<Authenticated, ApiError> {
-    let (window, ttl) = (state.offline_after, state.session_ttl);
+    let (policy, ttl) = (state.policy, state.session_ttl);
+    let window = policy.window();
     let token_hash = sessions::hash_token(&token);
-    let flush_interval = state.activity.flush_interval;
     let now = presence::activity_time();
     let mut cached = state.activity.cached(&token_hash);
     // A cached snapshot's last_seen only gets older: look again before writing through.
     if cached
         .as_ref()
-        .is_some_and(|c| !c.live.can_defer_write(now, window, flush_interval))
+        .is_some_and(|c| !policy.may_defer(&c.live, now))
     {
         cached = None;
     }
@@ -103,7 +103,7 @@ async fn authenticate(
             token_hash,
         });
     };
-    if live.can_defer_write(now, window, flush_interval) {
+    if policy.may_defer(live, now) {
         if state.activity.defer(live.session_id, now) {
             activity::flush(state).await;
         }

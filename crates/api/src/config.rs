@@ -4,6 +4,7 @@
 
 use chrono::TimeDelta;
 use presence_model::jobs::DEFAULT_REDIS_PREFIX;
+use presence_model::policy::PresencePolicy;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseConfig {
@@ -128,21 +129,25 @@ impl Config {
         TimeDelta::milliseconds(self.last_seen_flush_ms.into())
     }
 
-    /// Refuses timings under which an active user could be swept offline: a user's stored
-    /// `last_seen` lags their latest heartbeat by up to one heartbeat interval plus one
-    /// flush interval, and that lag must stay well inside the offline window.
-    pub fn validate(&self) -> Result<(), String> {
-        let lag = u64::from(self.last_seen_flush_ms) + u64::from(self.heartbeat_interval_ms);
-        let half_window = u64::from(self.offline_after_secs) * 1000 / 2;
-        if lag > half_window {
-            return Err(format!(
-                "LAST_SEEN_FLUSH_MS ({}) + HEARTBEAT_INTERVAL_MS ({}) = {lag} ms must be at most \
+    /// The presence policy these settings make, or why they are refused (naming the
+    /// settings to change).
+    pub fn policy(&self) -> Result<PresencePolicy, String> {
+        PresencePolicy::new(
+            self.offline_after(),
+            self.last_seen_flush(),
+            TimeDelta::milliseconds(self.heartbeat_interval_ms.into()),
+        )
+        .map_err(|unsafe_timings| {
+            format!(
+                "LAST_SEEN_FLUSH_MS ({}) + HEARTBEAT_INTERVAL_MS ({}) = {} ms must be at most \
                  half of OFFLINE_AFTER_SECS ({} s), or users who keep sending heartbeats could \
                  be marked offline: lower the flush interval or raise OFFLINE_AFTER_SECS",
-                self.last_seen_flush_ms, self.heartbeat_interval_ms, self.offline_after_secs
-            ));
-        }
-        Ok(())
+                unsafe_timings.flush_ms,
+                unsafe_timings.heartbeat_ms,
+                unsafe_timings.flush_ms + unsafe_timings.heartbeat_ms,
+                unsafe_timings.window_secs
+            )
+        })
     }
 }
 
@@ -164,7 +169,7 @@ mod tests {
 
     #[test]
     fn defaults_keep_active_users_online() {
-        assert_eq!(config(&[]).validate(), Ok(()));
+        assert_eq!(config(&[]).policy().map(drop), Ok(()));
     }
 
     #[test]
@@ -175,7 +180,8 @@ mod tests {
             "--last-seen-flush-ms",
             "10000",
         ])
-        .validate()
+        .policy()
+        .map(drop)
         .unwrap_err();
         assert!(
             error.contains("at most half of OFFLINE_AFTER_SECS"),
@@ -188,7 +194,8 @@ mod tests {
                 "--last-seen-flush-ms",
                 "10000"
             ])
-            .validate(),
+            .policy()
+            .map(drop),
             Ok(())
         );
     }

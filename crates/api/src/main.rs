@@ -82,7 +82,7 @@ fn migrate(database: &DatabaseConfig) -> Result<()> {
 }
 
 fn serve(config: Config) -> Result<()> {
-    config.validate()?;
+    config.policy()?;
     migrate(&config.database)?;
     let mut conn = config.database.pool(1).get()?;
     settings::agree_on_window(&mut conn, config.offline_after_secs)?;

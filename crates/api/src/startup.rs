@@ -33,8 +33,8 @@ impl Application {
     /// Connects the pool and binds the listener. Migrations are applied by the caller
     /// (`presence-api serve` does it before this).
     pub fn build(config: &Config) -> std::io::Result<Self> {
-        config
-            .validate()
+        let policy = config
+            .policy()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let pool = config.database.pool(config.database.database_pool_size);
         let metrics = Metrics::new().map_err(std::io::Error::other)?;
@@ -47,7 +47,7 @@ impl Application {
         let state = web::Data::new(AppState {
             pool,
             metrics,
-            activity: Activity::new(config.last_seen_flush(), config.offline_after()),
+            activity: Activity::new(policy),
             queue,
             login_throttle: LoginThrottle::new(
                 config.login_limits(),
@@ -55,7 +55,7 @@ impl Application {
                 &config.redis_prefix,
             ),
             hashing: PasswordHashing::new(config.password_hashes_in_flight()),
-            offline_after: config.offline_after(),
+            policy,
             session_ttl: config.session_ttl(),
         });
         let listener = TcpListener::bind(&config.listen_addr)?;

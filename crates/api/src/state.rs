@@ -3,6 +3,7 @@
 use actix_web::web;
 use chrono::TimeDelta;
 use presence_model::db::PgConnection;
+use presence_model::policy::PresencePolicy;
 use presence_model::{DbPool, Error};
 
 use crate::activity::Activity;
@@ -18,8 +19,8 @@ pub struct AppState {
     pub queue: PresenceQueue,
     pub login_throttle: LoginThrottle,
     pub hashing: PasswordHashing,
-    /// A user silent for longer than this is shown offline.
-    pub offline_after: TimeDelta,
+    /// The window, the flush interval and what follows from them.
+    pub policy: PresencePolicy,
     pub session_ttl: TimeDelta,
 }
 

@@ -4,6 +4,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod jobs;
+pub mod policy;
 pub mod presence;
 pub mod schema;
 pub mod sessions;

@@ -288,25 +288,6 @@ pub struct LiveSession {
     pub user: User,
 }
 
-impl LiveSession {
-    /// Whether activity at `now` may be written by a later flush (within `flush_interval`)
-    /// rather than at once: the user is stored online, and their stored `last_seen` stays
-    /// inside `window` until the flush has landed, with a flush interval to spare. The
-    /// sweep then never sees them silent, and no transition is due.
-    pub fn can_defer_write(
-        &self,
-        now: DateTime<Utc>,
-        window: TimeDelta,
-        flush_interval: TimeDelta,
-    ) -> bool {
-        self.stored_status == OnlineStatus::Online
-            && self
-                .user
-                .last_seen
-                .is_some_and(|last_seen| last_seen >= now - window + flush_interval * 2)
-    }
-}
-
 /// Finds the live session whose token hashes to `token_hash` (see
 /// [`crate::sessions::hash_token`]): not revoked, used within `session_ttl`.
 ///

@@ -1,6 +1,7 @@
 //! Deferred `last_seen` writes and the paged, changes-only user list.
 
 use chrono::{TimeDelta, Utc};
+use presence_model::policy::PresencePolicy;
 use presence_model::testing::TestDatabase;
 use presence_model::users::{self, UserQuery};
 use presence_model::{OnlineStatus, presence, sessions};
@@ -8,6 +9,10 @@ use presence_model::{OnlineStatus, presence, sessions};
 const WINDOW: TimeDelta = TimeDelta::seconds(120);
 const TTL: TimeDelta = TimeDelta::days(30);
 const FLUSH: TimeDelta = TimeDelta::seconds(10);
+
+fn policy() -> PresencePolicy {
+    PresencePolicy::new(WINDOW, FLUSH, TimeDelta::seconds(30)).unwrap()
+}
 
 fn logged_in(db: &TestDatabase, name: &str) -> users::LoggedIn {
     users::register(db.pool(), name, "password123").unwrap();
@@ -32,10 +37,10 @@ fn live_sessions_are_found_without_writing() {
     assert_eq!(live.stored_status, OnlineStatus::Online);
     assert_eq!(live.user.online_status, OnlineStatus::Online);
     assert!(
-        live.can_defer_write(Utc::now(), WINDOW, FLUSH),
+        policy().may_defer(&live, Utc::now()),
         "50 s old, 100 s of room"
     );
-    assert!(!live.can_defer_write(Utc::now() + TimeDelta::seconds(60), WINDOW, FLUSH));
+    assert!(!policy().may_defer(&live, Utc::now() + TimeDelta::seconds(60)));
     assert_eq!(
         db.query_i64(
             "SELECT count(*) AS n FROM users WHERE last_seen > now() - interval '40 seconds'"
@@ -75,7 +80,7 @@ fn offline_users_are_never_deferred() {
     )
     .unwrap()
     .unwrap();
-    assert!(!live.can_defer_write(Utc::now(), WINDOW, FLUSH));
+    assert!(!policy().may_defer(&live, Utc::now()));
 }
 
 #[test]

@@ -77,7 +77,7 @@ async fn check<E: std::fmt::Display>(probe: impl Future<Output = Result<(), E>>)
     responses((status = 200, description = "Prometheus text exposition", body = String,
                content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let window = state.offline_after;
+    let window = state.policy.window();
     match db(&state, move |conn| {
         presence::get_online_users_count(conn, window)
     })

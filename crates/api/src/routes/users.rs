@@ -177,7 +177,7 @@ pub async fn logout(
     state: web::Data<AppState>,
     caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let (session_id, window) = (caller.session_id, state.offline_after);
+    let (session_id, window) = (caller.session_id, state.policy.window());
     let logged_out = db(&state, move |conn| {
         sessions::log_out(conn, session_id, window)
     })
@@ -228,7 +228,7 @@ pub async fn status(
     _caller: Authenticated,
     user_id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let (user_id, window) = (user_id.into_inner(), state.offline_after);
+    let (user_id, window) = (user_id.into_inner(), state.policy.window());
     let status = db(&state, move |conn| {
         presence::get_user_online_status(conn, user_id, window)
     })
@@ -246,7 +246,7 @@ pub async fn online_count(
     state: web::Data<AppState>,
     _caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let window = state.offline_after;
+    let window = state.policy.window();
     let count = db(&state, move |conn| {
         presence::get_online_users_count(conn, window)
     })
@@ -288,7 +288,7 @@ pub async fn all_users(
         after_id,
         limit,
     };
-    let window = state.offline_after;
+    let window = state.policy.window();
     let page = db(&state, move |conn| {
         users::list_users(conn, window, &user_query)
     })
