@@ -3,7 +3,9 @@
 //! `users.online_status` is a stored flag: login and activity set it, logout and the
 //! inactivity sweep clear it. What anyone is *shown* is that flag, but never "online" once
 //! `last_seen` is older than the presence window: if the sweep stops running, readers are
-//! still right. That rule is written once, in [`shown_online!`], and every read uses it.
+//! still right. That rule is written once, as the SQL function `presence_shown_online`
+//! (migration `000007`), and every read uses it: through [`shown_online!`] in SQL text and its
+//! diesel binding in the query builder.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::pg::PgConnection;
@@ -17,9 +19,15 @@ use crate::users::User;
 /// SQL for "this user is shown online", with the window bound as `$1`.
 macro_rules! shown_online {
     () => {
-        "(online_status = 'online' AND last_seen >= now() - $1)"
+        "presence_shown_online(online_status, last_seen, $1)"
     };
 }
+
+diesel::define_sql_function!(
+    /// The shown-online rule (the SQL function of migration `000007`).
+    fn presence_shown_online(status: Text, last_seen: Nullable<Timestamptz>, presence_window: Interval) -> Nullable<Bool>
+);
+
 /// The shown `online_status` column; `$1` is the window.
 macro_rules! shown_status {
     () => {
@@ -294,7 +302,7 @@ pub struct LiveSession {
 /// This runs on every session-cache miss, so it is written with diesel's query builder:
 /// its SQL is fixed, and diesel keeps it prepared per connection (a `sql_query` would be
 /// parsed and planned again each time, which costs more than running it). The shown
-/// status is [`shown_online!`] again, as an expression.
+/// status is the same rule, through the diesel binding of `presence_shown_online`.
 pub fn find_live_session(
     conn: &mut PgConnection,
     token_hash: &[u8],
@@ -305,10 +313,11 @@ pub fn find_live_session(
     use diesel::dsl::now;
     use diesel::prelude::*;
 
-    let shown_online = users::online_status
-        .eq(OnlineStatus::Online)
-        .nullable()
-        .and(users::last_seen.ge((now.into_sql::<Timestamptz>() - window).nullable()));
+    let shown_online = presence_shown_online(
+        users::online_status,
+        users::last_seen,
+        window.into_sql::<Interval>(),
+    );
     #[derive(Queryable)]
     struct Row {
         session_id: i64,

@@ -268,8 +268,8 @@ pub fn list_users(
             shown_user_columns!(),
             " FROM users WHERE id > $3 AND ($4::timestamptz IS NULL \
                OR changed_at > $4::timestamptz - $6 \
-               OR (online_status = 'online' AND last_seen > $4::timestamptz - $6 - $1 \
-                   AND last_seen < now() - $1))) AS shown \
+               OR presence_went_offline_since(online_status, last_seen, $1, \
+                                              $4::timestamptz - $6))) AS shown \
              WHERE $2::text IS NULL OR online_status = $2 ORDER BY id LIMIT $5"
         ))
         .bind::<Interval, _>(window)
