@@ -93,6 +93,12 @@ impl Activity {
         entry
     }
 
+    /// Drops every cached session, so each is looked up again: what their trust running
+    /// out does, at once (for tests).
+    pub fn forget_sessions(&self) {
+        self.sessions.invalidate_all();
+    }
+
     /// A session was revoked (here, or on another replica): never answer from cache again.
     pub fn revoke(&self, token_hash: &[u8]) {
         self.revoked.insert(token_hash.to_vec(), ());

@@ -114,6 +114,25 @@ impl TestApp {
         crate::activity::flush(&self.state).await;
     }
 
+    /// Drops the app's cached sessions, as their trust running out would.
+    pub fn forget_cached_sessions(&self) {
+        self.state.activity.forget_sessions();
+    }
+
+    /// A counter or gauge of the app's Prometheus metrics (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let mut response = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        let text = String::from_utf8(response.body().await.expect("body").to_vec()).unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
@@ -235,6 +254,11 @@ impl Process {
         self.log.lock().expect("log lock").clone()
     }
 
+    /// Whether the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// The port from the process's "listening on <addr> (port <port>)" log line.
     pub fn port(&self) -> u16 {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -323,6 +347,22 @@ pub fn spawn_api(binary: &str, db: &TestDatabase, env: &[(&str, &str)]) -> Proce
         .env("RUST_LOG", "info")
         .envs(env.iter().copied());
     Process::spawn(command)
+}
+
+/// Removes the Redis keys of the test using a database when dropped, even if the test
+/// panics (as `TestDatabase` drops its database).
+pub struct RedisKeys(String);
+
+impl RedisKeys {
+    pub fn of(db: &TestDatabase) -> Self {
+        Self(test_prefix(db).to_owned())
+    }
+}
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        remove_redis_keys(&test_redis_url(), &self.0);
+    }
 }
 
 /// The Redis prefix of the test using `db`.
@@ -505,10 +545,12 @@ pub struct OwnRedis {
 
 impl OwnRedis {
     pub fn start() -> Self {
-        let mut redis = Self {
-            port: free_port(),
-            child: None,
-        };
+        Self::start_on(free_port())
+    }
+
+    /// On `port`: for a client that was told the address before the server ran.
+    pub fn start_on(port: u16) -> Self {
+        let mut redis = Self { port, child: None };
         redis.start_again();
         redis
     }

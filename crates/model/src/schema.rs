@@ -46,6 +46,7 @@ diesel::table! {
         started_at -> Timestamptz,
         finished_at -> Nullable<Timestamptz>,
         users_marked_offline -> Nullable<Int4>,
+        swept_by -> Nullable<Text>,
     }
 }
 

@@ -17,7 +17,7 @@ pub struct SweepRun {
     pub user_ids: Vec<i64>,
 }
 
-/// Runs the sweep for `tick_at` unless some replica already has: `None` then. The window
+/// Runs the sweep for `tick_at` as `replica` unless some replica already has: `None` then. The window
 /// is the one stored in `settings`, shared with the API.
 ///
 /// Claiming the tick (a unique row in `sweep_runs`), sweeping and recording the
@@ -28,11 +28,15 @@ pub struct SweepRun {
 pub fn run_sweep(
     conn: &mut PgConnection,
     tick_at: DateTime<Utc>,
+    replica: &str,
 ) -> Result<Option<SweepRun>, Error> {
     conn.transaction(|conn| {
         let window = crate::settings::window(conn)?;
         let claimed: Option<(i64, DateTime<Utc>)> = diesel::insert_into(sweep_runs::table)
-            .values(sweep_runs::tick_at.eq(tick_at))
+            .values((
+                sweep_runs::tick_at.eq(tick_at),
+                sweep_runs::swept_by.eq(replica),
+            ))
             .on_conflict(sweep_runs::tick_at)
             .do_nothing()
             .returning((sweep_runs::id, sweep_runs::started_at))

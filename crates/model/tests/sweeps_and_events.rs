@@ -34,7 +34,9 @@ fn a_tick_is_swept_once_and_recorded() {
     let ids = stale_online_users(&db, 3);
     let mut conn = db.pool().get().unwrap();
 
-    let run = sweeps::run_sweep(&mut conn, tick(0)).unwrap().unwrap();
+    let run = sweeps::run_sweep(&mut conn, tick(0), "sweep-test")
+        .unwrap()
+        .unwrap();
     let mut swept = run.user_ids.clone();
     swept.sort_unstable();
     assert_eq!(swept, ids);
@@ -47,8 +49,13 @@ fn a_tick_is_swept_once_and_recorded() {
         3
     );
 
-    assert_eq!(sweeps::run_sweep(&mut conn, tick(0)).unwrap(), None);
-    let next = sweeps::run_sweep(&mut conn, tick(1)).unwrap().unwrap();
+    assert_eq!(
+        sweeps::run_sweep(&mut conn, tick(0), "sweep-test").unwrap(),
+        None
+    );
+    let next = sweeps::run_sweep(&mut conn, tick(1), "sweep-test")
+        .unwrap()
+        .unwrap();
     assert!(next.user_ids.is_empty());
     assert_eq!(
         db.query_i64(
@@ -71,7 +78,9 @@ fn concurrent_replicas_sweep_a_tick_once() {
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let pool = db.pool().clone();
-                scope.spawn(move || sweeps::run_sweep(&mut pool.get().unwrap(), tick(7)).unwrap())
+                scope.spawn(move || {
+                    sweeps::run_sweep(&mut pool.get().unwrap(), tick(7), "sweep-test").unwrap()
+                })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -116,7 +125,7 @@ fn the_outbox_is_published_in_id_order_once_and_kept_when_publishing_fails() {
     let db = TestDatabase::new();
     let ids = stale_online_users(&db, 3);
     let mut conn = db.pool().get().unwrap();
-    sweeps::run_sweep(&mut conn, tick(0)).unwrap();
+    sweeps::run_sweep(&mut conn, tick(0), "sweep-test").unwrap();
     assert_eq!(
         events::unpublished_backlog(&mut conn).unwrap().0,
         6,
@@ -163,7 +172,7 @@ fn every_process_uses_one_window() {
     let mut conn = db.pool().get().unwrap();
     // The sweep has no window of its own: it waits for an API to store one.
     assert!(matches!(
-        sweeps::run_sweep(&mut conn, tick(0)),
+        sweeps::run_sweep(&mut conn, tick(0), "sweep-test"),
         Err(Error::WindowUnknown)
     ));
     settings::agree_on_window(&mut conn, 120).unwrap();

@@ -49,6 +49,8 @@ pub struct WorkerState {
     pub jobs: PublishStorage,
     /// Where recorded transitions are published.
     pub channel: String,
+    /// This process, as `sweep_runs.swept_by` names it.
+    pub name: String,
     pub last_vacuum: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
@@ -182,7 +184,10 @@ pub async fn sweep_tick(
 ) -> Result<Option<SweepRun>, Error> {
     let started = std::time::Instant::now();
     let run = state
-        .db(move |conn| sweeps::run_sweep(conn, tick_at))
+        .db({
+            let name = state.name.clone();
+            move |conn| sweeps::run_sweep(conn, tick_at, &name)
+        })
         .await?;
     if let Some(run) = &run {
         let metrics = &state.metrics;

@@ -37,6 +37,7 @@ pub async fn connect(config: &Config) -> Result<Arc<WorkerState>, Error> {
         jobs: publish_storage(redis.clone(), &config.redis_prefix),
         redis,
         channel: presence_changes_channel(&config.redis_prefix),
+        name: replica_name("worker"),
         last_vacuum: std::sync::Mutex::new(None),
     }))
 }

@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use presence_api::testing::{
-    PASSWORD, Process, TestApp, raw_http as http, remove_redis_keys, spawn_api, test_prefix,
-    test_redis_url,
+    PASSWORD, Process, RedisKeys, TestApp, raw_http as http, spawn_api, test_redis_url,
 };
 use presence_model::testing::TestDatabase;
 
@@ -51,6 +50,7 @@ async fn heartbeats_of_online_users_are_written_by_the_flush() {
 #[test]
 fn pending_activity_is_written_on_graceful_shutdown() {
     let db = TestDatabase::new();
+    let _keys = RedisKeys::of(&db);
     let server = serve(
         &db,
         &[
@@ -74,12 +74,12 @@ fn pending_activity_is_written_on_graceful_shutdown() {
     assert!(status.is_some_and(|s| s.success()), "{log}");
     assert_eq!(db.query_i64(fresh), 1, "written before exit");
     assert_eq!(db.query_i64(promises), 0, "withdrawn on a graceful stop");
-    remove_redis_keys(&test_redis_url(), test_prefix(&db));
 }
 
 #[test]
 fn startup_refuses_a_flush_interval_that_could_sweep_active_users() {
     let db = TestDatabase::new();
+    let _keys = RedisKeys::of(&db);
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_presence-api"))
         .arg("serve")
         .env("DATABASE_URL", db.url())
@@ -100,6 +100,7 @@ fn startup_refuses_a_flush_interval_that_could_sweep_active_users() {
 #[test]
 fn a_replica_with_another_window_refuses_to_start_naming_both() {
     let db = TestDatabase::new();
+    let _keys = RedisKeys::of(&db);
     let api = || {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_presence-api"));
         command
@@ -143,7 +144,6 @@ fn a_replica_with_another_window_refuses_to_start_naming_both() {
     second.port();
     let (status, log) = second.terminate(Duration::from_secs(15));
     assert!(status.is_some_and(|s| s.success()), "{log}");
-    remove_redis_keys(&test_redis_url(), test_prefix(&db));
 }
 
 /// Polls `check` every 20 ms for up to `limit`; returns how long it took to hold.
@@ -176,6 +176,7 @@ fn a_logged_out_token_is_refused_by_every_replica_within_a_second_whatever_redis
     ];
     for (n, (case, redis_a, redis_b)) in cases.into_iter().enumerate() {
         let db = TestDatabase::new();
+        let _keys = RedisKeys::of(&db);
         let env = |redis| [("LAST_SEEN_FLUSH_MS", "200"), ("REDIS_URL", redis)];
         let (a, b) = (serve(&db, &env(redis_a)), serve(&db, &env(redis_b)));
         let (port_a, port_b) = (a.port(), b.port());
@@ -210,7 +211,6 @@ fn a_logged_out_token_is_refused_by_every_replica_within_a_second_whatever_redis
             1,
             "{case}"
         );
-        remove_redis_keys(&live, test_prefix(&db));
     }
 }
 

@@ -206,6 +206,12 @@ async fn every_registered_route_answers() {
             "{} {path}",
             endpoint.method
         );
+        assert!(
+            !response.status().is_server_error(),
+            "{} {path}: {}",
+            endpoint.method,
+            response.status()
+        );
         let _ = response.body().await;
     }
 }

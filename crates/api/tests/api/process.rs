@@ -4,9 +4,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use presence_api::testing::{
-    Process, raw_http, remove_redis_keys, spawn_api, test_prefix, test_redis_url,
-};
+use presence_api::testing::{Process, RedisKeys, raw_http, spawn_api};
 use presence_model::testing::TestDatabase;
 
 const API: &str = env!("CARGO_BIN_EXE_presence-api");
@@ -23,6 +21,7 @@ fn migrations() -> usize {
 #[test]
 fn replicas_starting_together_create_and_migrate_one_fresh_database() {
     let db = TestDatabase::uncreated();
+    let _keys = RedisKeys::of(&db);
     let replicas: Vec<Process> = (0..3).map(|_| spawn_api(API, &db, &[])).collect();
     for replica in &replicas {
         let (status, body) = raw_http(replica.port(), "GET", "/healthz", None, "");
@@ -59,12 +58,12 @@ fn replicas_starting_together_create_and_migrate_one_fresh_database() {
         ["0".to_owned(), "0".to_owned(), migrations().to_string()],
         "one replica migrated, under the lock"
     );
-    remove_redis_keys(&test_redis_url(), test_prefix(&db));
 }
 
 #[test]
 fn sigterm_finishes_the_request_in_flight_then_exits() {
     let db = TestDatabase::new();
+    let _keys = RedisKeys::of(&db);
     let server = spawn_api(API, &db, &[]);
     let port = server.port();
     let body = r#"{"username": "draining", "password": "password123"}"#;

@@ -5,9 +5,7 @@
 use std::sync::Barrier;
 use std::time::Duration;
 
-use presence_api::testing::{
-    PASSWORD, Process, raw_http as http, remove_redis_keys, spawn_api, test_prefix, test_redis_url,
-};
+use presence_api::testing::{PASSWORD, Process, RedisKeys, raw_http as http, spawn_api};
 use presence_model::testing::TestDatabase;
 
 /// A request to send: (port, method, path, token, body).
@@ -74,6 +72,7 @@ fn live_sessions(db: &TestDatabase, user: &str) -> i64 {
 #[test]
 fn logins_and_logouts_racing_across_two_replicas() {
     let db = TestDatabase::new();
+    let _keys = RedisKeys::of(&db);
     // Every login hashes at once, so the transactions behind them really overlap.
     let env = [("PASSWORD_HASHES_IN_FLIGHT", "20")];
     let replicas: Vec<Process> = (0..2)
@@ -209,5 +208,4 @@ fn logins_and_logouts_racing_across_two_replicas() {
         let (status, log) = replica.terminate(Duration::from_secs(15));
         assert!(status.is_some_and(|s| s.success()), "{log}");
     }
-    remove_redis_keys(&test_redis_url(), test_prefix(&db));
 }

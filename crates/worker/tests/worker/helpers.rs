@@ -50,3 +50,18 @@ pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> boo
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Polls `check` every 50 ms until it holds or `limit` passes, blocking; returns whether
+/// it held.
+pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

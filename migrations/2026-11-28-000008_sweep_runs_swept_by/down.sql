@@ -1,0 +1,1 @@
+ALTER TABLE sweep_runs DROP COLUMN swept_by;
