@@ -1,5 +1,4 @@
-//! Cheap presence for busy users: authentication from a short-lived cache, and their
-//! `last_seen` written in batches.
+//! The activity write buffer: the `last_seen` of busy users, written in batches.
 //!
 //! Writing PostgreSQL on every heartbeat and request caps the service at what one row
 //! update costs. So a request from a user who is already online, and whose stored
@@ -8,51 +7,23 @@
 //! one row per user (see `presence::flush_last_seen`). Anything that changes a status
 //! (login, logout, a user coming back) is still written at once.
 //!
-//! Sessions are cached by token hash, so most requests do not touch PostgreSQL at all.
-//! Logout announces the revoked token's hash with a PostgreSQL `NOTIFY` in the revoking
-//! transaction; every replica `LISTEN`s on its own connection and evicts the entry within
-//! [`REVOCATION_POLL`]. PostgreSQL is the one place a revocation can be made, so this holds
-//! whatever Redis does. A replica whose listening connection dropped keeps its entries (so
-//! cached sessions keep working through a PostgreSQL outage, when nobody can revoke) and,
-//! once reconnected, evicts every session revoked since it last heard from PostgreSQL
-//! before trusting anything again.
+//! (The session cache that lets most requests skip PostgreSQL is `session_cache`.)
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use actix_web::web;
-use chrono::{DateTime, TimeDelta, Utc};
-use moka::sync::Cache;
-use presence_model::policy::PresencePolicy;
-use presence_model::presence::{self, LiveSession};
-use presence_model::sessions::RevocationListener;
+use chrono::{DateTime, Utc};
+use presence_model::presence;
 
 use crate::state::AppState;
 
-/// How often the revocation listener reads announcements off its connection.
-pub const REVOCATION_POLL: Duration = Duration::from_millis(50);
-/// How often the listener proves its connection alive with a round trip.
-const LISTENER_CHECK: Duration = Duration::from_secs(1);
-/// How far before its last sign of life a reconnecting listener looks for revocations,
-/// for transactions that committed late with an earlier `revoked_at`.
-const REVOCATION_CATCH_UP_SLACK: TimeDelta = TimeDelta::seconds(10);
-/// How long a revocation is remembered, so that a lookup racing it cannot cache the
-/// session again.
-const REVOKED_MEMORY: Duration = Duration::from_secs(10);
-/// Sessions cached at most; memory stays bounded whatever the traffic.
-pub const AUTH_CACHE_CAPACITY: u64 = 100_000;
 /// Deferred writes kept at most before a flush is forced (one per active session).
 pub const MAX_PENDING: usize = 1_000_000;
 
-/// A cached session.
-pub struct CachedSession {
-    pub live: LiveSession,
-}
-
-pub struct Activity {
-    sessions: Cache<Vec<u8>, Arc<CachedSession>>,
-    revoked: Cache<Vec<u8>, ()>,
+/// Activity deferred to the next flush, and this replica's name in `activity_flushes`.
+pub struct ActivityBuffer {
     /// Session id → the latest activity not yet written.
     pending: Mutex<HashMap<i64, DateTime<Utc>>>,
     /// Held through a flush: flushes run one at a time, and "flush now" waits for the one
@@ -62,49 +33,17 @@ pub struct Activity {
     pub replica: String,
 }
 
-impl Activity {
-    pub fn new(policy: PresencePolicy) -> Self {
+impl Default for ActivityBuffer {
+    fn default() -> Self {
         Self {
-            sessions: Cache::builder()
-                .max_capacity(AUTH_CACHE_CAPACITY)
-                .time_to_live(policy.session_trust())
-                .build(),
-            revoked: Cache::builder()
-                .max_capacity(AUTH_CACHE_CAPACITY)
-                .time_to_live(REVOKED_MEMORY)
-                .build(),
             pending: Mutex::new(HashMap::new()),
             flushing: tokio::sync::Mutex::new(()),
             replica: presence::replica_name("api"),
         }
     }
+}
 
-    /// The cached session, if there is one.
-    pub fn cached(&self, token_hash: &[u8]) -> Option<Arc<CachedSession>> {
-        self.sessions.get(token_hash)
-    }
-
-    /// Caches a session looked up just now, unless it was revoked meanwhile.
-    pub fn remember(&self, token_hash: Vec<u8>, live: LiveSession) -> Arc<CachedSession> {
-        let entry = Arc::new(CachedSession { live });
-        if !self.revoked.contains_key(&token_hash) {
-            self.sessions.insert(token_hash, entry.clone());
-        }
-        entry
-    }
-
-    /// Drops every cached session, so each is looked up again: what their trust running
-    /// out does, at once (for tests).
-    pub fn forget_sessions(&self) {
-        self.sessions.invalidate_all();
-    }
-
-    /// A session was revoked (here, or on another replica): never answer from cache again.
-    pub fn revoke(&self, token_hash: &[u8]) {
-        self.revoked.insert(token_hash.to_vec(), ());
-        self.sessions.invalidate(token_hash);
-    }
-
+impl ActivityBuffer {
     /// Records activity to be written by the next flush. Returns whether the backlog is
     /// full enough that the caller should flush now.
     pub fn defer(&self, session_id: i64, at: DateTime<Utc>) -> bool {
@@ -184,80 +123,6 @@ pub async fn flush_and_forget(state: &web::Data<AppState>) {
     }
 }
 
-/// Keeps this replica listening for revocations announced by any replica's logout, and
-/// evicts each from the session cache. Reconnects after losing PostgreSQL, catching up on
-/// the revocations it may have missed meanwhile.
-pub async fn listen_for_revocations(state: web::Data<AppState>, database_url: String) {
-    // The database's clock at the listener's last sign of life.
-    let mut alive_at: Option<DateTime<Utc>> = None;
-    loop {
-        let url = database_url.clone();
-        match web::block(move || RevocationListener::connect(&url)).await {
-            Ok(Ok(listener)) => {
-                let lost = listen(&state, listener, &mut alive_at).await;
-                log::warn!("revocation listener lost PostgreSQL: {lost}");
-            }
-            Ok(Err(e)) => log::debug!("revocation listener cannot connect: {e}"),
-            Err(e) => log::error!("revocation listener did not run: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Listens on one connection until it fails, and returns why. Before the first poll,
-/// evicts what was revoked since `alive_at` (nothing on the first connection: the cache
-/// starts empty).
-async fn listen(
-    state: &web::Data<AppState>,
-    listener: RevocationListener,
-    alive_at: &mut Option<DateTime<Utc>>,
-) -> String {
-    let since = *alive_at;
-    let (mut listener, missed) = match web::block(move || {
-        let mut listener = listener;
-        let missed = match since {
-            Some(since) => listener.revoked_since(since - REVOCATION_CATCH_UP_SLACK),
-            None => Ok(Vec::new()),
-        };
-        (listener, missed)
-    })
-    .await
-    {
-        Ok((listener, Ok(missed))) => (listener, missed),
-        Ok((_, Err(e))) => return e.to_string(),
-        Err(e) => return e.to_string(),
-    };
-    for token_hash in missed {
-        state.activity.revoke(&token_hash);
-    }
-    let mut checked = Instant::now() - LISTENER_CHECK;
-    loop {
-        let check = checked.elapsed() >= LISTENER_CHECK;
-        let polled = web::block(move || {
-            let now = check.then(|| listener.database_time()).transpose();
-            let revoked = now.and_then(|now| Ok((now, listener.poll()?)));
-            (listener, revoked)
-        })
-        .await;
-        let (now, revoked) = match polled {
-            Ok((returned, Ok(polled))) => {
-                listener = returned;
-                polled
-            }
-            Ok((_, Err(e))) => return e.to_string(),
-            Err(e) => return e.to_string(),
-        };
-        if let Some(now) = now {
-            *alive_at = Some(now);
-            checked = Instant::now();
-        }
-        for token_hash in revoked {
-            state.activity.revoke(&token_hash);
-        }
-        tokio::time::sleep(REVOCATION_POLL).await;
-    }
-}
-
 /// Flushes every flush interval until the server stops.
 pub async fn flush_periodically(state: web::Data<AppState>) {
     let period = state
@@ -275,18 +140,13 @@ pub async fn flush_periodically(state: web::Data<AppState>) {
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeDelta;
+
     use super::*;
 
     #[test]
     fn deferred_activity_is_one_entry_per_session_whatever_the_requests() {
-        let activity = Activity::new(
-            PresencePolicy::new(
-                TimeDelta::seconds(120),
-                TimeDelta::seconds(10),
-                TimeDelta::seconds(30),
-            )
-            .unwrap(),
-        );
+        let activity = ActivityBuffer::default();
         let start = Utc::now();
         for n in 0..10_000 {
             activity.defer(n % 3, start + TimeDelta::milliseconds(n));
@@ -306,14 +166,7 @@ mod tests {
 
     #[test]
     fn a_failed_flush_loses_nothing() {
-        let activity = Activity::new(
-            PresencePolicy::new(
-                TimeDelta::seconds(120),
-                TimeDelta::seconds(10),
-                TimeDelta::seconds(30),
-            )
-            .unwrap(),
-        );
+        let activity = ActivityBuffer::default();
         let t = Utc::now();
         activity.defer(1, t);
         let taken = activity.take_pending();

@@ -75,7 +75,7 @@ async fn authenticate(
     let window = policy.window();
     let token_hash = sessions::hash_token(&token);
     let now = presence::activity_time();
-    let mut cached = state.activity.cached(&token_hash);
+    let mut cached = state.sessions.cached(&token_hash);
     // A cached snapshot's last_seen only gets older: look again before writing through.
     if cached
         .as_ref()
@@ -92,7 +92,7 @@ async fn authenticate(
             })
             .await?
             .ok_or(ApiError::Unauthenticated)?;
-            state.activity.remember(token_hash.clone(), live)
+            state.sessions.remember(token_hash.clone(), live)
         }
     };
     let live = &cached.live;
@@ -121,7 +121,7 @@ async fn authenticate(
     .await?
     .ok_or(ApiError::Unauthenticated)?;
     state.queue.nudge_publisher(update.change.as_ref()).await;
-    state.activity.remember(
+    state.sessions.remember(
         token_hash.clone(),
         LiveSession {
             session_id,

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod queue;
 pub mod routes;
+pub mod session_cache;
 pub mod startup;
 pub mod state;
 #[cfg(feature = "testing")]

@@ -11,12 +11,13 @@ use actix_web::web::{Bytes, BytesMut};
 use actix_web::{App, HttpMessage, HttpServer, web};
 use futures_util::StreamExt;
 
-use crate::activity::{self, Activity};
+use crate::activity::{self, ActivityBuffer};
 use crate::config::Config;
 use crate::errors::{self, ApiError, JSON_BODY_LIMIT};
 use crate::metrics::Metrics;
 use crate::queue::PresenceQueue;
 use crate::routes;
+use crate::session_cache::{self, SessionCache};
 use crate::state::AppState;
 use crate::throttle::{LoginThrottle, PasswordHashing};
 
@@ -47,7 +48,8 @@ impl Application {
         let state = web::Data::new(AppState {
             pool,
             metrics,
-            activity: Activity::new(policy),
+            sessions: SessionCache::new(&policy),
+            activity: ActivityBuffer::default(),
             queue,
             login_throttle: LoginThrottle::new(
                 config.login_limits(),
@@ -89,7 +91,7 @@ impl Application {
         .listen(listener)?
         .run();
         actix_web::rt::spawn(activity::flush_periodically(app_state.clone()));
-        actix_web::rt::spawn(activity::listen_for_revocations(
+        actix_web::rt::spawn(session_cache::listen_for_revocations(
             app_state.clone(),
             config.database.database_url.clone(),
         ));

@@ -6,16 +6,18 @@ use presence_model::db::PgConnection;
 use presence_model::policy::PresencePolicy;
 use presence_model::{DbPool, Error};
 
-use crate::activity::Activity;
+use crate::activity::ActivityBuffer;
 use crate::errors::ApiError;
 use crate::metrics::Metrics;
 use crate::queue::PresenceQueue;
+use crate::session_cache::SessionCache;
 use crate::throttle::{LoginThrottle, PasswordHashing};
 
 pub struct AppState {
     pub pool: DbPool,
     pub metrics: Metrics,
-    pub activity: Activity,
+    pub sessions: SessionCache,
+    pub activity: ActivityBuffer,
     pub queue: PresenceQueue,
     pub login_throttle: LoginThrottle,
     pub hashing: PasswordHashing,

@@ -116,7 +116,7 @@ impl TestApp {
 
     /// Drops the app's cached sessions, as their trust running out would.
     pub fn forget_cached_sessions(&self) {
-        self.state.activity.forget_sessions();
+        self.state.sessions.forget_sessions();
     }
 
     /// A counter or gauge of the app's Prometheus metrics (0 when absent).

@@ -18,8 +18,8 @@ use crate::metrics::{self, Metrics};
 use crate::queue::PublishStorage;
 
 /// How often a worker process vacuums finished jobs (apalis reads the whole job hash to do
-/// it, so not on every tick).
-const VACUUM_EVERY: Duration = Duration::from_secs(600);
+/// it, so not often).
+pub const VACUUM_EVERY: Duration = Duration::from_secs(600);
 /// Finished jobs are kept this long in Redis (for inspection), then vacuumed.
 const KEEP_FINISHED_JOBS: Duration = Duration::from_secs(3600);
 /// Transitions published per Redis round trip (and per outbox transaction).
@@ -51,7 +51,6 @@ pub struct WorkerState {
     pub channel: String,
     /// This process, as `sweep_runs.swept_by` names it.
     pub name: String,
-    pub last_vacuum: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl WorkerState {
@@ -127,23 +126,9 @@ impl WorkerState {
         }
     }
 
-    /// Vacuums unless this process did within [`VACUUM_EVERY`].
-    async fn vacuum_if_due(&self) {
-        {
-            let mut last = self.last_vacuum.lock().unwrap_or_else(|e| e.into_inner());
-            if last.is_some_and(|at| at.elapsed() < VACUUM_EVERY) {
-                return;
-            }
-            *last = Some(std::time::Instant::now());
-        }
-        if let Err(e) = self.vacuum().await {
-            log::warn!("could not vacuum finished jobs: {e}");
-        }
-    }
-
     /// Keeps Redis memory bounded: drops finished jobs older than an hour, and the set of
     /// finished job ids (kept by apalis for statistics only).
-    async fn vacuum(&self) -> Result<(), Error> {
+    pub async fn vacuum(&self) -> Result<(), Error> {
         let mut storage = self.jobs.clone();
         let removed = storage
             .vacuum_before(KEEP_FINISHED_JOBS)
@@ -217,9 +202,6 @@ pub async fn sweep(tick: Tick, state: Data<Arc<WorkerState>>) -> Result<(), BoxD
         .ok_or("tick out of range")?;
     let outcome = sweep_tick(&state, tick_at).await;
     state.metrics.job(metrics::SWEEP, &outcome);
-    if matches!(outcome, Ok(Some(_))) {
-        state.vacuum_if_due().await;
-    }
     match outcome {
         Ok(Some(run)) => {
             log::info!(
@@ -266,5 +248,17 @@ pub async fn catch_up_periodically(state: Arc<WorkerState>, interval: Duration) 
     loop {
         ticker.tick().await;
         state.catch_up().await;
+    }
+}
+
+/// Queue maintenance, on its own schedule: vacuums finished jobs every `interval`.
+pub async fn vacuum_periodically(state: Arc<WorkerState>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = state.vacuum().await {
+            log::warn!("could not vacuum finished jobs: {e}");
+        }
     }
 }

@@ -38,7 +38,6 @@ pub async fn connect(config: &Config) -> Result<Arc<WorkerState>, Error> {
         redis,
         channel: presence_changes_channel(&config.redis_prefix),
         name: replica_name("worker"),
-        last_vacuum: std::sync::Mutex::new(None),
     }))
 }
 
@@ -106,6 +105,7 @@ pub async fn run(
     let sweep_state = state.clone();
     let sweep_name = replica_name("sweep");
     let consumer_name = replica_name("publish");
+    tokio::spawn(jobs::vacuum_periodically(state.clone(), jobs::VACUUM_EVERY));
     tokio::spawn(jobs::catch_up_periodically(
         state.clone(),
         config.publish_catch_up(),

@@ -183,7 +183,7 @@ pub async fn logout(
     })
     .await?;
     // Here at once; other replicas as the NOTIFY of the revocation reaches them.
-    state.activity.revoke(&caller.token_hash);
+    state.sessions.revoke(&caller.token_hash);
     let change = logged_out
         .as_ref()
         .and_then(|out| out.update.as_ref())
