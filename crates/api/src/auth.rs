@@ -12,7 +12,7 @@ use presence_model::users::User;
 
 use crate::activity;
 use crate::errors::ApiError;
-use crate::state::{AppState, db};
+use crate::state::{AppState, db, publish_soon};
 
 /// Tokens are 43 characters; anything much longer is not one of ours and is not hashed.
 const MAX_TOKEN_LEN: usize = 256;
@@ -120,7 +120,7 @@ async fn authenticate(
     })
     .await?
     .ok_or(ApiError::Unauthenticated)?;
-    state.queue.nudge_publisher(update.change.as_ref()).await;
+    publish_soon(state, update.change.as_ref()).await;
     state.sessions.remember(
         token_hash.clone(),
         LiveSession {

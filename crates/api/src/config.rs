@@ -3,19 +3,13 @@
 //! local PostgreSQL; `.env.example` lists them.
 
 use chrono::TimeDelta;
-use presence_model::jobs::DEFAULT_REDIS_PREFIX;
 use presence_model::policy::PresencePolicy;
+use presence_runtime::config::{DatabaseUrl, RedisConfig};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseConfig {
-    /// PostgreSQL URL. `serve` and `migrate` create the database if it does not exist.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = presence_model::db::DEFAULT_DATABASE_URL,
-        hide_env_values = true
-    )]
-    pub database_url: String,
+    #[command(flatten)]
+    pub url: DatabaseUrl,
     /// Connections in the pool of each API process.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -30,7 +24,7 @@ pub struct DatabaseConfig {
 impl DatabaseConfig {
     pub fn pool(&self, size: u32) -> presence_model::DbPool {
         presence_model::db::build_pool(
-            &self.database_url,
+            &self.url.database_url,
             size,
             std::time::Duration::from_millis(self.database_pool_timeout_ms.into()),
         )
@@ -41,17 +35,8 @@ impl DatabaseConfig {
 pub struct Config {
     #[command(flatten)]
     pub database: DatabaseConfig,
-    /// Redis URL of the job queue the worker reads.
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        hide_env_values = true
-    )]
-    pub redis_url: String,
-    /// Prefix of every Redis key and channel this service uses.
-    #[arg(long, env = "REDIS_PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
-    pub redis_prefix: String,
+    #[command(flatten)]
+    pub redis: RedisConfig,
     /// Address the HTTP server listens on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8000")]
     pub listen_addr: String,

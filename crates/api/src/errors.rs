@@ -99,6 +99,16 @@ impl From<ValidationError> for ApiError {
     }
 }
 
+impl From<presence_runtime::blocking::BlockingError> for ApiError {
+    fn from(e: presence_runtime::blocking::BlockingError) -> Self {
+        use presence_runtime::blocking::BlockingError as B;
+        match e {
+            B::Model(e) => e.into(),
+            B::Join(e) => Self::internal(e),
+        }
+    }
+}
+
 impl From<presence_model::Error> for ApiError {
     fn from(e: presence_model::Error) -> Self {
         use presence_model::Error as E;

@@ -7,7 +7,6 @@ pub mod errors;
 pub mod extract;
 pub mod metrics;
 pub mod openapi;
-pub mod queue;
 pub mod routes;
 pub mod session_cache;
 pub mod startup;

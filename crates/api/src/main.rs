@@ -43,8 +43,7 @@ enum Command {
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> ExitCode {
-    dotenvy::dotenv().ok();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    presence_runtime::logging::init();
     let cli = Cli::parse();
     let outcome = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(config) => serve(config),
@@ -71,7 +70,7 @@ fn main() -> ExitCode {
 }
 
 fn migrate(database: &DatabaseConfig) -> Result<()> {
-    let url = &database.database_url;
+    let url = &database.url.database_url;
     if db::create_database_if_missing(url)? {
         log::info!("created the database");
     }

@@ -3,13 +3,11 @@
 use std::time::Duration;
 
 use actix_web::http::Method;
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
-};
+use presence_runtime::metrics::MetricsRegistry;
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts};
 
 pub struct Metrics {
-    registry: Registry,
+    registry: MetricsRegistry,
     requests: IntCounterVec,
     latency: HistogramVec,
     pub users_online: IntGauge,
@@ -19,15 +17,15 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new_custom(Some("presence_api".to_owned()), None)?;
-        let requests = IntCounterVec::new(
+        let registry = MetricsRegistry::new("presence_api")?;
+        let requests = registry.register(IntCounterVec::new(
             Opts::new(
                 "http_requests_total",
                 "HTTP requests by route template, method and status",
             ),
             &["route", "method", "status"],
-        )?;
-        let latency = HistogramVec::new(
+        )?)?;
+        let latency = registry.register(HistogramVec::new(
             HistogramOpts::new(
                 "http_request_duration_seconds",
                 "HTTP request latency by route template",
@@ -36,22 +34,19 @@ impl Metrics {
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ]),
             &["route"],
-        )?;
-        let users_online =
-            IntGauge::new("users_online", "Users shown online (read at scrape time)")?;
-        let jobs_enqueued = IntCounter::new(
+        )?)?;
+        let users_online = registry.register(IntGauge::new(
+            "users_online",
+            "Users shown online (read at scrape time)",
+        )?)?;
+        let jobs_enqueued = registry.register(IntCounter::new(
             "jobs_enqueued_total",
-            "Presence-change jobs queued for the worker",
-        )?;
-        let enqueue_failures = IntCounter::new(
+            "Publish jobs queued for the worker, one per transition",
+        )?)?;
+        let enqueue_failures = registry.register(IntCounter::new(
             "job_enqueue_failures_total",
-            "Presence changes that could not be queued (Redis down or slow)",
-        )?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(latency.clone()))?;
-        registry.register(Box::new(users_online.clone()))?;
-        registry.register(Box::new(jobs_enqueued.clone()))?;
-        registry.register(Box::new(enqueue_failures.clone()))?;
+            "Publish jobs that could not be queued (Redis down or slow); the catch-up publishes",
+        )?)?;
         Ok(Self {
             registry,
             requests,
@@ -83,11 +78,8 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        // Encoding into a Vec cannot fail for these metric types.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8_lossy(&out).into_owned()
+    /// The `GET /metrics` answer.
+    pub fn response(&self) -> actix_web::HttpResponse {
+        self.registry.response()
     }
 }

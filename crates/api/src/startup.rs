@@ -15,11 +15,11 @@ use crate::activity::{self, ActivityBuffer};
 use crate::config::Config;
 use crate::errors::{self, ApiError, JSON_BODY_LIMIT};
 use crate::metrics::Metrics;
-use crate::queue::PresenceQueue;
 use crate::routes;
 use crate::session_cache::{self, SessionCache};
 use crate::state::AppState;
 use crate::throttle::{LoginThrottle, PasswordHashing};
+use presence_runtime::nudges::PublishNudges;
 
 /// In-flight requests get this long to finish after SIGTERM/SIGINT.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
@@ -39,9 +39,9 @@ impl Application {
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let pool = config.database.pool(config.database.database_pool_size);
         let metrics = Metrics::new().map_err(std::io::Error::other)?;
-        let queue = PresenceQueue::new(
-            &config.redis_url,
-            &config.redis_prefix,
+        let queue = PublishNudges::new(
+            &config.redis.redis_url,
+            &config.redis.redis_prefix,
             metrics.jobs_enqueued.clone(),
             metrics.enqueue_failures.clone(),
         );
@@ -53,8 +53,8 @@ impl Application {
             queue,
             login_throttle: LoginThrottle::new(
                 config.login_limits(),
-                &config.redis_url,
-                &config.redis_prefix,
+                &config.redis.redis_url,
+                &config.redis.redis_prefix,
             ),
             hashing: PasswordHashing::new(config.password_hashes_in_flight()),
             policy,
@@ -93,7 +93,7 @@ impl Application {
         actix_web::rt::spawn(activity::flush_periodically(app_state.clone()));
         actix_web::rt::spawn(session_cache::listen_for_revocations(
             app_state.clone(),
-            config.database.database_url.clone(),
+            config.database.url.database_url.clone(),
         ));
         Ok(Self {
             port,

@@ -9,16 +9,18 @@ use presence_model::{DbPool, Error};
 use crate::activity::ActivityBuffer;
 use crate::errors::ApiError;
 use crate::metrics::Metrics;
-use crate::queue::PresenceQueue;
 use crate::session_cache::SessionCache;
 use crate::throttle::{LoginThrottle, PasswordHashing};
+use presence_model::events::PresenceChanged;
+use presence_runtime::nudges::PublishNudges;
 
 pub struct AppState {
     pub pool: DbPool,
     pub metrics: Metrics,
     pub sessions: SessionCache,
     pub activity: ActivityBuffer,
-    pub queue: PresenceQueue,
+    /// Publish jobs, queued after each transition.
+    pub queue: PublishNudges,
     pub login_throttle: LoginThrottle,
     pub hashing: PasswordHashing,
     /// The window, the flush interval and what follows from them.
@@ -33,9 +35,8 @@ where
     F: FnOnce() -> Result<T, Error> + Send + 'static,
     T: Send + 'static,
 {
-    web::block(f)
+    presence_runtime::blocking::blocking(f)
         .await
-        .map_err(ApiError::internal)?
         .map_err(ApiError::from)
 }
 
@@ -46,10 +47,16 @@ where
     T: Send + 'static,
     E: Into<Error>,
 {
-    let state = state.clone();
-    blocking(move || {
-        let mut conn = state.pool.get()?;
-        f(&mut conn).map_err(Into::into)
-    })
-    .await
+    presence_runtime::blocking::with_connection(&state.pool, f)
+        .await
+        .map_err(ApiError::from)
+}
+
+/// Asks a worker to publish `change` now, if the write made one (see
+/// `presence_runtime::nudges`).
+pub(crate) async fn publish_soon(state: &AppState, change: Option<&PresenceChanged>) {
+    if let Some(change) = change {
+        let what = format!("transition {} of user {}", change.id, change.user_id);
+        state.queue.nudge(&what).await;
+    }
 }

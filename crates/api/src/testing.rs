@@ -28,7 +28,10 @@ pub struct TestApp {
 impl Drop for TestApp {
     /// Removes this test's Redis keys, as `TestDatabase` drops its database.
     fn drop(&mut self) {
-        remove_redis_keys(&self.config.redis_url, &self.config.redis_prefix);
+        remove_redis_keys(
+            &self.config.redis.redis_url,
+            &self.config.redis.redis_prefix,
+        );
     }
 }
 
@@ -70,13 +73,17 @@ impl TestApp {
         let _ = env_logger::builder().is_test(true).try_init();
         let mut config = Config {
             database: DatabaseConfig {
-                database_url: db.url().to_owned(),
+                url: presence_runtime::config::DatabaseUrl {
+                    database_url: db.url().to_owned(),
+                },
                 database_pool_size: 8,
                 database_pool_timeout_ms: 1000,
             },
-            redis_url: test_redis_url(),
-            // Its own keys and channel: tests share one Redis and run in parallel.
-            redis_prefix: test_prefix(&db).to_owned(),
+            redis: presence_runtime::config::RedisConfig {
+                redis_url: test_redis_url(),
+                // Its own keys and channel: tests share one Redis and run in parallel.
+                redis_prefix: test_prefix(&db).to_owned(),
+            },
             listen_addr: "127.0.0.1:0".to_owned(),
             offline_after_secs: 120,
             // Short, so tests see deferred activity written soon (and may flush at will).

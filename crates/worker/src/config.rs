@@ -3,29 +3,18 @@
 
 use std::str::FromStr;
 
-use presence_model::db::DEFAULT_DATABASE_URL;
-use presence_model::jobs::DEFAULT_REDIS_PREFIX;
+use presence_runtime::config::{DatabaseUrl, RedisConfig};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
-    /// PostgreSQL URL (the API creates and migrates the database).
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
-    pub database_url: String,
+    #[command(flatten)]
+    pub url: DatabaseUrl,
     /// Connections in the worker's pool.
     #[arg(long, env = "WORKER_DATABASE_POOL_SIZE", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub database_pool_size: u32,
-    /// Redis URL of the job queue and the pub/sub channel.
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        hide_env_values = true
-    )]
-    pub redis_url: String,
-    /// Prefix of every Redis key and channel this service uses.
-    #[arg(long, env = "REDIS_PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
-    pub redis_prefix: String,
+    #[command(flatten)]
+    pub redis: RedisConfig,
     /// When the sweep runs: a cron expression with seconds first (6 or 7 fields).
     #[arg(long, env = "SWEEP_SCHEDULE", default_value = "0 * * * * *", value_parser = parse_schedule)]
     pub sweep_schedule: cron::Schedule,

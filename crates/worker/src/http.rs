@@ -3,73 +3,30 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, HttpServer, web};
-use serde::Serialize;
 
 use crate::jobs::WorkerState;
-
-const READY_TIMEOUT: Duration = Duration::from_secs(1);
-
-#[derive(Serialize)]
-struct Readiness {
-    status: &'static str,
-    checks: Checks,
-}
-
-#[derive(Serialize)]
-struct Checks {
-    postgres: String,
-    redis: String,
-}
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
 async fn readyz(state: web::Data<Arc<WorkerState>>) -> HttpResponse {
-    let pool = state.pool.clone();
-    let postgres = check(async move {
-        let ping = tokio::task::spawn_blocking(move || presence_model::db::ping(&pool));
-        ping.await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
-    });
     let mut redis = state.redis.clone();
-    let redis = check(async move {
+    let redis = async move {
         redis::cmd("PING")
             .query_async::<String>(&mut redis)
             .await
             .map(drop)
             .map_err(|e| e.to_string())
-    });
-    let (postgres, redis) = tokio::join!(postgres, redis);
-    let ready = postgres == "ok" && redis == "ok";
-    let body = Readiness {
-        status: if ready { "ok" } else { "unavailable" },
-        checks: Checks { postgres, redis },
     };
-    if ready {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
-}
-
-async fn check(probe: impl Future<Output = Result<(), String>>) -> String {
-    match tokio::time::timeout(READY_TIMEOUT, probe).await {
-        Ok(Ok(())) => "ok".to_owned(),
-        Ok(Err(e)) => format!("error: {e}"),
-        Err(_) => format!("no answer within {READY_TIMEOUT:?}"),
-    }
+    presence_runtime::readiness::readyz(&state.pool, redis).await
 }
 
 async fn metrics(state: web::Data<Arc<WorkerState>>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
+    state.metrics.response()
 }
 
 /// Where a worker serves HTTP when `WORKER_HTTP_ADDR` is unset.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use apalis::prelude::{BoxDynError, Data, TaskSink};
+use apalis::prelude::{BoxDynError, Data};
 use apalis_core::backend::Vacuum;
 use apalis_cron::Tick;
 use apalis_redis::ConnectionManager;
@@ -13,6 +13,7 @@ use presence_model::DbPool;
 use presence_model::events::{self, PresenceChanged};
 use presence_model::jobs::PublishPending;
 use presence_model::sweeps::{self, SweepRun};
+use presence_runtime::nudges::PublishNudges;
 
 use crate::metrics::{self, Metrics};
 use crate::queue::PublishStorage;
@@ -37,8 +38,8 @@ pub enum Error {
     Queue(String),
     #[error("cannot start: {0}")]
     Startup(String),
-    #[error("blocking task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Blocking(#[from] presence_runtime::blocking::BlockingError),
 }
 
 /// What every job shares.
@@ -46,7 +47,10 @@ pub struct WorkerState {
     pub pool: DbPool,
     pub metrics: Metrics,
     pub redis: ConnectionManager,
+    /// The publish queue this worker consumes.
     pub jobs: PublishStorage,
+    /// Publish jobs, queued after a sweep.
+    pub nudges: PublishNudges,
     /// Where recorded transitions are published.
     pub channel: String,
     /// This process, as `sweep_runs.swept_by` names it.
@@ -61,28 +65,9 @@ impl WorkerState {
         + Send
         + 'static,
     ) -> Result<T, Error> {
-        let pool = self.pool.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get()?;
-            f(&mut conn)
-        })
-        .await?;
-        Ok(result?)
-    }
-
-    /// Queues a nudge for the publisher (of this or another replica). A Redis failure is
-    /// counted, not raised: the transitions are in the outbox, and the catch-up publishes
-    /// them anyway.
-    pub async fn nudge_publisher(&self) {
-        let mut storage = self.jobs.clone();
-        let pushed = tokio::time::timeout(PUBLISH_TIMEOUT, storage.push(PublishPending {})).await;
-        let failure = match pushed {
-            Ok(Ok(())) => return,
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {PUBLISH_TIMEOUT:?}"),
-        };
-        self.metrics.enqueue_failures.inc();
-        log::warn!("could not queue a publish job ({failure}); the catch-up will publish");
+        presence_runtime::blocking::with_connection(&self.pool, f)
+            .await
+            .map_err(Error::from)
     }
 
     /// Publishes everything in the outbox, in batches, in id order; returns how many.
@@ -90,7 +75,7 @@ impl WorkerState {
         let (pool, redis, channel) = (self.pool.clone(), self.redis.clone(), self.channel.clone());
         let published = self.metrics.events_published.clone();
         let runtime = tokio::runtime::Handle::current();
-        let total = tokio::task::spawn_blocking(move || {
+        let total = presence_runtime::blocking::blocking(move || {
             let mut conn = pool.get()?;
             let mut total = 0;
             loop {
@@ -100,11 +85,11 @@ impl WorkerState {
                 published.inc_by(count as u64);
                 total += count;
                 if count < PUBLISH_BATCH as usize {
-                    return Ok::<_, presence_model::Error>(total);
+                    return Ok(total);
                 }
             }
         })
-        .await??;
+        .await?;
         Ok(total)
     }
 
@@ -187,7 +172,8 @@ pub async fn sweep_tick(
             .last_successful_sweep
             .set(Utc::now().timestamp_millis() as f64 / 1000.0);
         if !run.user_ids.is_empty() {
-            state.nudge_publisher().await;
+            let what = format!("{} sweep transitions", run.user_ids.len());
+            state.nudges.nudge(&what).await;
         }
     }
     Ok(run)

@@ -1,16 +1,14 @@
 //! Prometheus metrics of one worker process, served at `GET /metrics`.
 
-use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
-};
+use presence_runtime::metrics::MetricsRegistry;
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 
 /// The `kind` label of job metrics.
 pub const SWEEP: &str = "sweep";
 pub const PUBLISH: &str = "publish";
 
 pub struct Metrics {
-    registry: Registry,
+    registry: MetricsRegistry,
     /// Sweeps this process executed (ticks it claimed).
     pub sweeps: IntCounter,
     pub users_marked_offline: IntCounter,
@@ -20,6 +18,8 @@ pub struct Metrics {
     pub last_successful_sweep: Gauge,
     /// Publish jobs this process could not queue (the catch-up publishes regardless).
     pub enqueue_failures: IntCounter,
+    /// Publish jobs this process queued (after sweeps).
+    pub jobs_enqueued: IntCounter,
     pub events_published: IntCounter,
     /// The outbox backlog, as of this process's last catch-up.
     pub unpublished_events: IntGauge,
@@ -28,55 +28,52 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new_custom(Some("presence_worker".to_owned()), None)?;
-        let sweeps = IntCounter::new("sweeps_total", "Sweeps this process executed")?;
-        let users_marked_offline = IntCounter::new(
+        let registry = MetricsRegistry::new("presence_worker")?;
+        let sweeps = registry.register(IntCounter::new(
+            "sweeps_total",
+            "Sweeps this process executed",
+        )?)?;
+        let users_marked_offline = registry.register(IntCounter::new(
             "users_marked_offline_total",
             "Users the sweeps marked offline",
-        )?;
-        let sweep_duration = Histogram::with_opts(
+        )?)?;
+        let sweep_duration = registry.register(Histogram::with_opts(
             HistogramOpts::new("sweep_duration_seconds", "Duration of executed sweeps").buckets(
                 vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0],
             ),
-        )?;
-        let jobs_processed = IntCounterVec::new(
+        )?)?;
+        let jobs_processed = registry.register(IntCounterVec::new(
             Opts::new("jobs_processed_total", "Jobs run to success, by kind"),
             &["kind"],
-        )?;
-        let jobs_failed = IntCounterVec::new(
+        )?)?;
+        let jobs_failed = registry.register(IntCounterVec::new(
             Opts::new("jobs_failed_total", "Job attempts that failed, by kind"),
             &["kind"],
-        )?;
-        let last_successful_sweep = Gauge::new(
+        )?)?;
+        let last_successful_sweep = registry.register(Gauge::new(
             "last_successful_sweep_timestamp_seconds",
             "Unix time this process last finished a sweep",
-        )?;
-        let enqueue_failures = IntCounter::new(
+        )?)?;
+        let enqueue_failures = registry.register(IntCounter::new(
             "job_enqueue_failures_total",
             "Publish jobs this process could not queue",
-        )?;
-        let events_published = IntCounter::new(
+        )?)?;
+        let jobs_enqueued = registry.register(IntCounter::new(
+            "jobs_enqueued_total",
+            "Publish jobs this process queued (after sweeps)",
+        )?)?;
+        let events_published = registry.register(IntCounter::new(
             "events_published_total",
             "Transitions this process published on Redis",
-        )?;
-        let unpublished_events = IntGauge::new(
+        )?)?;
+        let unpublished_events = registry.register(IntGauge::new(
             "unpublished_events",
             "Transitions recorded but not yet published (at the last catch-up)",
-        )?;
-        let oldest_unpublished_age = Gauge::new(
+        )?)?;
+        let oldest_unpublished_age = registry.register(Gauge::new(
             "oldest_unpublished_event_age_seconds",
             "Age of the oldest unpublished transition (at the last catch-up); 0 when none",
-        )?;
-        registry.register(Box::new(enqueue_failures.clone()))?;
-        registry.register(Box::new(events_published.clone()))?;
-        registry.register(Box::new(unpublished_events.clone()))?;
-        registry.register(Box::new(oldest_unpublished_age.clone()))?;
-        registry.register(Box::new(sweeps.clone()))?;
-        registry.register(Box::new(users_marked_offline.clone()))?;
-        registry.register(Box::new(sweep_duration.clone()))?;
-        registry.register(Box::new(jobs_processed.clone()))?;
-        registry.register(Box::new(jobs_failed.clone()))?;
-        registry.register(Box::new(last_successful_sweep.clone()))?;
+        )?)?;
         for kind in [SWEEP, PUBLISH] {
             jobs_processed.with_label_values(&[kind]);
             jobs_failed.with_label_values(&[kind]);
@@ -90,6 +87,7 @@ impl Metrics {
             jobs_failed,
             last_successful_sweep,
             enqueue_failures,
+            jobs_enqueued,
             events_published,
             unpublished_events,
             oldest_unpublished_age,
@@ -104,10 +102,8 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        // Encoding into a Vec cannot fail for these metric types.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8_lossy(&out).into_owned()
+    /// The `GET /metrics` answer.
+    pub fn response(&self) -> actix_web::HttpResponse {
+        self.registry.response()
     }
 }

@@ -16,6 +16,7 @@ use crate::jobs::{self, Error, WorkerState};
 use crate::metrics::Metrics;
 use crate::queue::{JOB_POLL_INTERVAL, PollEvery, publish_storage};
 use presence_model::presence::replica_name;
+use presence_runtime::nudges::PublishNudges;
 
 /// How long one attempt to reach Redis at startup may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -26,17 +27,25 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// Connects to Redis (PostgreSQL connects lazily, per job).
 pub async fn connect(config: &Config) -> Result<Arc<WorkerState>, Error> {
-    let redis = apalis_redis::connect(config.redis_url.as_str()).await?;
+    let metrics = Metrics::new().map_err(|e| Error::Startup(e.to_string()))?;
+    let redis = apalis_redis::connect(config.redis.redis_url.as_str()).await?;
+    let nudges = PublishNudges::new(
+        &config.redis.redis_url,
+        &config.redis.redis_prefix,
+        metrics.jobs_enqueued.clone(),
+        metrics.enqueue_failures.clone(),
+    );
     Ok(Arc::new(WorkerState {
         pool: db::build_pool(
-            &config.database_url,
+            &config.url.database_url,
             config.database_pool_size,
             POOL_CHECKOUT_TIMEOUT,
         ),
-        metrics: Metrics::new().map_err(|e| Error::Startup(e.to_string()))?,
-        jobs: publish_storage(redis.clone(), &config.redis_prefix),
+        metrics,
+        jobs: publish_storage(redis.clone(), &config.redis.redis_prefix),
+        nudges,
         redis,
-        channel: presence_changes_channel(&config.redis_prefix),
+        channel: presence_changes_channel(&config.redis.redis_prefix),
         name: replica_name("worker"),
     }))
 }

@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::{Admin, Authenticated};
 use crate::errors::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
-use crate::state::{AppState, blocking, db};
+use crate::state::{AppState, blocking, db, publish_soon};
 
 /// No `Debug`: it holds a password.
 #[derive(Deserialize, ToSchema)]
@@ -158,10 +158,7 @@ pub async fn login(
         Err(e) => return Err(e),
     };
     throttle.clear(&username).await;
-    state
-        .queue
-        .nudge_publisher(logged_in.update.change.as_ref())
-        .await;
+    publish_soon(&state, logged_in.update.change.as_ref()).await;
     Ok(HttpResponse::Ok().json(LoginResponse {
         token: logged_in.token.expose().to_owned(),
         user: logged_in.update.user,
@@ -188,7 +185,7 @@ pub async fn logout(
         .as_ref()
         .and_then(|out| out.update.as_ref())
         .and_then(|update| update.change.as_ref());
-    state.queue.nudge_publisher(change).await;
+    publish_soon(&state, change).await;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -26,7 +26,8 @@ async fn readyz_checks_postgres_and_redis() {
 
 #[actix_web::test]
 async fn readyz_names_the_failing_dependency() {
-    let app = TestApp::spawn_with(|config| config.redis_url = "redis://127.0.0.1:1".into()).await;
+    let app =
+        TestApp::spawn_with(|config| config.redis.redis_url = "redis://127.0.0.1:1".into()).await;
     let response = app.get("/readyz/", None).await;
     assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.body["status"], "unavailable");
@@ -101,7 +102,8 @@ async fn metrics_count_requests_online_users_and_jobs() {
 
 #[actix_web::test]
 async fn lost_jobs_are_counted_when_redis_is_down() {
-    let app = TestApp::spawn_with(|config| config.redis_url = "redis://127.0.0.1:1".into()).await;
+    let app =
+        TestApp::spawn_with(|config| config.redis.redis_url = "redis://127.0.0.1:1".into()).await;
     let (_, token) = app.sign_up("carol").await;
     let response = app.post("/api/users/logout/", Some(&token), None).await;
     assert_eq!(response.status, StatusCode::NO_CONTENT);

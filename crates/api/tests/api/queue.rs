@@ -71,7 +71,8 @@ async fn only_real_transitions_are_queued() {
 
 #[actix_web::test]
 async fn requests_succeed_while_redis_is_down() {
-    let app = TestApp::spawn_with(|config| config.redis_url = "redis://127.0.0.1:1".into()).await;
+    let app =
+        TestApp::spawn_with(|config| config.redis.redis_url = "redis://127.0.0.1:1".into()).await;
     let (id, token) = app.sign_up("bob").await;
     app.db.execute("UPDATE users SET online_status = 'offline'");
     let response = app.post("/api/users/heartbeat/", Some(&token), None).await;

@@ -18,10 +18,10 @@ async fn attempt(app: &TestApp, username: &str, password: &str) -> (StatusCode, 
 #[actix_web::test]
 async fn failed_logins_are_limited_per_account_across_replicas() {
     let a = TestApp::spawn_with(|config| config.login_max_failures_per_account = 4).await;
-    let shared_prefix = a.config.redis_prefix.clone();
+    let shared_prefix = a.config.redis.redis_prefix.clone();
     let b = TestApp::spawn_with(move |config| {
         config.login_max_failures_per_account = 4;
-        config.redis_prefix = shared_prefix;
+        config.redis.redis_prefix = shared_prefix;
     })
     .await;
     a.register("victim").await;
@@ -51,7 +51,7 @@ async fn failed_logins_are_limited_per_account_across_replicas() {
 #[actix_web::test]
 async fn without_redis_each_process_still_limits_and_logins_work() {
     let app = TestApp::spawn_with(|config| {
-        config.redis_url = "redis://127.0.0.1:1".into();
+        config.redis.redis_url = "redis://127.0.0.1:1".into();
         config.login_max_failures_per_account = 3;
     })
     .await;

@@ -12,10 +12,10 @@ use crate::helpers::{WorkerEnv, eventually};
 async fn transitions_made_while_redis_is_down_are_published_when_it_returns() {
     let mut redis = OwnRedis::start();
     let redis_url = redis.url();
-    let app = TestApp::spawn_with(|config| config.redis_url = redis_url.clone()).await;
+    let app = TestApp::spawn_with(|config| config.redis.redis_url = redis_url.clone()).await;
     let mut command = WorkerEnv {
         database_url: app.db.url(),
-        redis_prefix: &app.config.redis_prefix,
+        redis_prefix: &app.config.redis.redis_prefix,
         schedule: "0 0 0 1 1 * 2099",
         offline_after_secs: 120,
     }

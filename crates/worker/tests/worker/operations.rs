@@ -31,7 +31,7 @@ async fn health_readiness_and_metrics_after_real_work() {
     let app = TestApp::spawn_with(|config| config.offline_after_secs = 2).await;
     let worker = WorkerEnv {
         database_url: app.db.url(),
-        redis_prefix: &app.config.redis_prefix,
+        redis_prefix: &app.config.redis.redis_prefix,
         schedule: "* * * * * *",
         offline_after_secs: 2,
     }
@@ -117,7 +117,7 @@ async fn readiness_fails_while_postgres_is_unreachable() {
         .replacen(app.db.name(), &format!("{}_missing", app.db.name()), 1);
     let worker = WorkerEnv {
         database_url: &missing,
-        redis_prefix: &app.config.redis_prefix,
+        redis_prefix: &app.config.redis.redis_prefix,
         schedule: "0 0 0 1 1 * 2099",
         offline_after_secs: 120,
     }
@@ -135,7 +135,7 @@ async fn workers_on_one_host_start_without_settings_and_an_explicit_address_is_s
     let app = TestApp::spawn().await;
     let env = WorkerEnv {
         database_url: app.db.url(),
-        redis_prefix: &app.config.redis_prefix,
+        redis_prefix: &app.config.redis.redis_prefix,
         schedule: "0 0 0 1 1 * 2099",
         offline_after_secs: 120,
     };

@@ -15,15 +15,15 @@ async fn login_heartbeat_logout_are_recorded_and_published_in_order() {
     let app = TestApp::spawn().await;
     let _worker = WorkerEnv {
         database_url: app.db.url(),
-        redis_prefix: &app.config.redis_prefix,
+        redis_prefix: &app.config.redis.redis_prefix,
         schedule: NEVER,
         offline_after_secs: 120,
     }
     .spawn();
-    let client = redis::Client::open(app.config.redis_url.as_str()).unwrap();
+    let client = redis::Client::open(app.config.redis.redis_url.as_str()).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     pubsub
-        .subscribe(presence_changes_channel(&app.config.redis_prefix))
+        .subscribe(presence_changes_channel(&app.config.redis.redis_prefix))
         .await
         .unwrap();
     let mut messages = pubsub.into_on_message();

@@ -115,7 +115,7 @@ async fn silent_users_go_offline_and_heartbeating_users_stay_online() {
     let app = TestApp::spawn_with(|config| config.offline_after_secs = 2).await;
     let _worker = WorkerEnv {
         database_url: app.db.url(),
-        redis_prefix: &app.config.redis_prefix,
+        redis_prefix: &app.config.redis.redis_prefix,
         schedule: EVERY_SECOND,
         offline_after_secs: 2,
     }

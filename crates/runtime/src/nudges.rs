@@ -1,58 +1,56 @@
-//! Nudges the worker to publish transitions, through the apalis-redis job queue.
+//! Nudges to the publisher: a `PublishPending` job queued (apalis over Redis) after a
+//! commit that recorded transitions, so a worker publishes them now rather than at its
+//! next catch-up.
 //!
-//! Transitions are recorded in PostgreSQL's outbox by the transaction that makes them;
-//! the job only tells a worker to publish now rather than at its next catch-up. So a nudge
-//! never fails a request: if Redis is down or slow, it is counted as failed after
-//! [`ENQUEUE_TIMEOUT`] and the transition is published late, not lost.
+//! The transitions themselves are rows of the outbox, so a nudge never fails its caller:
+//! if Redis is down or slow it is counted as failed after [`NUDGE_TIMEOUT`], and the
+//! transitions are published late, not lost. The API (after logins, logouts, activity)
+//! and the worker (after a sweep) both send them.
 
 use std::time::Duration;
 
 use apalis_core::backend::TaskSink;
 use apalis_redis::RedisStorage;
-use presence_model::events::PresenceChanged;
 use presence_model::jobs::{PublishPending, publish_queue};
 use prometheus::IntCounter;
 use tokio::sync::OnceCell;
 
-/// The longest a transition may delay its request.
-pub const ENQUEUE_TIMEOUT: Duration = Duration::from_millis(500);
+/// The longest a nudge may delay its caller.
+pub const NUDGE_TIMEOUT: Duration = Duration::from_millis(500);
 
-pub struct PresenceQueue {
+pub struct PublishNudges {
     redis_url: String,
     queue: String,
     storage: OnceCell<RedisStorage<PublishPending>>,
-    enqueued: IntCounter,
+    sent: IntCounter,
     failed: IntCounter,
 }
 
-impl PresenceQueue {
-    /// Connects lazily, on the first enqueue: the API starts and serves while Redis is down.
-    /// Counts queued jobs in `enqueued` and failed ones in `failed`.
-    pub fn new(redis_url: &str, prefix: &str, enqueued: IntCounter, failed: IntCounter) -> Self {
+impl PublishNudges {
+    /// Connects lazily, on the first nudge: a process starts and serves while Redis is
+    /// down. Counts queued jobs in `sent` and failed ones in `failed`.
+    pub fn new(redis_url: &str, prefix: &str, sent: IntCounter, failed: IntCounter) -> Self {
         Self {
             redis_url: redis_url.to_owned(),
             queue: publish_queue(prefix),
             storage: OnceCell::new(),
-            enqueued,
+            sent,
             failed,
         }
     }
 
-    /// Asks a worker to publish `change` (if the write made one) now.
-    pub async fn nudge_publisher(&self, change: Option<&PresenceChanged>) {
-        let Some(change) = change else { return };
-        let pushed = tokio::time::timeout(ENQUEUE_TIMEOUT, self.push()).await;
+    /// Asks a worker to publish what the outbox holds; `what` says what for the log line
+    /// if the job cannot be queued.
+    pub async fn nudge(&self, what: &str) {
+        let pushed = tokio::time::timeout(NUDGE_TIMEOUT, self.push()).await;
         let cause = match pushed {
-            Ok(Ok(())) => return self.enqueued.inc(),
+            Ok(Ok(())) => return self.sent.inc(),
             Ok(Err(e)) => e,
-            Err(_) => format!("no answer within {ENQUEUE_TIMEOUT:?}"),
+            Err(_) => format!("no answer within {NUDGE_TIMEOUT:?}"),
         };
         self.failed.inc();
         log::warn!(
-            "could not queue the publishing of transition {} (user {}); a worker's catch-up \
-             will publish it: {cause}",
-            change.id,
-            change.user_id
+            "could not queue the publishing of {what}; a worker's catch-up will publish it: {cause}"
         );
     }
 

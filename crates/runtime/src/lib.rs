@@ -1,0 +1,8 @@
+#![doc = include_str!("../README.md")]
+
+pub mod blocking;
+pub mod config;
+pub mod logging;
+pub mod metrics;
+pub mod nudges;
+pub mod readiness;
