@@ -202,7 +202,7 @@ impl PasswordHashing {
         }
     }
 
-    /// A slot to hash in; 503 if none frees up within [`HASH_QUEUE_TIMEOUT`].
+    /// A slot to hash in; 503 if none frees up within `HASH_QUEUE_TIMEOUT`.
     pub async fn slot(&self) -> Result<SemaphorePermit<'_>, ApiError> {
         let unavailable = ApiError::Unavailable {
             reason: "too many logins at once",

@@ -4,7 +4,7 @@
 //! inactivity sweep clear it. What anyone is *shown* is that flag, but never "online" once
 //! `last_seen` is older than the presence window: if the sweep stops running, readers are
 //! still right. That rule is written once, as the SQL function `presence_shown_online`
-//! (migration `000007`), and every read uses it: through [`shown_online!`] in SQL text and its
+//! (migration `000007`), and every read uses it: through `shown_online!` in SQL text and its
 //! diesel binding in the query builder.
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -188,7 +188,7 @@ pub fn record_activity(
 
 /// The inactivity sweep: marks offline every online user silent for longer than
 /// `window`, records each transition in the outbox, and returns their ids. The complement
-/// of [`shown_online!`], written as a range on `last_seen` so it is an index scan on the
+/// of `shown_online!`, written as a range on `last_seen` so it is an index scan on the
 /// partial index of online users.
 ///
 /// "Silent" is judged against what the API replicas have written: the window is counted

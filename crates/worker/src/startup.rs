@@ -65,7 +65,7 @@ fn retry_policy() -> BackoffRetryPolicy<ExponentialBackoff> {
 
 /// Runs the sweep schedule, the publish consumer and the publishing catch-up until
 /// `shutdown` resolves,
-/// then lets the job in hand finish (up to [`SHUTDOWN_GRACE`]).
+/// then lets the job in hand finish (up to `SHUTDOWN_GRACE`).
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
