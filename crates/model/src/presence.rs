@@ -58,11 +58,10 @@ crate::text_enum::text_enum! {
     }
 }
 
-/// A user row right after a presence write, with the flag it had before the write and
-/// the transition it recorded, if the flag changed.
+/// A user row right after a presence write, with the transition it recorded if the flag
+/// changed.
 #[derive(Debug, Clone)]
 pub struct PresenceUpdate {
-    pub previous: OnlineStatus,
     pub user: User,
     /// The outbox row of the transition: inserted in the same transaction as the write.
     pub change: Option<PresenceChanged>,
@@ -128,11 +127,7 @@ pub(crate) fn write_presence(
         )?),
         _ => None,
     };
-    Ok(PresenceUpdate {
-        previous,
-        user,
-        change,
-    })
+    Ok(PresenceUpdate { user, change })
 }
 
 /// Marks the user online as of now (`None` for an unknown id), recording the transition

@@ -102,10 +102,8 @@ pub const REVOCATIONS_CHANNEL: &str = "presence_revoked";
 #[derive(Debug)]
 pub struct LoggedOut {
     /// The user's presence write, if the logout took them offline (no other session of
-    /// theirs was live). `None` also when the session was already revoked.
+    /// theirs was live).
     pub update: Option<PresenceUpdate>,
-    /// The revoked session's token hash, for evicting it from caches.
-    pub token_hash: Vec<u8>,
 }
 
 /// Logout: revokes this session only, announces the revocation on
@@ -168,7 +166,7 @@ pub fn log_out(
                 ChangeReason::Logout,
             )?)
         };
-        Ok(Some(LoggedOut { update, token_hash }))
+        Ok(Some(LoggedOut { update }))
     })
 }
 
