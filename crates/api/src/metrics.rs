@@ -11,6 +11,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     latency: HistogramVec,
     pub users_online: IntGauge,
+    in_flight: IntGauge,
     pub jobs_enqueued: IntCounter,
     pub enqueue_failures: IntCounter,
 }
@@ -35,6 +36,10 @@ impl Metrics {
             ]),
             &["route"],
         )?)?;
+        let in_flight = registry.register(IntGauge::new(
+            "http_requests_in_flight",
+            "HTTP requests received and not yet answered (bodies still arriving included)",
+        )?)?;
         let users_online = registry.register(IntGauge::new(
             "users_online",
             "Users shown online (read at scrape time)",
@@ -52,6 +57,7 @@ impl Metrics {
             requests,
             latency,
             users_online,
+            in_flight,
             jobs_enqueued,
             enqueue_failures,
         })
@@ -78,8 +84,24 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Counts a request in flight until the returned guard is dropped, so a request whose
+    /// connection goes away still leaves the count.
+    pub fn request_started(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
     /// The `GET /metrics` answer.
     pub fn response(&self) -> actix_web::HttpResponse {
         self.registry.response()
+    }
+}
+
+/// One request in `http_requests_in_flight`, until dropped.
+pub struct InFlight(IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

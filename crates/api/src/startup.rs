@@ -126,19 +126,24 @@ async fn record_metrics(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = std::time::Instant::now();
-    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return next.call(req).await;
+    };
+    let _in_flight = state.metrics.request_started();
     let method = req.method().clone();
-    let response = next.call(req).await?;
-    if let Some(state) = state {
-        let route = response.request().match_pattern();
-        state.metrics.observe(
-            route.as_deref().unwrap_or("unmatched"),
-            &method,
-            response.status().as_u16(),
-            started.elapsed(),
-        );
-    }
-    Ok(response)
+    let response = next.call(req).await;
+    let (route, status) = match &response {
+        Ok(response) => (response.request().match_pattern(), response.status()),
+        // Refused by a middleware inside this one (408, 413): no route was matched.
+        Err(e) => (None, e.as_response_error().status_code()),
+    };
+    state.metrics.observe(
+        route.as_deref().unwrap_or("unmatched"),
+        &method,
+        status.as_u16(),
+        started.elapsed(),
+    );
+    response
 }
 
 /// Reads the whole request body (at most [`JSON_BODY_LIMIT`]) before any handler runs, and

@@ -410,6 +410,21 @@ pub fn raw_http(
     (status, body)
 }
 
+/// Polls `check` every 20 ms until it holds or `limit` passes, blocking the thread;
+/// returns whether it held. For tests that drive processes rather than a `TestApp`.
+pub fn wait_until(limit: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Polls `check` every 20 ms until it holds or `limit` passes; returns whether it held.
 pub async fn eventually<F: std::future::Future<Output = bool>>(
     limit: std::time::Duration,

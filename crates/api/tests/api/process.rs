@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use presence_api::testing::{Process, RedisKeys, raw_http, spawn_api};
+use presence_api::testing::{Process, RedisKeys, raw_http, spawn_api, wait_until};
 use presence_model::testing::TestDatabase;
 
 const API: &str = env!("CARGO_BIN_EXE_presence-api");
@@ -76,17 +76,23 @@ fn sigterm_finishes_the_request_in_flight_then_exits() {
         &body[..10]
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // In flight: this request, and the `/metrics` request asking.
+    let requests_in_flight = || {
+        let (_, text) = raw_http(port, "GET", "/metrics", None, "");
+        text.lines()
+            .find_map(|line| line.strip_prefix("presence_api_http_requests_in_flight "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(wait_until(Duration::from_secs(5), || requests_in_flight() >= 2.0));
 
     server.sigterm();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no new connections once stopping"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            TcpStream::connect(("127.0.0.1", port)).is_err()
+        }),
+        "no new connections once stopping"
+    );
     in_flight.write_all(&body.as_bytes()[10..]).unwrap();
     let mut response = String::new();
     in_flight.read_to_string(&mut response).unwrap();

@@ -1,5 +1,5 @@
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use presence_api::testing::{Process, test_redis_url};
 
@@ -37,31 +37,7 @@ impl WorkerEnv<'_> {
     }
 }
 
-/// Polls `check` every 50 ms until it holds or `limit` passes; returns whether it held.
+/// [`presence_api::testing::eventually`] for a check that needs no `.await`.
 pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Polls `check` every 50 ms until it holds or `limit` passes, blocking; returns whether
-/// it held.
-pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    presence_api::testing::eventually(limit, || std::future::ready(check())).await
 }

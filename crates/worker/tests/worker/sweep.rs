@@ -1,13 +1,17 @@
 use std::time::{Duration, Instant};
 
-use presence_api::testing::{OwnRedis, RedisKeys, TestApp, free_port, raw_http, test_prefix};
+use presence_api::testing::{
+    OwnRedis, RedisKeys, TestApp, free_port, raw_http, test_prefix, wait_until,
+};
 use presence_model::events::ChangeReason;
 use presence_model::testing::TestDatabase;
 use presence_model::{presence, users};
 
-use crate::helpers::{WorkerEnv, eventually, wait_until};
+use crate::helpers::{WorkerEnv, eventually};
 
 const EVERY_SECOND: &str = "* * * * * *";
+/// How often the simulated client of the sweep test sends its heartbeat.
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
 
 #[test]
 fn sweep_once_prints_how_many_users_it_marked_offline() {
@@ -129,15 +133,22 @@ async fn silent_users_go_offline_and_heartbeating_users_stay_online() {
         )) == 1
     };
 
+    // The active user heartbeats (every 250 ms, as a client would) until the silent one is
+    // swept and three more sweeps have run past the active one.
+    let sweeps = || app.db.query_i64("SELECT count(*) AS n FROM sweep_runs");
     let mut silent_offline_after = None;
-    while silent_since.elapsed() < Duration::from_secs(6) {
+    let mut sweeps_after = i64::MAX;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sweeps() < sweeps_after.saturating_add(3) {
+        assert!(Instant::now() < deadline, "the sweeps did not run");
         let response = app.post("/api/users/heartbeat/", Some(&token), None).await;
         assert_eq!(response.body["online_status"], "online");
         assert!(flag(active), "a user sending heartbeats is never swept");
         if silent_offline_after.is_none() && !flag(silent) {
             silent_offline_after = Some(silent_since.elapsed());
+            sweeps_after = sweeps();
         }
-        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+        actix_web::rt::time::sleep(HEARTBEAT_EVERY).await;
     }
     let took = silent_offline_after.expect("the silent user was marked offline");
     // window (2 s) + one tick (1 s) + 1 s
@@ -192,15 +203,29 @@ fn a_worker_started_while_redis_is_down_waits_for_it() {
     command
         .env("REDIS_URL", format!("redis://127.0.0.1:{redis_port}"))
         .env("WORKER_HTTP_ADDR", format!("127.0.0.1:{http_port}"));
+    // Redis "down": a listener that closes every connection at once, counting the
+    // worker's attempts.
+    let down = std::net::TcpListener::bind(("127.0.0.1", redis_port)).unwrap();
+    down.set_nonblocking(true).unwrap();
     let mut worker = presence_api::testing::Process::spawn(command);
-    // The scenario: Redis comes up a second after the worker.
-    std::thread::sleep(Duration::from_secs(1));
+    let mut attempts = 0;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            while down.accept().is_ok() {
+                attempts += 1;
+            }
+            attempts >= 2
+        }),
+        "the worker never retried: {}",
+        worker.log()
+    );
     assert!(worker.is_running(), "{}", worker.log());
     assert_ne!(
         raw_http_status(http_port),
         200,
         "not serving before Redis is up"
     );
+    drop(down);
     let _redis = OwnRedis::start_on(redis_port);
     assert!(
         wait_until(Duration::from_secs(20), || raw_http_status(http_port)
