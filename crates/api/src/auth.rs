@@ -125,7 +125,6 @@ async fn authenticate(
         token_hash.clone(),
         LiveSession {
             session_id,
-            session_last_seen: update.user.last_seen.unwrap_or(now),
             stored_status: update.user.online_status,
             user: update.user.clone(),
         },

@@ -170,7 +170,6 @@ mod tests {
     fn live(session_id: i64) -> LiveSession {
         LiveSession {
             session_id,
-            session_last_seen: Utc::now(),
             stored_status: OnlineStatus::Online,
             user: User {
                 id: 1,

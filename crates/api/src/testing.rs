@@ -128,16 +128,19 @@ impl TestApp {
 
     /// A counter or gauge of the app's Prometheus metrics (0 when absent).
     pub async fn metric(&self, name: &str) -> f64 {
+        metric_value(&self.metrics_text().await, name)
+    }
+
+    /// The app's Prometheus text exposition.
+    pub async fn metrics_text(&self) -> String {
         let mut response = self
             .client
             .get(self.url("/metrics"))
             .send()
             .await
             .expect("metrics");
-        let text = String::from_utf8(response.body().await.expect("body").to_vec()).unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
+        assert_eq!(response.status(), actix_web::http::StatusCode::OK);
+        String::from_utf8(response.body().await.expect("body").to_vec()).unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -440,6 +443,14 @@ pub async fn eventually<F: std::future::Future<Output = bool>>(
         }
         actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// The value of `name` (with its labels, as printed) in a Prometheus text exposition; 0
+/// when absent.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after).

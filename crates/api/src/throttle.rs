@@ -84,15 +84,18 @@ impl LoginThrottle {
 
     /// Refuses the login if the account or the address has used up its failures.
     pub async fn check(&self, account: &str, address: Option<IpAddr>) -> Result<(), ApiError> {
-        for (key, limit) in self.keys(account, address) {
-            let shared = self.shared_count(&key).await.unwrap_or_default();
-            let local = self.local_count(&key);
+        let keys = self.keys(account, address);
+        // One round trip for every key; without Redis, this process's counts alone.
+        let shared = self.shared_counts(&keys).await.unwrap_or_default();
+        for (n, (key, limit)) in keys.iter().enumerate() {
+            let shared = shared.get(n).copied().unwrap_or_default();
+            let local = self.local_count(key);
             let worst = if shared.failures >= local.failures {
                 shared
             } else {
                 local
             };
-            if worst.failures >= limit {
+            if worst.failures >= *limit {
                 return Err(ApiError::TooManyRequests {
                     retry_after_secs: worst.resets_in_secs.max(1),
                 });
@@ -104,6 +107,7 @@ impl LoginThrottle {
     /// Counts a failed login against the account and the address.
     pub async fn record_failure(&self, account: &str, address: Option<IpAddr>) {
         let window_secs = self.limits.window.as_secs().max(1);
+        let mut pipeline = redis::pipe();
         for (key, _) in self.keys(account, address) {
             let entry = self.local.get_with(key.clone(), || {
                 Arc::new(Mutex::new(LocalWindow {
@@ -112,7 +116,6 @@ impl LoginThrottle {
                 }))
             });
             entry.lock().unwrap_or_else(|e| e.into_inner()).failures += 1;
-            let mut pipeline = redis::pipe();
             pipeline
                 .incr(&key, 1)
                 .ignore()
@@ -121,9 +124,9 @@ impl LoginThrottle {
                 .arg(window_secs)
                 .arg("NX")
                 .ignore();
-            if let Err(e) = self.run::<()>(pipeline).await {
-                log::warn!("login failures counted in this process only: {e}");
-            }
+        }
+        if let Err(e) = self.run::<()>(pipeline).await {
+            log::warn!("login failures counted in this process only: {e}");
         }
     }
 
@@ -155,14 +158,30 @@ impl LoginThrottle {
         }
     }
 
-    async fn shared_count(&self, key: &str) -> Result<Count, String> {
+    /// The shared counts of `keys`, in order, in one pipeline.
+    async fn shared_counts(&self, keys: &[(String, u32)]) -> Result<Vec<Count>, String> {
         let mut pipeline = redis::pipe();
-        pipeline.get(key).pttl(key);
-        let (failures, ttl_ms): (Option<u32>, i64) = self.run(pipeline).await?;
-        Ok(Count {
-            failures: failures.unwrap_or(0),
-            resets_in_secs: u64::try_from(ttl_ms).unwrap_or(0).div_ceil(1000),
-        })
+        for (key, _) in keys {
+            pipeline.get(key).pttl(key);
+        }
+        let values: Vec<redis::Value> = self.run(pipeline).await?;
+        values
+            .chunks(2)
+            .map(|pair| {
+                let failures: Option<u32> =
+                    redis::from_redis_value_ref(&pair[0]).map_err(|e| e.to_string())?;
+                let ttl_ms: i64 = pair
+                    .get(1)
+                    .map(redis::from_redis_value_ref)
+                    .transpose()
+                    .map_err(|e| e.to_string())?
+                    .unwrap_or(0);
+                Ok(Count {
+                    failures: failures.unwrap_or(0),
+                    resets_in_secs: u64::try_from(ttl_ms).unwrap_or(0).div_ceil(1000),
+                })
+            })
+            .collect()
     }
 
     /// Runs `pipeline` on the shared store within [`REDIS_TIMEOUT`], connecting first if

@@ -286,7 +286,6 @@ pub fn activity_time() -> DateTime<Utc> {
 #[derive(Debug, Clone)]
 pub struct LiveSession {
     pub session_id: i64,
-    pub session_last_seen: DateTime<Utc>,
     pub stored_status: OnlineStatus,
     pub user: User,
 }
@@ -316,7 +315,6 @@ pub fn find_live_session(
     #[derive(Queryable)]
     struct Row {
         session_id: i64,
-        session_last_seen: DateTime<Utc>,
         stored_status: OnlineStatus,
         shown_online: Option<bool>,
         id: i64,
@@ -332,7 +330,6 @@ pub fn find_live_session(
         .filter(sessions::last_seen.ge(now.into_sql::<Timestamptz>() - session_ttl))
         .select((
             sessions::id,
-            sessions::last_seen,
             users::online_status,
             shown_online,
             users::id,
@@ -345,7 +342,6 @@ pub fn find_live_session(
         .optional()?;
     Ok(row.map(|row| LiveSession {
         session_id: row.session_id,
-        session_last_seen: row.session_last_seen,
         stored_status: row.stored_status,
         user: User {
             id: row.id,

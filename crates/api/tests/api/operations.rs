@@ -4,14 +4,7 @@ use std::collections::BTreeSet;
 
 use actix_web::http::StatusCode;
 use presence_api::routes::ENDPOINTS;
-use presence_api::testing::TestApp;
-
-/// The value of `name` (with its labels, as printed) in a Prometheus text exposition.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
+use presence_api::testing::{TestApp, metric_value};
 
 #[actix_web::test]
 async fn readyz_checks_postgres_and_redis() {
@@ -37,16 +30,6 @@ async fn readyz_names_the_failing_dependency() {
     assert_eq!(app.get("/healthz", None).await.status, StatusCode::OK);
 }
 
-async fn metrics_text(app: &TestApp) -> String {
-    let mut response = app
-        .request(actix_web::http::Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    String::from_utf8(response.body().await.unwrap().to_vec()).unwrap()
-}
-
 #[actix_web::test]
 async fn metrics_count_requests_online_users_and_jobs() {
     let app = TestApp::spawn().await;
@@ -58,9 +41,9 @@ async fn metrics_count_requests_online_users_and_jobs() {
     app.get("/api/users/42/status/", Some(&token)).await;
     app.get("/nowhere", None).await;
 
-    let text = metrics_text(&app).await;
+    let text = app.metrics_text().await;
     let requests = |labels: &str| {
-        metric(
+        metric_value(
             &text,
             &format!("presence_api_http_requests_total{{{labels}}}"),
         )
@@ -82,20 +65,20 @@ async fn metrics_count_requests_online_users_and_jobs() {
         1.0
     );
     assert_eq!(
-        metric(
+        metric_value(
             &text,
             r#"presence_api_http_request_duration_seconds_count{route="/api/users/heartbeat"}"#
         ),
         3.0
     );
-    assert_eq!(metric(&text, "presence_api_users_online"), 2.0);
+    assert_eq!(metric_value(&text, "presence_api_users_online"), 2.0);
     assert_eq!(
-        metric(&text, "presence_api_jobs_enqueued_total"),
+        metric_value(&text, "presence_api_jobs_enqueued_total"),
         2.0,
         "two logins"
     );
     assert_eq!(
-        metric(&text, "presence_api_job_enqueue_failures_total"),
+        metric_value(&text, "presence_api_job_enqueue_failures_total"),
         0.0
     );
 }
@@ -107,13 +90,13 @@ async fn lost_jobs_are_counted_when_redis_is_down() {
     let (_, token) = app.sign_up("carol").await;
     let response = app.post("/api/users/logout/", Some(&token), None).await;
     assert_eq!(response.status, StatusCode::NO_CONTENT);
-    let text = metrics_text(&app).await;
+    let text = app.metrics_text().await;
     assert_eq!(
-        metric(&text, "presence_api_job_enqueue_failures_total"),
+        metric_value(&text, "presence_api_job_enqueue_failures_total"),
         2.0,
         "{text}"
     );
-    assert_eq!(metric(&text, "presence_api_jobs_enqueued_total"), 0.0);
+    assert_eq!(metric_value(&text, "presence_api_jobs_enqueued_total"), 0.0);
 }
 
 #[actix_web::test]

@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use presence_api::testing::{Process, RedisKeys, raw_http, spawn_api, wait_until};
+use presence_api::testing::{Process, RedisKeys, metric_value, raw_http, spawn_api, wait_until};
 use presence_model::testing::TestDatabase;
 
 const API: &str = env!("CARGO_BIN_EXE_presence-api");
@@ -79,10 +79,7 @@ fn sigterm_finishes_the_request_in_flight_then_exits() {
     // In flight: this request, and the `/metrics` request asking.
     let requests_in_flight = || {
         let (_, text) = raw_http(port, "GET", "/metrics", None, "");
-        text.lines()
-            .find_map(|line| line.strip_prefix("presence_api_http_requests_in_flight "))
-            .and_then(|value| value.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
+        metric_value(&text, "presence_api_http_requests_in_flight")
     };
     assert!(wait_until(Duration::from_secs(5), || requests_in_flight() >= 2.0));
 

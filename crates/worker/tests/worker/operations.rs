@@ -3,15 +3,9 @@
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use presence_api::testing::{Process, TestApp};
+use presence_api::testing::{Process, TestApp, metric_value};
 
 use crate::helpers::{WorkerEnv, eventually};
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
 
 async fn get(port: u16, path: &str) -> (StatusCode, String) {
     let mut response = awc::Client::default()
@@ -67,40 +61,43 @@ async fn health_readiness_and_metrics_after_real_work() {
     let (status, text) = get(port, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
     assert!(
-        metric(&text, "presence_worker_sweeps_total") >= 2.0,
+        metric_value(&text, "presence_worker_sweeps_total") >= 2.0,
         "{text}"
     );
     assert_eq!(
-        metric(&text, "presence_worker_users_marked_offline_total"),
+        metric_value(&text, "presence_worker_users_marked_offline_total"),
         3.0
     );
-    assert!(metric(&text, "presence_worker_sweep_duration_seconds_count") >= 2.0);
+    assert!(metric_value(&text, "presence_worker_sweep_duration_seconds_count") >= 2.0);
     assert!(
-        metric(
+        metric_value(
             &text,
             r#"presence_worker_jobs_processed_total{kind="sweep"}"#
         ) >= 2.0
     );
     // Three logins and three sweeps, each published once (by a job or the catch-up).
-    assert_eq!(metric(&text, "presence_worker_events_published_total"), 6.0);
+    assert_eq!(
+        metric_value(&text, "presence_worker_events_published_total"),
+        6.0
+    );
     assert!(
-        metric(
+        metric_value(
             &text,
             r#"presence_worker_jobs_processed_total{kind="publish"}"#
         ) >= 1.0
     );
     assert_eq!(
-        metric(
+        metric_value(
             &text,
             r#"presence_worker_jobs_failed_total{kind="publish"}"#
         ),
         0.0
     );
     assert_eq!(
-        metric(&text, "presence_worker_job_enqueue_failures_total"),
+        metric_value(&text, "presence_worker_job_enqueue_failures_total"),
         0.0
     );
-    let last = metric(
+    let last = metric_value(
         &text,
         "presence_worker_last_successful_sweep_timestamp_seconds",
     );

@@ -1,7 +1,7 @@
 use std::time::{Duration, Instant};
 
 use presence_api::testing::{
-    OwnRedis, RedisKeys, TestApp, free_port, raw_http, test_prefix, wait_until,
+    OwnRedis, RedisKeys, TestApp, free_port, metric_value, raw_http, test_prefix, wait_until,
 };
 use presence_model::events::ChangeReason;
 use presence_model::testing::TestDatabase;
@@ -174,7 +174,7 @@ fn a_failing_sweep_is_retried_and_never_crashes_the_worker() {
     let port = worker.port();
     let failed = || {
         let (_, text) = raw_http(port, "GET", "/metrics", None, "");
-        metric(&text, r#"presence_worker_jobs_failed_total{kind="sweep"}"#)
+        metric_value(&text, r#"presence_worker_jobs_failed_total{kind="sweep"}"#)
     };
     assert!(
         wait_until(Duration::from_secs(20), || failed() >= 3.0),
@@ -244,11 +244,4 @@ fn raw_http_status(port: u16) -> u16 {
         return 0;
     }
     raw_http(port, "GET", "/healthz", None, "").0
-}
-
-/// The value of `name` in a Prometheus text exposition (0 when absent).
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
 }
