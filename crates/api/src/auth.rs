@@ -75,11 +75,14 @@ async fn authenticate(
     let window = policy.window();
     let token_hash = sessions::hash_token(&token);
     let now = presence::activity_time();
+    let reason = counts_as.reason();
     let mut cached = state.sessions.cached(&token_hash);
-    // A cached snapshot's last_seen only gets older: look again before writing through.
-    if cached
-        .as_ref()
-        .is_some_and(|c| !policy.may_defer(&c.live, now))
+    // A cached snapshot's last_seen only gets older: look again before writing through
+    // (a request that records nothing needs only the session).
+    if reason.is_some()
+        && cached
+            .as_ref()
+            .is_some_and(|c| !policy.may_defer(&c.live, now))
     {
         cached = None;
     }
@@ -96,7 +99,7 @@ async fn authenticate(
         }
     };
     let live = &cached.live;
-    let Some(reason) = counts_as.reason() else {
+    let Some(reason) = reason else {
         return Ok(Authenticated {
             session_id: live.session_id,
             user: live.user.clone(),

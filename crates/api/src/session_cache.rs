@@ -91,13 +91,15 @@ impl SessionCache {
 /// evicts each from the session cache. Reconnects after losing PostgreSQL, catching up on
 /// the revocations it may have missed meanwhile.
 pub async fn listen_for_revocations(state: web::Data<AppState>, database_url: String) {
+    // Sessions may be cached before the first connection listens: it catches up from here.
+    let started = Instant::now();
     // The database's clock at the listener's last sign of life.
     let mut alive_at: Option<DateTime<Utc>> = None;
     loop {
         let url = database_url.clone();
         match web::block(move || RevocationListener::connect(&url)).await {
             Ok(Ok(listener)) => {
-                let lost = listen(&state, listener, &mut alive_at).await;
+                let lost = listen(&state, listener, started, &mut alive_at).await;
                 log::warn!("revocation listener lost PostgreSQL: {lost}");
             }
             Ok(Err(e)) => log::debug!("revocation listener cannot connect: {e}"),
@@ -108,20 +110,25 @@ pub async fn listen_for_revocations(state: web::Data<AppState>, database_url: St
 }
 
 /// Listens on one connection until it fails, and returns why. Before the first poll,
-/// evicts what was revoked since `alive_at` (nothing on the first connection: the cache
-/// starts empty).
+/// evicts what was revoked since `alive_at`, or, on the first connection, since the
+/// process `started` listening (requests may have cached sessions before it could).
 async fn listen(
     state: &web::Data<AppState>,
     listener: RevocationListener,
+    started: Instant,
     alive_at: &mut Option<DateTime<Utc>>,
 ) -> String {
     let since = *alive_at;
     let (mut listener, missed) = match web::block(move || {
         let mut listener = listener;
-        let missed = match since {
-            Some(since) => listener.revoked_since(since - REVOCATION_CATCH_UP_SLACK),
-            None => Ok(Vec::new()),
+        let since = match since {
+            Some(since) => Ok(since),
+            None => listener
+                .database_time()
+                .map(|now| now - TimeDelta::from_std(started.elapsed()).unwrap_or_default()),
         };
+        let missed =
+            since.and_then(|since| listener.revoked_since(since - REVOCATION_CATCH_UP_SLACK));
         (listener, missed)
     })
     .await

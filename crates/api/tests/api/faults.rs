@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
-use presence_api::testing::{OwnPostgres, TestApp, eventually};
+use presence_api::testing::{
+    OwnPostgres, PASSWORD, RedisKeys, TestApp, eventually, raw_http as http, spawn_api, wait_until,
+};
 use presence_model::testing::TestDatabase;
 
 #[actix_web::test]
@@ -88,4 +90,47 @@ async fn a_postgres_restart_costs_no_request_and_the_outage_answers_503_quickly(
         );
     }
     drop(app);
+}
+
+/// A replica whose `LISTEN` connection died with PostgreSQL catches up, once reconnected,
+/// on revocations it could not hear, before trusting its cached sessions again.
+#[test]
+fn a_revocation_made_while_a_replica_was_not_listening_still_reaches_it() {
+    let postgres = OwnPostgres::start();
+    let db = TestDatabase::on_server(&postgres.url());
+    let _keys = RedisKeys::of(&db);
+    let api = env!("CARGO_BIN_EXE_presence-api");
+    let (a, b) = (spawn_api(api, &db, &[]), spawn_api(api, &db, &[]));
+    let (port_a, port_b) = (a.port(), b.port());
+    let credentials = format!(r#"{{"username": "kim", "password": "{PASSWORD}"}}"#);
+    assert_eq!(
+        http(port_a, "POST", "/api/users/register/", None, &credentials).0,
+        201
+    );
+    let (status, body) = http(port_a, "POST", "/api/users/login/", None, &credentials);
+    assert_eq!(status, 200, "{body}");
+    let token: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    // B caches the session.
+    assert_eq!(
+        http(port_b, "GET", "/api/users/me/", Some(&token), "").0,
+        200
+    );
+
+    postgres.stop();
+    postgres.start_again();
+    // A revokes as soon as PostgreSQL lets it, very likely before B listens again.
+    assert!(wait_until(Duration::from_secs(10), || {
+        http(port_a, "POST", "/api/users/logout/", Some(&token), "").0 == 204
+    }));
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            http(port_b, "GET", "/api/users/me/", Some(&token), "").0 == 401
+        }),
+        "B still accepts a token revoked while it was not listening"
+    );
+    for replica in [a, b] {
+        let (status, log) = replica.terminate(Duration::from_secs(15));
+        assert!(status.is_some_and(|s| s.success()), "{log}");
+    }
 }
