@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use actix_web::web;
 use chrono::{DateTime, Utc};
-use presence_model::presence;
+use presence_model::presence::{self, Touch};
 
 use crate::state::AppState;
 
@@ -25,7 +25,7 @@ pub const MAX_PENDING: usize = 1_000_000;
 /// Activity deferred to the next flush, and this replica's name in `activity_flushes`.
 pub struct ActivityBuffer {
     /// Session id → the latest activity not yet written.
-    pending: Mutex<HashMap<i64, DateTime<Utc>>>,
+    pending: Mutex<HashMap<i64, Touch>>,
     /// Held through a flush: flushes run one at a time, and "flush now" waits for the one
     /// in progress, so everything deferred before it is written when it returns.
     flushing: tokio::sync::Mutex<()>,
@@ -46,26 +46,38 @@ impl Default for ActivityBuffer {
 impl ActivityBuffer {
     /// Records activity to be written by the next flush. Returns whether the backlog is
     /// full enough that the caller should flush now.
-    pub fn defer(&self, session_id: i64, at: DateTime<Utc>) -> bool {
+    /// Records activity at `at` (real use if `active`) to be written by the next flush.
+    /// Returns whether the backlog is full enough that the caller should flush now.
+    pub fn defer(&self, session_id: i64, at: DateTime<Utc>, active: bool) -> bool {
+        let touch = Touch {
+            session_id,
+            seen_at: at,
+            active_at: active.then_some(at),
+        };
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let latest = pending.entry(session_id).or_insert(at);
-        *latest = (*latest).max(at);
+        merge(&mut pending, touch);
         pending.len() >= MAX_PENDING
     }
 
-    fn take_pending(&self) -> Vec<(i64, DateTime<Utc>)> {
+    fn take_pending(&self) -> Vec<Touch> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::take(&mut *pending).into_iter().collect()
+        std::mem::take(&mut *pending).into_values().collect()
     }
 
-    /// Puts back touches a failed flush could not write, keeping the later time of each.
-    fn restore(&self, touches: Vec<(i64, DateTime<Utc>)>) {
+    /// Puts back touches a failed flush could not write, keeping the later times of each.
+    fn restore(&self, touches: Vec<Touch>) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        for (session_id, at) in touches {
-            let latest = pending.entry(session_id).or_insert(at);
-            *latest = (*latest).max(at);
+        for touch in touches {
+            merge(&mut pending, touch);
         }
     }
+}
+
+/// Keeps one touch per session: the latest sighting and the latest use.
+fn merge(pending: &mut HashMap<i64, Touch>, touch: Touch) {
+    let kept = pending.entry(touch.session_id).or_insert(touch);
+    kept.seen_at = kept.seen_at.max(touch.seen_at);
+    kept.active_at = kept.active_at.max(touch.active_at);
 }
 
 /// Writes the deferred activity, with this replica's promise that everything it saw
@@ -144,21 +156,29 @@ mod tests {
 
     use super::*;
 
+    fn sorted(mut touches: Vec<Touch>) -> Vec<(i64, DateTime<Utc>, Option<DateTime<Utc>>)> {
+        touches.sort_unstable_by_key(|t| t.session_id);
+        touches
+            .into_iter()
+            .map(|t| (t.session_id, t.seen_at, t.active_at))
+            .collect()
+    }
+
     #[test]
     fn deferred_activity_is_one_entry_per_session_whatever_the_requests() {
         let activity = ActivityBuffer::default();
         let start = Utc::now();
+        let ms = TimeDelta::milliseconds;
         for n in 0..10_000 {
-            activity.defer(n % 3, start + TimeDelta::milliseconds(n));
+            // Session 0 is only ever idle; the others are used on every other request.
+            activity.defer(n % 3, start + ms(n), n % 3 != 0 && n % 2 == 0);
         }
-        let mut pending = activity.take_pending();
-        pending.sort_unstable();
         assert_eq!(
-            pending,
+            sorted(activity.take_pending()),
             vec![
-                (0, start + TimeDelta::milliseconds(9_999)),
-                (1, start + TimeDelta::milliseconds(9_997)),
-                (2, start + TimeDelta::milliseconds(9_998)),
+                (0, start + ms(9_999), None),
+                (1, start + ms(9_997), Some(start + ms(9_994))),
+                (2, start + ms(9_998), Some(start + ms(9_998))),
             ]
         );
         assert!(activity.take_pending().is_empty());
@@ -168,13 +188,14 @@ mod tests {
     fn a_failed_flush_loses_nothing() {
         let activity = ActivityBuffer::default();
         let t = Utc::now();
-        activity.defer(1, t);
+        activity.defer(1, t, true);
         let taken = activity.take_pending();
-        activity.defer(1, t - TimeDelta::seconds(1));
-        activity.defer(2, t);
+        activity.defer(1, t + TimeDelta::seconds(1), false);
+        activity.defer(2, t, false);
         activity.restore(taken);
-        let mut pending = activity.take_pending();
-        pending.sort_unstable();
-        assert_eq!(pending, vec![(1, t), (2, t)]);
+        assert_eq!(
+            sorted(activity.take_pending()),
+            vec![(1, t + TimeDelta::seconds(1), Some(t)), (2, t, None)]
+        );
     }
 }

@@ -6,13 +6,25 @@ use std::pin::Pin;
 
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use chrono::{DateTime, Utc};
 use presence_model::presence::{self, CountsAs, LiveSession};
 use presence_model::sessions;
-use presence_model::users::User;
+use presence_model::status::Viewer;
+use serde::Deserialize;
+use utoipa::ToSchema;
 
 use crate::activity;
 use crate::errors::ApiError;
 use crate::state::{AppState, db, publish_soon};
+
+/// The heartbeat's optional body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatBody {
+    /// Whether the user really used the app since the last heartbeat (`false`: the page is
+    /// hidden or untouched). Left out, or no body at all: `true`.
+    active: Option<bool>,
+}
 
 /// Tokens are 43 characters; anything much longer is not one of ours and is not hashed.
 const MAX_TOKEN_LEN: usize = 256;
@@ -20,15 +32,29 @@ const MAX_TOKEN_LEN: usize = 256;
 /// The caller, authenticated by a live session, with their presence just refreshed.
 pub struct Authenticated {
     pub session_id: i64,
-    /// The caller as shown, `last_seen` being this request.
-    pub user: User,
+    /// The caller, as what they may see depends on it.
+    pub viewer: Viewer,
+    /// The caller's `last_seen`: this request, if it counted as activity.
+    pub last_seen: Option<DateTime<Utc>>,
     /// Key of the session cache, so logout can drop the entry at once.
     pub token_hash: Vec<u8>,
 }
 
 impl Authenticated {
-    pub fn user(&self) -> &User {
-        &self.user
+    fn new(live: &LiveSession, last_seen: Option<DateTime<Utc>>, token_hash: Vec<u8>) -> Self {
+        Self {
+            session_id: live.session_id,
+            viewer: Viewer {
+                user_id: live.user_id,
+                is_admin: live.is_admin,
+            },
+            last_seen,
+            token_hash,
+        }
+    }
+
+    pub fn user_id(&self) -> i64 {
+        self.viewer.user_id
     }
 }
 
@@ -47,7 +73,7 @@ impl FromRequest for Authenticated {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let token = bearer_token(req);
         let state = req.app_data::<web::Data<AppState>>().cloned();
         // Declared by the route (see `routes::ENDPOINTS`).
@@ -55,34 +81,46 @@ impl FromRequest for Authenticated {
             .app_data::<CountsAs>()
             .copied()
             .unwrap_or(CountsAs::Activity);
+        // Only the heartbeat has a body that says what it counts as.
+        let body =
+            (counts_as == CountsAs::Heartbeat).then(|| web::Bytes::from_request(req, payload));
         Box::pin(async move {
+            let declared_active = match body {
+                Some(body) => {
+                    let body = body.await.map_err(|_| ApiError::PayloadTooLarge)?;
+                    crate::extract::optional_json::<HeartbeatBody>(&body)?
+                        .and_then(|body| body.active)
+                }
+                None => None,
+            };
             let token = token.ok_or(ApiError::Unauthenticated)?;
             let state = state.ok_or_else(|| ApiError::internal("AppState is not registered"))?;
-            authenticate(&state, token, counts_as).await
+            authenticate(&state, token, counts_as, declared_active).await
         })
     }
 }
 
 /// Recognises the session and, if the route counts as activity, records it: deferred to
-/// the next flush when the user is online and safely inside the window (no write),
-/// written at once otherwise.
+/// the next flush when that changes nothing others are shown (no write), written at once
+/// otherwise.
 async fn authenticate(
     state: &web::Data<AppState>,
     token: String,
     counts_as: CountsAs,
+    declared_active: Option<bool>,
 ) -> Result<Authenticated, ApiError> {
     let (policy, ttl) = (state.policy, state.session_ttl);
-    let window = policy.window();
     let token_hash = sessions::hash_token(&token);
     let now = presence::activity_time();
     let reason = counts_as.reason();
+    let active = counts_as.is_use(declared_active);
     let mut cached = state.sessions.cached(&token_hash);
-    // A cached snapshot's last_seen only gets older: look again before writing through
-    // (a request that records nothing needs only the session).
+    // A cached snapshot's times only get older: look again before writing through (a
+    // request that records nothing needs only the session).
     if reason.is_some()
         && cached
             .as_ref()
-            .is_some_and(|c| !policy.may_defer(&c.live, now))
+            .is_some_and(|c| !policy.may_defer(&c.live, now, active))
     {
         cached = None;
     }
@@ -91,7 +129,7 @@ async fn authenticate(
         None => {
             let lookup = token_hash.clone();
             let live = db(state, move |conn| {
-                presence::find_live_session(conn, &lookup, window, ttl)
+                presence::find_live_session(conn, &lookup, ttl)
             })
             .await?
             .ok_or(ApiError::Unauthenticated)?;
@@ -100,43 +138,24 @@ async fn authenticate(
     };
     let live = &cached.live;
     let Some(reason) = reason else {
-        return Ok(Authenticated {
-            session_id: live.session_id,
-            user: live.user.clone(),
-            token_hash,
-        });
+        return Ok(Authenticated::new(live, live.last_seen, token_hash));
     };
-    if policy.may_defer(live, now) {
-        if state.activity.defer(live.session_id, now) {
+    if policy.may_defer(live, now, active) {
+        if state.activity.defer(live.session_id, now, active) {
             activity::flush(state).await;
         }
-        let mut user = live.user.clone();
-        user.last_seen = Some(now);
-        return Ok(Authenticated {
-            session_id: live.session_id,
-            user,
-            token_hash,
-        });
+        return Ok(Authenticated::new(live, Some(now), token_hash));
     }
-    let (session_id, update) = db(state, move |conn| {
-        presence::record_activity(conn, &token, ttl, reason)
+    let timings = policy.timings();
+    let (live, update) = db(state, move |conn| {
+        presence::record_activity(conn, timings, &token, ttl, reason, active)
     })
     .await?
     .ok_or(ApiError::Unauthenticated)?;
     publish_soon(state, update.change.as_ref()).await;
-    state.sessions.remember(
-        token_hash.clone(),
-        LiveSession {
-            session_id,
-            stored_status: update.user.online_status,
-            user: update.user.clone(),
-        },
-    );
-    Ok(Authenticated {
-        session_id,
-        user: update.user,
-        token_hash,
-    })
+    let caller = Authenticated::new(&live, update.last_seen, token_hash.clone());
+    state.sessions.remember(token_hash, live);
+    Ok(caller)
 }
 
 impl FromRequest for Admin {
@@ -147,7 +166,7 @@ impl FromRequest for Admin {
         let authenticated = Authenticated::from_request(req, payload);
         Box::pin(async move {
             let caller = authenticated.await?;
-            if caller.user().is_admin {
+            if caller.viewer.is_admin {
                 Ok(Self(caller))
             } else {
                 Err(ApiError::Forbidden)

@@ -4,7 +4,11 @@
 
 use chrono::TimeDelta;
 use presence_model::policy::PresencePolicy;
+use presence_model::settings::Timings;
 use presence_runtime::config::{DatabaseUrl, RedisConfig};
+
+pub const DEFAULT_OFFLINE_AFTER_SECS: u32 = 120;
+pub const DEFAULT_AWAY_AFTER_SECS: u32 = 300;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseConfig {
@@ -41,9 +45,14 @@ pub struct Config {
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8000")]
     pub listen_addr: String,
     /// Seconds without activity after which a user is shown offline.
-    #[arg(long, env = "OFFLINE_AFTER_SECS", default_value_t = 120,
+    #[arg(long, env = "OFFLINE_AFTER_SECS", default_value_t = DEFAULT_OFFLINE_AFTER_SECS,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub offline_after_secs: u32,
+    /// Seconds without real use of the app (a heartbeat with `{"active": false}` is not)
+    /// after which a connected user is shown away.
+    #[arg(long, env = "AWAY_AFTER_SECS", default_value_t = DEFAULT_AWAY_AFTER_SECS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub away_after_secs: u32,
     /// Activity of users already online is written to PostgreSQL in one batch this often
     /// (milliseconds), rather than once per request.
     #[arg(long, env = "LAST_SEEN_FLUSH_MS", default_value_t = 10_000,
@@ -83,8 +92,12 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn offline_after(&self) -> TimeDelta {
-        TimeDelta::seconds(self.offline_after_secs.into())
+    /// The timings every process of the deployment must share.
+    pub fn timings(&self) -> Timings {
+        Timings {
+            offline_after_secs: self.offline_after_secs,
+            away_after_secs: self.away_after_secs,
+        }
     }
 
     pub fn session_ttl(&self) -> TimeDelta {
@@ -118,19 +131,21 @@ impl Config {
     /// settings to change).
     pub fn policy(&self) -> Result<PresencePolicy, String> {
         PresencePolicy::new(
-            self.offline_after(),
+            self.timings(),
             self.last_seen_flush(),
             TimeDelta::milliseconds(self.heartbeat_interval_ms.into()),
         )
         .map_err(|unsafe_timings| {
             format!(
                 "LAST_SEEN_FLUSH_MS ({}) + HEARTBEAT_INTERVAL_MS ({}) = {} ms must be at most \
-                 half of OFFLINE_AFTER_SECS ({} s), or users who keep sending heartbeats could \
-                 be marked offline: lower the flush interval or raise OFFLINE_AFTER_SECS",
+                 half of OFFLINE_AFTER_SECS ({} s) and of AWAY_AFTER_SECS ({} s), or users \
+                 who keep sending heartbeats could be marked offline or away: lower the \
+                 intervals or raise the timeouts",
                 unsafe_timings.flush_ms,
                 unsafe_timings.heartbeat_ms,
                 unsafe_timings.flush_ms + unsafe_timings.heartbeat_ms,
-                unsafe_timings.window_secs
+                unsafe_timings.window_secs,
+                unsafe_timings.away_after_secs
             )
         })
     }

@@ -21,21 +21,35 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
         let value = web::Json::<serde_json::Value>::from_request(req, payload);
         Box::pin(async move {
             let value = value.await?.into_inner();
-            serde_path_to_error::deserialize(value)
-                .map(JsonBody)
-                .map_err(|e| {
-                    let path = e.path().to_string();
-                    let message = e.into_inner().to_string();
-                    if path == "." {
-                        ApiError::BadRequest(format!("invalid JSON body: {message}"))
-                    } else {
-                        ApiError::Invalid {
-                            field: path,
-                            message,
-                        }
-                    }
-                    .into()
-                })
+            Ok(deserialize_naming_fields(value).map(JsonBody)?)
         })
     }
+}
+
+/// Deserializes a JSON value, an error naming the field to blame.
+pub fn deserialize_naming_fields<T: DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        if path == "." {
+            ApiError::BadRequest(format!("invalid JSON body: {message}"))
+        } else {
+            ApiError::Invalid {
+                field: path,
+                message,
+            }
+        }
+    })
+}
+
+/// A body that may be empty: `None` then, else JSON as [`JsonBody`] reads it.
+pub fn optional_json<T: DeserializeOwned>(body: &[u8]) -> Result<Option<T>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+    deserialize_naming_fields(value).map(Some)
 }

@@ -4,7 +4,9 @@ use std::io::BufRead;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use presence_api::config::{Config, DatabaseConfig};
+use presence_api::config::{
+    Config, DEFAULT_AWAY_AFTER_SECS, DEFAULT_OFFLINE_AFTER_SECS, DatabaseConfig,
+};
 use presence_api::startup::Application;
 use presence_model::{db, settings, users};
 
@@ -22,13 +24,16 @@ enum Command {
     /// Apply pending migrations, then serve HTTP (the default).
     Serve(Config),
     /// Create the database if needed, apply pending migrations, and (given
-    /// OFFLINE_AFTER_SECS) set the presence window every API and worker uses.
+    /// OFFLINE_AFTER_SECS or AWAY_AFTER_SECS) set the timings every API and worker uses.
     Migrate {
         #[command(flatten)]
         database: DatabaseConfig,
         /// The presence window to store for every process (see `serve`).
         #[arg(long, env = "OFFLINE_AFTER_SECS")]
         offline_after_secs: Option<u32>,
+        /// The away timeout to store for every process (see `serve`).
+        #[arg(long, env = "AWAY_AFTER_SECS")]
+        away_after_secs: Option<u32>,
     },
     /// Make a user admin, creating it if needed. The password comes from ADMIN_PASSWORD,
     /// else from the first line of standard input.
@@ -50,13 +55,28 @@ fn main() -> ExitCode {
         Command::Migrate {
             database,
             offline_after_secs,
-        } => migrate(&database).and_then(|()| match offline_after_secs {
-            Some(secs) => {
-                settings::store_window(&mut *database.pool(1).get()?, secs)?;
-                log::info!("presence window set to {secs} s for every process");
-                Ok(())
+            away_after_secs,
+        } => migrate(&database).and_then(|()| {
+            if offline_after_secs.is_none() && away_after_secs.is_none() {
+                return Ok(());
             }
-            None => Ok(()),
+            let mut conn = database.pool(1).get()?;
+            let stored = settings::timings(&mut conn).ok();
+            let timings = settings::Timings {
+                offline_after_secs: offline_after_secs
+                    .or(stored.map(|t| t.offline_after_secs))
+                    .unwrap_or(DEFAULT_OFFLINE_AFTER_SECS),
+                away_after_secs: away_after_secs
+                    .or(stored.map(|t| t.away_after_secs))
+                    .unwrap_or(DEFAULT_AWAY_AFTER_SECS),
+            };
+            settings::store_timings(&mut conn, timings)?;
+            log::info!(
+                "timings set for every process: offline after {} s, away after {} s",
+                timings.offline_after_secs,
+                timings.away_after_secs
+            );
+            Ok(())
         }),
         Command::CreateAdmin { username, database } => create_admin(&username, &database),
     };
@@ -84,7 +104,7 @@ fn serve(config: Config) -> Result<()> {
     config.policy()?;
     migrate(&config.database)?;
     let mut conn = config.database.pool(1).get()?;
-    settings::agree_on_window(&mut conn, config.offline_after_secs)?;
+    settings::agree_on_timings(&mut conn, config.timings())?;
     drop(conn);
     actix_web::rt::System::new().block_on(async {
         let app = Application::build(&config)?;

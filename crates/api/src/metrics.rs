@@ -42,15 +42,15 @@ impl Metrics {
         )?)?;
         let users_online = registry.register(IntGauge::new(
             "users_online",
-            "Users shown online (read at scrape time)",
+            "Users shown online, away or dnd (read at scrape time)",
         )?)?;
         let jobs_enqueued = registry.register(IntCounter::new(
             "jobs_enqueued_total",
-            "Publish jobs queued for the worker, one per transition",
+            "Jobs queued for the worker: a publish nudge per transition, a job per status end",
         )?)?;
         let enqueue_failures = registry.register(IntCounter::new(
             "job_enqueue_failures_total",
-            "Publish jobs that could not be queued (Redis down or slow); the catch-up publishes",
+            "Jobs that could not be queued (Redis down or slow); the worker catches up",
         )?)?;
         Ok(Self {
             registry,

@@ -9,7 +9,7 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::errors::{ErrorBody, ErrorDetail};
-use crate::routes::{health, users};
+use crate::routes::{health, status, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,15 +29,19 @@ use crate::routes::{health, users};
         users::logout,
         users::heartbeat,
         users::me,
-        users::online_count,
+        status::online_count,
         users::all_users,
-        users::status,
+        status::status,
+        status::statuses,
+        status::own_status,
+        status::set_status,
         users::presence_history,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth, &CommonResponses),
     tags(
         (name = "users", description = "Accounts, sessions and presence"),
+        (name = "status", description = "Statuses: presence, manual availability, custom status"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )
 )]

@@ -172,31 +172,27 @@ async fn listen(
 mod tests {
     use super::*;
     use presence_model::OnlineStatus;
-    use presence_model::users::User;
+    use presence_model::settings::Timings;
 
     fn live(session_id: i64) -> LiveSession {
         LiveSession {
             session_id,
+            user_id: 1,
+            is_admin: false,
             stored_status: OnlineStatus::Online,
-            user: User {
-                id: 1,
-                username: "alice".to_owned(),
-                is_admin: false,
-                online_status: OnlineStatus::Online,
-                last_seen: Some(Utc::now()),
-                created_at: Utc::now(),
-            },
+            last_seen: Some(Utc::now()),
+            active_at: Some(Utc::now()),
         }
     }
 
     #[test]
     fn a_revoked_session_is_evicted_and_not_cached_again_by_a_racing_lookup() {
-        let policy = PresencePolicy::new(
-            TimeDelta::seconds(120),
-            TimeDelta::seconds(10),
-            TimeDelta::seconds(30),
-        )
-        .unwrap();
+        let timings = Timings {
+            offline_after_secs: 120,
+            away_after_secs: 300,
+        };
+        let policy =
+            PresencePolicy::new(timings, TimeDelta::seconds(10), TimeDelta::seconds(30)).unwrap();
         let cache = SessionCache::new(&policy);
         cache.remember(b"a".to_vec(), live(1));
         assert!(cache.cached(b"a").is_some());

@@ -19,7 +19,7 @@ use crate::routes;
 use crate::session_cache::{self, SessionCache};
 use crate::state::AppState;
 use crate::throttle::{LoginThrottle, PasswordHashing};
-use presence_runtime::nudges::PublishNudges;
+use presence_runtime::nudges::{PublishNudges, StatusEnds};
 
 /// In-flight requests get this long to finish after SIGTERM/SIGINT.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
@@ -39,9 +39,16 @@ impl Application {
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let pool = config.database.pool(config.database.database_pool_size);
         let metrics = Metrics::new().map_err(std::io::Error::other)?;
-        let queue = PublishNudges::new(
-            &config.redis.redis_url,
-            &config.redis.redis_prefix,
+        let (redis_url, prefix) = (&config.redis.redis_url, &config.redis.redis_prefix);
+        let queue = PublishNudges::publish(
+            redis_url,
+            prefix,
+            metrics.jobs_enqueued.clone(),
+            metrics.enqueue_failures.clone(),
+        );
+        let status_ends = StatusEnds::expiry(
+            redis_url,
+            prefix,
             metrics.jobs_enqueued.clone(),
             metrics.enqueue_failures.clone(),
         );
@@ -51,6 +58,7 @@ impl Application {
             sessions: SessionCache::new(&policy),
             activity: ActivityBuffer::default(),
             queue,
+            status_ends,
             login_throttle: LoginThrottle::new(
                 config.login_limits(),
                 &config.redis.redis_url,

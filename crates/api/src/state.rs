@@ -12,7 +12,7 @@ use crate::metrics::Metrics;
 use crate::session_cache::SessionCache;
 use crate::throttle::{LoginThrottle, PasswordHashing};
 use presence_model::events::PresenceChanged;
-use presence_runtime::nudges::PublishNudges;
+use presence_runtime::nudges::{PublishNudges, StatusEnds};
 
 pub struct AppState {
     pub pool: DbPool,
@@ -21,6 +21,8 @@ pub struct AppState {
     pub activity: ActivityBuffer,
     /// Publish jobs, queued after each transition.
     pub queue: PublishNudges,
+    /// Jobs scheduled for the moment a manual or custom status ends.
+    pub status_ends: StatusEnds,
     pub login_throttle: LoginThrottle,
     pub hashing: PasswordHashing,
     /// The window, the flush interval and what follows from them.

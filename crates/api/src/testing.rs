@@ -86,6 +86,7 @@ impl TestApp {
             },
             listen_addr: "127.0.0.1:0".to_owned(),
             offline_after_secs: 120,
+            away_after_secs: 300,
             // Short, so tests see deferred activity written soon (and may flush at will).
             last_seen_flush_ms: 100,
             heartbeat_interval_ms: 100,
@@ -98,11 +99,11 @@ impl TestApp {
         };
         adjust(&mut config);
         // As `presence-api serve` does before it listens.
-        presence_model::settings::agree_on_window(
+        presence_model::settings::agree_on_timings(
             &mut db.pool().get().expect("connection"),
-            config.offline_after_secs,
+            config.timings(),
         )
-        .expect("one window");
+        .expect("one set of timings");
         let app = Application::build(&config).expect("application builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let state = app.state();
@@ -119,6 +120,13 @@ impl TestApp {
     /// Writes the activity the app deferred, as its periodic flush would.
     pub async fn flush(&self) {
         crate::activity::flush(&self.state).await;
+    }
+
+    /// Runs the sweep's work now, as a tick would (without claiming one); the transitions
+    /// it recorded.
+    pub fn sweep(&self) -> Vec<presence_model::events::PresenceChanged> {
+        let mut conn = self.db.pool().get().expect("connection");
+        presence_model::presence::sweep(&mut conn, self.config.timings()).expect("sweep")
     }
 
     /// Drops the app's cached sessions, as their trust running out would.
@@ -184,6 +192,11 @@ impl TestApp {
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: Option<&Value>) -> Response {
         self.send(self.client.post(self.url(path)), token, body)
+            .await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Option<&Value>) -> Response {
+        self.send(self.client.put(self.url(path)), token, body)
             .await
     }
 

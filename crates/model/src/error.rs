@@ -44,13 +44,19 @@ pub enum Error {
     #[error("publishing failed: {0}")]
     Publish(String),
     #[error(
-        "OFFLINE_AFTER_SECS is {here} here, but {stored} for the processes already using this \
-         database: start every API with OFFLINE_AFTER_SECS={stored}, or change it for all of \
-         them with `OFFLINE_AFTER_SECS={here} presence-api migrate` and restart the APIs"
+        "{setting} is {here} here, but {stored} for the processes already using this \
+         database: start every API with {setting}={stored}, or change it for all of them \
+         with `{setting}={here} presence-api migrate` and restart the APIs"
     )]
-    WindowDisagreement { here: u32, stored: u32 },
-    #[error("no presence window is stored yet: no API has started on this database")]
-    WindowUnknown,
+    SettingDisagreement {
+        setting: &'static str,
+        here: u32,
+        stored: u32,
+    },
+    #[error("no presence timings are stored yet: no API has started on this database")]
+    TimingsUnknown,
+    #[error("user {0} does not exist")]
+    UnknownUser(i64),
 }
 
 impl Error {

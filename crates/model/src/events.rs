@@ -9,11 +9,13 @@
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
+use diesel::sql_types::{Array, BigInt, Interval, Nullable, Text, Timestamptz};
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
 use crate::schema::{presence_events, users};
-use crate::{Error, OnlineStatus};
+use crate::settings::Timings;
+use crate::status::{Presence, ShownRow, UserStatus, Viewer, shown_columns};
 
 crate::text_enum::text_enum! {
     /// What caused a transition.
@@ -22,12 +24,21 @@ crate::text_enum::text_enum! {
         Logout = "logout",
         Heartbeat = "heartbeat",
         Activity = "activity",
+        /// No real use of the app for the away timeout.
+        Idle = "idle",
+        /// The user set their availability.
+        Manual = "manual",
+        /// A manual status or a custom status reached its end.
+        Expiry = "expiry",
         Sweep = "sweep",
+        /// The user changed their custom status (text or emoji) only.
+        StatusText = "status_text",
     }
 }
 
-/// One user's online status changed: a `presence_events` row, as published on Redis and
-/// returned by the history endpoint.
+/// What everyone but the user and admins is shown of one user changed: a
+/// `presence_events` row, as published on Redis and returned by the history endpoint. It
+/// carries the status shown after the change, so a subscriber needs no lookup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Queryable, Selectable)]
 #[diesel(table_name = presence_events, check_for_backend(diesel::pg::Pg))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -36,33 +47,221 @@ pub struct PresenceChanged {
     pub id: i64,
     pub user_id: i64,
     #[diesel(column_name = from_status)]
-    pub from: OnlineStatus,
+    pub from: Presence,
     #[diesel(column_name = to_status)]
-    pub to: OnlineStatus,
+    pub to: Presence,
     pub at: DateTime<Utc>,
     pub reason: ChangeReason,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub status_text: Option<String>,
+    pub status_emoji: Option<String>,
+    pub dnd_until: Option<DateTime<Utc>>,
 }
 
-/// Inserts one transition into the outbox; called by the presence writes, in their
-/// transaction.
-pub(crate) fn record(
+impl PresenceChanged {
+    /// The user's status object after this change, as everyone but admins and the user
+    /// is shown it.
+    pub fn status(&self) -> UserStatus {
+        UserStatus {
+            id: self.user_id,
+            presence: self.to,
+            online_status: self.to.online_status(),
+            last_seen: self.last_seen,
+            status_text: self.status_text.clone(),
+            status_emoji: self.status_emoji.clone(),
+            dnd_until: self.dnd_until,
+            invisible: None,
+            availability: None,
+            availability_until: None,
+            status_expires_at: None,
+        }
+    }
+}
+
+/// What caused the changes a write may record.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Causes {
+    /// The reason of a change of presence; `None` when time caused it (the sweep): `sweep`
+    /// to offline, `idle` to away, `expiry` otherwise.
+    pub presence: Option<ChangeReason>,
+    /// The reason when only the custom status or the dnd end changed.
+    pub custom: ChangeReason,
+}
+
+impl Causes {
+    /// A write whose every change has one reason.
+    pub(crate) fn only(reason: ChangeReason) -> Self {
+        Self {
+            presence: Some(reason),
+            custom: reason,
+        }
+    }
+}
+
+#[derive(QueryableByName)]
+struct PublishedRow {
+    #[diesel(embed)]
+    shown: ShownRow,
+    #[diesel(sql_type = Text)]
+    published_presence: Presence,
+    #[diesel(sql_type = Nullable<Text>)]
+    published_status_text: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    published_status_emoji: Option<String>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    published_dnd_until: Option<DateTime<Utc>>,
+}
+
+/// Records, for each of `user_ids`, a transition if what others are shown of them (as of
+/// `at`, or now) differs from what they were last told, and remembers it as told. Called
+/// in the transaction of every presence write, after the write; locks the rows in id
+/// order. What others are shown is [`ShownRow::shown_to`] of [`Viewer::PUBLIC`], so an
+/// invisible user's transitions are exactly a logged-out user's.
+pub(crate) fn record_changes(
     conn: &mut PgConnection,
+    timings: Timings,
+    user_ids: &[i64],
+    at: Option<DateTime<Utc>>,
+    causes: Causes,
+) -> QueryResult<Vec<PresenceChanged>> {
+    let rows: Vec<PublishedRow> = diesel::sql_query(concat!(
+        "SELECT ",
+        shown_columns!("coalesce($3::timestamptz, now())"),
+        ", published_presence, published_status_text, published_status_emoji, \
+         published_dnd_until FROM users WHERE id = ANY($4) ORDER BY id FOR UPDATE"
+    ))
+    .bind::<Interval, _>(timings.window())
+    .bind::<Interval, _>(timings.away_after())
+    .bind::<Nullable<Timestamptz>, _>(at)
+    .bind::<Array<BigInt>, _>(user_ids)
+    .load(conn)?;
+    let mut changed = Changed::default();
+    for row in rows {
+        let now = row.shown.shown_to(Viewer::PUBLIC);
+        let told = (
+            row.published_presence,
+            &row.published_status_text,
+            &row.published_status_emoji,
+            row.published_dnd_until,
+        );
+        if (
+            now.presence,
+            &now.status_text,
+            &now.status_emoji,
+            now.dnd_until,
+        ) == told
+        {
+            continue;
+        }
+        let reason = if now.presence == row.published_presence {
+            causes.custom
+        } else {
+            causes.presence.unwrap_or(match now.presence {
+                Presence::Offline => ChangeReason::Sweep,
+                Presence::Away => ChangeReason::Idle,
+                Presence::Online | Presence::Dnd => ChangeReason::Expiry,
+            })
+        };
+        changed.push(row.published_presence, reason, now);
+    }
+    if changed.user_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    diesel::sql_query(
+        "WITH changed AS ( \
+           SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], \
+                                $5::timestamptz[], $6::text[], $7::text[], $8::timestamptz[]) \
+             AS c(user_id, from_status, to_status, reason, last_seen, status_text, \
+                  status_emoji, dnd_until)), \
+         told AS ( \
+           UPDATE users u SET published_presence = c.to_status, \
+             published_status_text = c.status_text, published_status_emoji = c.status_emoji, \
+             published_dnd_until = c.dnd_until, changed_at = now() \
+           FROM changed c WHERE u.id = c.user_id) \
+         INSERT INTO presence_events (user_id, from_status, to_status, reason, at, last_seen, \
+                                      status_text, status_emoji, dnd_until) \
+         SELECT user_id, from_status, to_status, reason, clock_timestamp(), last_seen, \
+                status_text, status_emoji, dnd_until FROM changed ORDER BY user_id \
+         RETURNING id, user_id, from_status, to_status, at, reason, last_seen, \
+                   status_text, status_emoji, dnd_until",
+    )
+    .bind::<Array<BigInt>, _>(&changed.user_ids)
+    .bind::<Array<Text>, _>(&changed.from)
+    .bind::<Array<Text>, _>(&changed.to)
+    .bind::<Array<Text>, _>(&changed.reasons)
+    .bind::<Array<Nullable<Timestamptz>>, _>(&changed.last_seen)
+    .bind::<Array<Nullable<Text>>, _>(&changed.status_text)
+    .bind::<Array<Nullable<Text>>, _>(&changed.status_emoji)
+    .bind::<Array<Nullable<Timestamptz>>, _>(&changed.dnd_until)
+    .load::<RecordedRow>(conn)
+    .map(|rows| rows.into_iter().map(RecordedRow::into_change).collect())
+}
+
+/// The transitions to record, column by column (bound as arrays).
+#[derive(Default)]
+struct Changed {
+    user_ids: Vec<i64>,
+    from: Vec<Presence>,
+    to: Vec<Presence>,
+    reasons: Vec<ChangeReason>,
+    last_seen: Vec<Option<DateTime<Utc>>>,
+    status_text: Vec<Option<String>>,
+    status_emoji: Vec<Option<String>>,
+    dnd_until: Vec<Option<DateTime<Utc>>>,
+}
+
+impl Changed {
+    fn push(&mut self, from: Presence, reason: ChangeReason, now: UserStatus) {
+        self.user_ids.push(now.id);
+        self.from.push(from);
+        self.to.push(now.presence);
+        self.reasons.push(reason);
+        self.last_seen.push(now.last_seen);
+        self.status_text.push(now.status_text);
+        self.status_emoji.push(now.status_emoji);
+        self.dnd_until.push(now.dnd_until);
+    }
+}
+
+#[derive(QueryableByName)]
+struct RecordedRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = BigInt)]
     user_id: i64,
-    from: OnlineStatus,
-    to: OnlineStatus,
-    reason: ChangeReason,
+    #[diesel(sql_type = Text)]
+    from_status: Presence,
+    #[diesel(sql_type = Text)]
+    to_status: Presence,
+    #[diesel(sql_type = Timestamptz)]
     at: DateTime<Utc>,
-) -> QueryResult<PresenceChanged> {
-    diesel::insert_into(presence_events::table)
-        .values((
-            presence_events::user_id.eq(user_id),
-            presence_events::from_status.eq(from),
-            presence_events::to_status.eq(to),
-            presence_events::reason.eq(reason),
-            presence_events::at.eq(at),
-        ))
-        .returning(PresenceChanged::as_returning())
-        .get_result(conn)
+    #[diesel(sql_type = Text)]
+    reason: ChangeReason,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    last_seen: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Text>)]
+    status_text: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    status_emoji: Option<String>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    dnd_until: Option<DateTime<Utc>>,
+}
+
+impl RecordedRow {
+    fn into_change(self) -> PresenceChanged {
+        PresenceChanged {
+            id: self.id,
+            user_id: self.user_id,
+            from: self.from_status,
+            to: self.to_status,
+            at: self.at,
+            reason: self.reason,
+            last_seen: self.last_seen,
+            status_text: self.status_text,
+            status_emoji: self.status_emoji,
+            dnd_until: self.dnd_until,
+        }
+    }
 }
 
 /// Held by the one publisher at work across all worker replicas, so events leave in id
@@ -144,19 +343,25 @@ mod tests {
         let change = PresenceChanged {
             id: 3,
             user_id: 7,
-            from: OnlineStatus::Offline,
-            to: OnlineStatus::Online,
+            from: Presence::Offline,
+            to: Presence::Online,
             at: DateTime::parse_from_rfc3339("2024-01-15T10:30:45.123456Z")
                 .unwrap()
                 .into(),
             reason: ChangeReason::Login,
+            last_seen: None,
+            status_text: Some("lunch".into()),
+            status_emoji: None,
+            dnd_until: None,
         };
         let json = serde_json::to_value(&change).unwrap();
         assert_eq!(
             json,
             serde_json::json!({
                 "id": 3, "user_id": 7, "from": "offline", "to": "online",
-                "at": "2024-01-15T10:30:45.123456Z", "reason": "login"
+                "at": "2024-01-15T10:30:45.123456Z", "reason": "login",
+                "last_seen": null, "status_text": "lunch", "status_emoji": null,
+                "dnd_until": null
             })
         );
         let back: PresenceChanged = serde_json::from_value(json).unwrap();

@@ -22,3 +22,17 @@ pub fn presence_changes_channel(prefix: &str) -> String {
 /// transitions themselves are rows in the outbox; a lost nudge only delays them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishPending {}
+
+/// The queue of [`EndStatuses`] jobs.
+pub fn expiry_queue(prefix: &str) -> String {
+    format!("{prefix}:expiry")
+}
+
+/// Scheduled for the moment `at` a manual status (`until`) or a custom status
+/// (`text_expires_at`) ends: end whatever is due then, and record what others are shown
+/// change. It carries only the time: the statuses are rows, and a second run (or the
+/// sweep, which ends overdue statuses too) finds nothing left to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndStatuses {
+    pub at: chrono::DateTime<chrono::Utc>,
+}

@@ -9,6 +9,7 @@ pub mod presence;
 pub mod schema;
 pub mod sessions;
 pub mod settings;
+pub mod status;
 pub mod sweeps;
 mod text_enum;
 pub mod users;

@@ -7,58 +7,76 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::OnlineStatus;
 use crate::presence::LiveSession;
+use crate::settings::Timings;
 
 /// The longest a looked-up session is trusted without asking PostgreSQL again, whatever
 /// the window (revocations evict entries sooner; this bounds a stale user name or flag).
 const MAX_SESSION_TRUST: Duration = Duration::from_secs(60);
 
-/// Timings under which a user who keeps sending heartbeats could be swept offline.
+/// Timings under which a user who keeps sending heartbeats could be swept offline, or
+/// one who keeps using the app be shown away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
     "flush interval ({flush_ms} ms) + heartbeat interval ({heartbeat_ms} ms) = {} ms must be \
-     at most half of the presence window ({window_secs} s), or users who keep sending \
-     heartbeats could be marked offline",
+     at most half of the presence window ({window_secs} s) and of the away timeout \
+     ({away_after_secs} s), or users who keep sending heartbeats could be marked offline \
+     or away",
     flush_ms + heartbeat_ms
 )]
 pub struct UnsafeTimings {
-    pub window_secs: i64,
+    pub window_secs: u32,
+    pub away_after_secs: u32,
     pub flush_ms: i64,
     pub heartbeat_ms: i64,
 }
 
-/// The presence window, how often deferred activity is flushed, and how often clients
+/// The shared timings, how often deferred activity is flushed, and how often clients
 /// send heartbeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PresencePolicy {
-    window: TimeDelta,
+    timings: Timings,
     flush_interval: TimeDelta,
+    heartbeat_interval: TimeDelta,
 }
 
 impl PresencePolicy {
-    /// Refuses timings under which an active user could be swept: a user's stored
-    /// `last_seen` lags their latest heartbeat by up to one heartbeat interval plus one
-    /// flush interval, and that lag must stay well inside the window.
+    /// Refuses timings under which an active user could be swept or shown away: a user's
+    /// stored `last_seen` and `active_at` lag their latest heartbeat by up to one
+    /// heartbeat interval plus one flush interval, and that lag must stay well inside the
+    /// window and the away timeout.
     pub fn new(
-        window: TimeDelta,
+        timings: Timings,
         flush_interval: TimeDelta,
         heartbeat_interval: TimeDelta,
     ) -> Result<Self, UnsafeTimings> {
-        if (flush_interval + heartbeat_interval) * 2 > window {
+        let shortest = timings.window().min(timings.away_after());
+        if (flush_interval + heartbeat_interval) * 2 > shortest {
             return Err(UnsafeTimings {
-                window_secs: window.num_seconds(),
+                window_secs: timings.offline_after_secs,
+                away_after_secs: timings.away_after_secs,
                 flush_ms: flush_interval.num_milliseconds(),
                 heartbeat_ms: heartbeat_interval.num_milliseconds(),
             });
         }
         Ok(Self {
-            window,
+            timings,
             flush_interval,
+            heartbeat_interval,
         })
+    }
+
+    pub fn timings(&self) -> Timings {
+        self.timings
     }
 
     /// Silence after which a user is offline.
     pub fn window(&self) -> TimeDelta {
-        self.window
+        self.timings.window()
+    }
+
+    /// How often clients are to send heartbeats: announced to them.
+    pub fn heartbeat_interval(&self) -> TimeDelta {
+        self.heartbeat_interval
     }
 
     /// How often deferred activity is written.
@@ -66,29 +84,31 @@ impl PresencePolicy {
         self.flush_interval
     }
 
-    /// Whether activity at `now` on `session` may be written by a later flush rather than
-    /// at once: the user is stored online, and their stored `last_seen` stays inside the
-    /// window until the flush has landed, with a flush interval to spare. The sweep then
-    /// never sees them silent, and no transition is due.
-    pub fn may_defer(&self, session: &LiveSession, now: DateTime<Utc>) -> bool {
+    /// Whether activity at `now` on `session` (real use if `active`) may be written by a
+    /// later flush rather than at once: the user is stored connected, and their stored
+    /// `last_seen` (and `active_at`, for use) stays inside the window (the away timeout)
+    /// until the flush has landed, with a flush interval to spare. The sweep then never
+    /// sees them silent or idle, and nothing others are shown changes.
+    pub fn may_defer(&self, session: &LiveSession, now: DateTime<Utc>, active: bool) -> bool {
+        let margin = self.flush_interval * 2;
+        let fresh = |at: Option<DateTime<Utc>>, limit: TimeDelta| {
+            at.is_some_and(|at| at >= now - limit + margin)
+        };
         session.stored_status == OnlineStatus::Online
-            && session
-                .user
-                .last_seen
-                .is_some_and(|last_seen| last_seen >= now - self.window + self.flush_interval * 2)
+            && fresh(session.last_seen, self.timings.window())
+            && (!active || fresh(session.active_at, self.timings.away_after()))
     }
 
-    /// How far a session row's `last_seen` may lag before a flush rewrites it: it serves
-    /// the session TTL and "is another session live?", which need no finer grain.
+    /// See [`Timings::session_granularity`].
     pub fn session_granularity(&self) -> TimeDelta {
-        self.window / 2
+        self.timings.session_granularity()
     }
 
     /// How long a looked-up session may be trusted without asking PostgreSQL again: half
     /// a window (a user the sweep takes offline has been silent for a whole window, so no
     /// entry of theirs still holds the old flag), and a minute at most.
     pub fn session_trust(&self) -> Duration {
-        (self.window / 2)
+        (self.window() / 2)
             .to_std()
             .unwrap_or(Duration::ZERO)
             .min(MAX_SESSION_TRUST)
@@ -100,12 +120,16 @@ mod tests {
     use super::*;
 
     fn policy(
-        window: i64,
+        window: u32,
         flush_ms: i64,
         heartbeat_ms: i64,
     ) -> Result<PresencePolicy, UnsafeTimings> {
+        let timings = Timings {
+            offline_after_secs: window,
+            away_after_secs: 300,
+        };
         PresencePolicy::new(
-            TimeDelta::seconds(window),
+            timings,
             TimeDelta::milliseconds(flush_ms),
             TimeDelta::milliseconds(heartbeat_ms),
         )
@@ -118,7 +142,7 @@ mod tests {
         let refused = policy(60, 10_000, 30_000).unwrap_err();
         assert_eq!(
             refused.to_string(),
-            "flush interval (10000 ms) + heartbeat interval (30000 ms) = 40000 ms must be at most half of the presence window (60 s), or users who keep sending heartbeats could be marked offline"
+            "flush interval (10000 ms) + heartbeat interval (30000 ms) = 40000 ms must be at most half of the presence window (60 s) and of the away timeout (300 s), or users who keep sending heartbeats could be marked offline or away"
         );
     }
 
@@ -131,5 +155,15 @@ mod tests {
         assert_eq!(long.session_trust(), Duration::from_secs(60));
         let short = policy(4, 200, 1000).unwrap();
         assert_eq!(short.session_trust(), Duration::from_secs(2));
+        assert_eq!(short.session_granularity(), TimeDelta::seconds(2));
+        let away_first = PresencePolicy::new(
+            Timings {
+                offline_after_secs: 120,
+                away_after_secs: 60,
+            },
+            TimeDelta::seconds(10),
+            TimeDelta::seconds(30),
+        );
+        assert!(away_first.is_err(), "the away timeout bounds the lag too");
     }
 }

@@ -1,82 +1,39 @@
-//! Who is online: the presence rules of the service, and all their SQL.
+//! Automatic presence: the writes that connect, disconnect and mark activity, and the
+//! sweep. What a user is *shown* is decided in [`crate::status`].
 //!
-//! `users.online_status` is a stored flag: login and activity set it, logout and the
-//! inactivity sweep clear it. What anyone is *shown* is that flag, but never "online" once
-//! `last_seen` is older than the presence window: if the sweep stops running, readers are
-//! still right. That rule is written once, as the SQL function `presence_shown_online`
-//! (migration `000007`), and every read uses it: through `shown_online!` in SQL text and its
-//! diesel binding in the query builder.
+//! `users.online_status` is a stored flag: the user is *connected*. Login and activity set
+//! it, logout and the inactivity sweep clear it; readers never see it online once
+//! `last_seen` is older than the window, so if the sweep stops running they are still
+//! right (the SQL function `presence_shown_online`, migration `000007`). `active_at` is
+//! the latest real use of the app on a connected session: a heartbeat may say the page
+//! sits idle (`{"active": false}`), any other request is use.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::pg::PgConnection;
 use diesel::sql_types::{Array, BigInt, Interval, Nullable, Text, Timestamptz};
-use diesel::{OptionalExtension, QueryResult, QueryableByName, RunQueryDsl, sql_query};
-use serde::Serialize;
+use diesel::{QueryResult, QueryableByName, RunQueryDsl, sql_query};
 
-use crate::events::{ChangeReason, PresenceChanged};
-use crate::users::User;
-
-/// SQL for "this user is shown online", with the window bound as `$1`.
-macro_rules! shown_online {
-    () => {
-        "presence_shown_online(online_status, last_seen, $1)"
-    };
-}
-
-diesel::define_sql_function!(
-    /// The shown-online rule (the SQL function of migration `000007`).
-    fn presence_shown_online(status: Text, last_seen: Nullable<Timestamptz>, presence_window: Interval) -> Nullable<Bool>
-);
-
-/// The shown `online_status` column; `$1` is the window.
-macro_rules! shown_status {
-    () => {
-        concat!(
-            "CASE WHEN ",
-            $crate::presence::shown_online!(),
-            " THEN 'online' ELSE 'offline' END AS online_status"
-        )
-    };
-}
-/// The user columns as readers see them; `$1` is the window.
-macro_rules! shown_user_columns {
-    () => {
-        concat!(
-            "id, username, is_admin, ",
-            $crate::presence::shown_status!(),
-            ", last_seen, created_at"
-        )
-    };
-}
-pub(crate) use {shown_online, shown_status, shown_user_columns};
+use crate::events::{Causes, ChangeReason, PresenceChanged};
+use crate::settings::Timings;
 
 crate::text_enum::text_enum! {
-    /// Online or offline: the stored flag, and what readers are shown.
+    /// Connected or not: the stored flag, and what clients that know two states are shown.
     pub enum OnlineStatus {
         Online = "online",
         Offline = "offline",
     }
 }
 
-/// A user row right after a presence write, with the transition it recorded if the flag
-/// changed.
+/// A user's connection and activity right after a presence write, with the transition it
+/// recorded if what others are shown changed.
 #[derive(Debug, Clone)]
 pub struct PresenceUpdate {
-    pub user: User,
-    /// The outbox row of the transition: inserted in the same transaction as the write.
-    pub change: Option<PresenceChanged>,
-}
-
-/// One user's presence as the status endpoint shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, QueryableByName)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct UserStatus {
-    #[diesel(sql_type = BigInt)]
-    pub id: i64,
-    #[diesel(sql_type = Text)]
-    pub online_status: OnlineStatus,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub user_id: i64,
+    pub stored_status: OnlineStatus,
     pub last_seen: Option<DateTime<Utc>>,
+    pub active_at: Option<DateTime<Utc>>,
+    /// The outbox row: inserted in the same transaction as the write.
+    pub change: Option<PresenceChanged>,
 }
 
 /// Locks the user's row until the transaction ends and returns their stored flag (`None`
@@ -101,159 +58,203 @@ pub(crate) fn lock_user(
         .optional()
 }
 
-/// Sets `online_status` and `last_seen` on a user locked by [`lock_user`] (whose flag was
-/// `previous`), and records the transition in the outbox if the flag changes.
-pub(crate) fn write_presence(
-    conn: &mut PgConnection,
-    user_id: i64,
-    previous: OnlineStatus,
-    status: OnlineStatus,
-    reason: ChangeReason,
-) -> QueryResult<PresenceUpdate> {
-    use crate::schema::users;
-    use diesel::dsl::now;
-    use diesel::prelude::*;
-    let user: User = diesel::update(users::table.find(user_id))
-        .set((
-            users::online_status.eq(status),
-            users::last_seen.eq(crate::db::clock_timestamp().nullable()),
-            users::changed_at.eq(now),
-        ))
-        .returning(User::as_returning())
-        .get_result(conn)?;
-    let change = match (previous != status, user.last_seen) {
-        (true, Some(at)) => Some(crate::events::record(
-            conn, user_id, previous, status, reason, at,
-        )?),
-        _ => None,
-    };
-    Ok(PresenceUpdate { user, change })
+/// What a presence write does to the user's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Connectivity {
+    /// Connected now (login, activity): the flag set, `last_seen` now.
+    Connected { active: bool },
+    /// The last connected session closed (logout): the flag cleared, `last_seen` now.
+    Disconnected,
+    /// Another session is still connected (logout of one of several): only `active_at`
+    /// follows the sessions left.
+    Unchanged,
 }
 
-/// Marks the user online as of now (`None` for an unknown id), recording the transition
-/// with `reason` if they were offline.
+/// Writes the user's connection on a row locked by [`lock_user`], then records what others
+/// are now shown if it changed, with `reason`.
+pub(crate) fn write_presence(
+    conn: &mut PgConnection,
+    timings: Timings,
+    user_id: i64,
+    connection: Connectivity,
+    reason: ChangeReason,
+) -> QueryResult<PresenceUpdate> {
+    #[derive(QueryableByName)]
+    struct Written {
+        #[diesel(sql_type = Text)]
+        online_status: OnlineStatus,
+        #[diesel(sql_type = Nullable<Timestamptz>)]
+        last_seen: Option<DateTime<Utc>>,
+        #[diesel(sql_type = Nullable<Timestamptz>)]
+        active_at: Option<DateTime<Utc>>,
+    }
+    let written: Written = match connection {
+        Connectivity::Connected { active } => sql_query(
+            "UPDATE users SET online_status = 'online', last_seen = clock_timestamp(), \
+               active_at = CASE WHEN $2 THEN clock_timestamp() ELSE active_at END, \
+               changed_at = now() \
+             WHERE id = $1 RETURNING online_status, last_seen, active_at",
+        )
+        .bind::<BigInt, _>(user_id)
+        .bind::<diesel::sql_types::Bool, _>(active),
+        Connectivity::Disconnected => sql_query(
+            "UPDATE users SET online_status = 'offline', last_seen = clock_timestamp(), \
+               changed_at = now() \
+             WHERE id = $1 RETURNING online_status, last_seen, active_at",
+        )
+        .bind::<BigInt, _>(user_id)
+        .bind::<diesel::sql_types::Bool, _>(false),
+        Connectivity::Unchanged => sql_query(
+            "UPDATE users SET active_at = (SELECT max(active_at) FROM sessions \
+               WHERE user_id = $1 AND revoked_at IS NULL AND last_seen >= now() - $3), \
+               changed_at = now() \
+             WHERE id = $1 RETURNING online_status, last_seen, active_at",
+        )
+        .bind::<BigInt, _>(user_id)
+        .bind::<diesel::sql_types::Bool, _>(false),
+    }
+    .bind::<Interval, _>(timings.window())
+    .get_result(conn)?;
+    let change =
+        crate::events::record_changes(conn, timings, &[user_id], None, Causes::only(reason))?.pop();
+    Ok(PresenceUpdate {
+        user_id,
+        stored_status: written.online_status,
+        last_seen: written.last_seen,
+        active_at: written.active_at,
+        change,
+    })
+}
+
+/// Marks the user connected and active as of now (`None` for an unknown id), recording
+/// the transition with `reason` if others are shown a change.
 pub fn mark_user_online(
     conn: &mut PgConnection,
+    timings: Timings,
     user_id: i64,
     reason: ChangeReason,
 ) -> QueryResult<Option<PresenceUpdate>> {
     crate::db::transaction(conn, |conn| {
-        let Some(previous) = lock_user(conn, user_id)? else {
+        if lock_user(conn, user_id)?.is_none() {
             return Ok(None);
-        };
-        write_presence(conn, user_id, previous, OnlineStatus::Online, reason).map(Some)
+        }
+        let connected = Connectivity::Connected { active: true };
+        write_presence(conn, timings, user_id, connected, reason).map(Some)
     })
 }
 
 /// Authenticates the session holding `token` and records activity on it at once: it
-/// refreshes `last_seen` of the session and of its user, and brings the user back online
-/// (a transition with `reason`) if the sweep had marked them offline.
+/// refreshes `last_seen` of the session and of its user (and `active_at` if `active`),
+/// and records a transition with `reason` if others are shown a change (the user was
+/// offline or away, say).
 ///
-/// Returns the session id and the write, or `None` when the token is unknown, revoked, or
+/// Returns the session and the write, or `None` when the token is unknown, revoked, or
 /// unused for longer than `session_ttl`. The user's row is locked before the session is
 /// touched, as logout locks it, so a request racing a logout either finishes before the
 /// revocation or is refused: a revoked token never brings its user back online.
 pub fn record_activity(
     conn: &mut PgConnection,
+    timings: Timings,
     token: &str,
     session_ttl: TimeDelta,
     reason: ChangeReason,
-) -> QueryResult<Option<(i64, PresenceUpdate)>> {
+    active: bool,
+) -> QueryResult<Option<(LiveSession, PresenceUpdate)>> {
     let token_hash = crate::sessions::hash_token(token);
     crate::db::transaction(conn, |conn| {
         let Some(session) = crate::sessions::find_live(conn, &token_hash, session_ttl)? else {
             return Ok(None);
         };
-        let Some(previous) = lock_user(conn, session.user_id)? else {
-            return Ok(None);
-        };
-        if !crate::sessions::touch(conn, session.id)? {
+        if lock_user(conn, session.user_id)?.is_none() {
             return Ok(None);
         }
-        let update = write_presence(
-            conn,
-            session.user_id,
-            previous,
-            OnlineStatus::Online,
-            reason,
-        )?;
-        Ok(Some((session.id, update)))
+        if !crate::sessions::touch(conn, session.id, active)? {
+            return Ok(None);
+        }
+        let connected = Connectivity::Connected { active };
+        let update = write_presence(conn, timings, session.user_id, connected, reason)?;
+        let live = find_live_session(conn, &token_hash, session_ttl)?;
+        Ok(live.map(|live| (live, update)))
     })
 }
 
-/// The inactivity sweep: marks offline every online user silent for longer than
-/// `window`, records each transition in the outbox, and returns their ids. The complement
-/// of `shown_online!`, written as a range on `last_seen` so it is an index scan on the
-/// partial index of online users.
+/// The inactivity sweep, as of `at`: the earlier of now and the oldest promise of the API
+/// replicas that reported within the last window (see [`flush_last_seen`]), so activity a
+/// replica holds but could not write yet (PostgreSQL was down, say) never gets its user
+/// moved; a replica silent for a whole window is presumed gone.
 ///
-/// "Silent" is judged against what the API replicas have written: the window is counted
-/// back from the oldest `flushed_through` of the replicas that reported within the last
-/// window (see [`flush_last_seen`]), or from now if that is earlier. Activity a replica
-/// holds but could not write yet (PostgreSQL was down, say) never gets its user swept;
-/// a replica silent for a whole window is presumed gone and no longer holds the sweep
-/// back.
-pub fn mark_inactive_users_offline(
-    conn: &mut PgConnection,
-    window: TimeDelta,
-) -> QueryResult<Vec<i64>> {
+/// 1. A connected user's `active_at` falls back to the latest use on a session still
+///    connected: a device closed without logging out stops counting as use once it is
+///    silent for a window (slack of one session granularity for rows written lazily).
+/// 2. Users silent for a window are disconnected.
+/// 3. Manual and custom statuses whose end has come are ended (`expiry`).
+/// 4. Every user others are told is not offline gets a transition if what they are shown
+///    changed: `sweep` to offline, `idle` to away.
+///
+/// Returns the transitions recorded.
+pub fn sweep(conn: &mut PgConnection, timings: Timings) -> QueryResult<Vec<PresenceChanged>> {
+    #[derive(QueryableByName)]
+    struct At {
+        #[diesel(sql_type = Timestamptz)]
+        at: DateTime<Utc>,
+    }
     #[derive(QueryableByName)]
     struct Id {
         #[diesel(sql_type = BigInt)]
-        user_id: i64,
+        id: i64,
     }
-    let ids: Vec<Id> = sql_query(
-        "WITH swept AS ( \
-           UPDATE users SET online_status = 'offline', changed_at = now() \
-           WHERE online_status = 'online' AND last_seen < LEAST(now(), ( \
-             SELECT min(flushed_through) FROM activity_flushes \
-             WHERE reported_at > now() - $1)) - $1 \
-           RETURNING id) \
-         INSERT INTO presence_events (user_id, from_status, to_status, reason, at) \
-         SELECT id, 'online', 'offline', 'sweep', now() FROM swept RETURNING user_id",
+    let window = timings.window();
+    let At { at } = sql_query(
+        "SELECT LEAST(now(), (SELECT min(flushed_through) FROM activity_flushes \
+                              WHERE reported_at > now() - $1)) AS at",
     )
     .bind::<Interval, _>(window)
-    .load(conn)?;
-    Ok(ids.into_iter().map(|row| row.user_id).collect())
-}
-
-/// How many users are shown online now.
-pub fn get_online_users_count(conn: &mut PgConnection, window: TimeDelta) -> QueryResult<i64> {
-    #[derive(QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = BigInt)]
-        count: i64,
-    }
-    let row: Count = sql_query(concat!(
-        "SELECT count(*) AS count FROM users WHERE ",
-        shown_online!()
-    ))
-    .bind::<Interval, _>(window)
     .get_result(conn)?;
-    Ok(row.count)
-}
-
-/// One user's shown status, or `None` for an unknown id.
-pub fn get_user_online_status(
-    conn: &mut PgConnection,
-    user_id: i64,
-    window: TimeDelta,
-) -> QueryResult<Option<UserStatus>> {
-    sql_query(concat!(
-        "SELECT id, ",
-        shown_status!(),
-        ", last_seen FROM users WHERE id = $2"
-    ))
+    sql_query(
+        "UPDATE users u SET active_at = connected.active_at \
+         FROM (SELECT s.user_id, max(s.active_at) AS active_at \
+               FROM users c JOIN sessions s ON s.user_id = c.id \
+               WHERE c.online_status = 'online' AND s.revoked_at IS NULL \
+                 AND s.last_seen >= $2 - $1 \
+               GROUP BY s.user_id) AS connected \
+         WHERE u.id = connected.user_id AND u.active_at > connected.active_at + $3",
+    )
     .bind::<Interval, _>(window)
-    .bind::<BigInt, _>(user_id)
-    .get_result(conn)
-    .optional()
+    .bind::<Timestamptz, _>(at)
+    .bind::<Interval, _>(timings.session_granularity())
+    .execute(conn)?;
+    sql_query(
+        "UPDATE users SET online_status = 'offline', changed_at = now() \
+         WHERE online_status = 'online' AND last_seen < $2 - $1",
+    )
+    .bind::<Interval, _>(window)
+    .bind::<Timestamptz, _>(at)
+    .execute(conn)?;
+    let mut changes = crate::status::expire_statuses(conn, timings)?;
+    let told: Vec<Id> =
+        sql_query("SELECT id FROM users WHERE published_presence <> 'offline' ORDER BY id")
+            .load(conn)?;
+    let ids: Vec<i64> = told.into_iter().map(|row| row.id).collect();
+    let causes = Causes {
+        presence: None,
+        custom: ChangeReason::Expiry,
+    };
+    changes.extend(crate::events::record_changes(
+        conn,
+        timings,
+        &ids,
+        Some(at),
+        causes,
+    )?);
+    Ok(changes)
 }
 
 /// What an authenticated request counts as, declared by its route: the one rule of what
 /// is activity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CountsAs {
-    /// The app's periodic heartbeat: activity, recorded as `heartbeat`.
+    /// The app's periodic heartbeat: connection, and use unless its body says the page
+    /// is idle; recorded as `heartbeat`.
     Heartbeat,
     /// Any other use of the app: activity, recorded as `activity`.
     Activity,
@@ -272,6 +273,16 @@ impl CountsAs {
             Self::Nothing => None,
         }
     }
+
+    /// Whether the request is real use of the app (it keeps the user from being away):
+    /// any activity but a heartbeat whose body says `{"active": false}`.
+    pub fn is_use(self, declared_active: Option<bool>) -> bool {
+        match self {
+            Self::Heartbeat => declared_active.unwrap_or(true),
+            Self::Activity => true,
+            Self::Nothing => false,
+        }
+    }
 }
 
 /// The time of activity happening now, at the precision PostgreSQL stores (microseconds),
@@ -281,13 +292,18 @@ pub fn activity_time() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-/// A live session, looked up by its token without writing anything, with its user as
-/// shown and the stored flag: what an API process caches to authenticate requests.
-#[derive(Debug, Clone)]
+/// A live session, looked up by its token without writing anything, with what decides
+/// whether its activity may be deferred: what an API process caches to authenticate
+/// requests.
+#[derive(Debug, Clone, PartialEq, Eq, diesel::Queryable)]
 pub struct LiveSession {
     pub session_id: i64,
+    pub user_id: i64,
+    pub is_admin: bool,
+    /// The user's connected flag.
     pub stored_status: OnlineStatus,
-    pub user: User,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub active_at: Option<DateTime<Utc>>,
 }
 
 /// Finds the live session whose token hashes to `token_hash` (see
@@ -295,88 +311,63 @@ pub struct LiveSession {
 ///
 /// This runs on every session-cache miss, so it is written with diesel's query builder:
 /// its SQL is fixed, and diesel keeps it prepared per connection (a `sql_query` would be
-/// parsed and planned again each time, which costs more than running it). The shown
-/// status is the same rule, through the diesel binding of `presence_shown_online`.
+/// parsed and planned again each time, which costs more than running it).
 pub fn find_live_session(
     conn: &mut PgConnection,
     token_hash: &[u8],
-    window: TimeDelta,
     session_ttl: TimeDelta,
 ) -> QueryResult<Option<LiveSession>> {
     use crate::schema::{sessions, users};
     use diesel::dsl::now;
     use diesel::prelude::*;
 
-    let shown_online = presence_shown_online(
-        users::online_status,
-        users::last_seen,
-        window.into_sql::<Interval>(),
-    );
-    #[derive(Queryable)]
-    struct Row {
-        session_id: i64,
-        stored_status: OnlineStatus,
-        shown_online: Option<bool>,
-        id: i64,
-        username: String,
-        is_admin: bool,
-        last_seen: Option<DateTime<Utc>>,
-        created_at: DateTime<Utc>,
-    }
-    let row: Option<Row> = sessions::table
+    sessions::table
         .inner_join(users::table)
         .filter(sessions::token_hash.eq(token_hash))
         .filter(sessions::revoked_at.is_null())
         .filter(sessions::last_seen.ge(now.into_sql::<Timestamptz>() - session_ttl))
         .select((
             sessions::id,
-            users::online_status,
-            shown_online,
             users::id,
-            users::username,
             users::is_admin,
+            users::online_status,
             users::last_seen,
-            users::created_at,
+            users::active_at,
         ))
         .first(conn)
-        .optional()?;
-    Ok(row.map(|row| LiveSession {
-        session_id: row.session_id,
-        stored_status: row.stored_status,
-        user: User {
-            id: row.id,
-            username: row.username,
-            is_admin: row.is_admin,
-            online_status: if row.shown_online == Some(true) {
-                OnlineStatus::Online
-            } else {
-                OnlineStatus::Offline
-            },
-            last_seen: row.last_seen,
-            created_at: row.created_at,
-        },
-    }))
+        .optional()
 }
 
-/// Writes deferred activity: `touches` are (session id, when), at most one per session,
-/// taken by `replica` at `flushed_through`, and records that promise in
-/// `activity_flushes` in the same transaction (see [`mark_inactive_users_offline`]).
+/// Deferred activity of one session: seen at `seen_at`, really used at `active_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Touch {
+    pub session_id: i64,
+    pub seen_at: DateTime<Utc>,
+    pub active_at: Option<DateTime<Utc>>,
+}
+
+/// Writes deferred activity: `touches`, at most one per session, taken by `replica` at
+/// `flushed_through`, and records that promise in `activity_flushes` in the same
+/// transaction (see [`sweep`]).
 ///
-/// Each user gets the latest `last_seen` of their touched sessions, unless a write since
-/// (a logout, say) left a later one; the flag is never changed here, so a flush cannot
-/// bring anyone online. Revoked sessions are skipped. A session row is only rewritten
-/// once its stored `last_seen` lags by `session_granularity`: its `last_seen` serves the
-/// session TTL and "is another session live?", which need no finer grain, and skipping
-/// those writes halves the rows a flush writes. Users are written before sessions, the
-/// lock order of every presence write. Returns the number of users written.
+/// Each user gets the latest `last_seen` and `active_at` of their touched sessions, unless
+/// a write since left later ones; the flag is never changed here, so a flush cannot bring
+/// anyone online (activity is only deferred when it changes nothing others are shown).
+/// Revoked sessions are skipped. A session row is only rewritten once its stored times lag
+/// by `session_granularity`: they serve the session TTL, "is another session live?" and
+/// the sweep's fall-back of `active_at`, which need no finer grain, and skipping those
+/// writes halves the rows a flush writes. Users are written before sessions, the lock
+/// order of every presence write. Returns the number of users written.
 pub fn flush_last_seen(
     conn: &mut PgConnection,
     replica: &str,
     flushed_through: DateTime<Utc>,
-    touches: &[(i64, DateTime<Utc>)],
+    touches: &[Touch],
     session_granularity: TimeDelta,
 ) -> QueryResult<usize> {
-    let (ids, ats): (Vec<i64>, Vec<DateTime<Utc>>) = touches.iter().copied().unzip();
+    let ids: Vec<i64> = touches.iter().map(|t| t.session_id).collect();
+    let seen: Vec<DateTime<Utc>> = touches.iter().map(|t| t.seen_at).collect();
+    let active: Vec<Option<DateTime<Utc>>> = touches.iter().map(|t| t.active_at).collect();
     crate::db::transaction(conn, |conn| {
         sql_query(
             "INSERT INTO activity_flushes (replica, flushed_through) VALUES ($1, $2) \
@@ -391,23 +382,32 @@ pub fn flush_last_seen(
         }
         let users = sql_query(
             "WITH latest AS ( \
-               SELECT s.user_id, max(t.at) AS at \
-               FROM unnest($1::bigint[], $2::timestamptz[]) AS t(session_id, at) \
+               SELECT s.user_id, max(t.seen_at) AS seen_at, max(t.active_at) AS active_at \
+               FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[]) \
+                 AS t(session_id, seen_at, active_at) \
                JOIN sessions s ON s.id = t.session_id WHERE s.revoked_at IS NULL \
                GROUP BY s.user_id) \
-             UPDATE users u SET last_seen = latest.at, changed_at = now() FROM latest \
-             WHERE u.id = latest.user_id AND (u.last_seen IS NULL OR u.last_seen < latest.at)",
+             UPDATE users u SET last_seen = GREATEST(u.last_seen, latest.seen_at), \
+               active_at = GREATEST(u.active_at, latest.active_at), changed_at = now() \
+             FROM latest \
+             WHERE u.id = latest.user_id AND (u.last_seen IS NULL OR u.last_seen < latest.seen_at \
+               OR u.active_at IS NULL OR u.active_at < latest.active_at)",
         )
         .bind::<Array<BigInt>, _>(&ids)
-        .bind::<Array<Timestamptz>, _>(&ats)
+        .bind::<Array<Timestamptz>, _>(&seen)
+        .bind::<Array<Nullable<Timestamptz>>, _>(&active)
         .execute(conn)?;
         sql_query(
-            "UPDATE sessions s SET last_seen = t.at \
-             FROM unnest($1::bigint[], $2::timestamptz[]) AS t(session_id, at) \
-             WHERE s.id = t.session_id AND s.revoked_at IS NULL AND t.at - s.last_seen >= $3",
+            "UPDATE sessions s SET last_seen = GREATEST(s.last_seen, t.seen_at), \
+               active_at = GREATEST(s.active_at, t.active_at) \
+             FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[]) \
+               AS t(session_id, seen_at, active_at) \
+             WHERE s.id = t.session_id AND s.revoked_at IS NULL \
+               AND (t.seen_at - s.last_seen >= $4 OR t.active_at - s.active_at >= $4)",
         )
         .bind::<Array<BigInt>, _>(&ids)
-        .bind::<Array<Timestamptz>, _>(&ats)
+        .bind::<Array<Timestamptz>, _>(&seen)
+        .bind::<Array<Nullable<Timestamptz>>, _>(&active)
         .bind::<Interval, _>(session_granularity)
         .execute(conn)?;
         Ok(users)

@@ -18,6 +18,10 @@ diesel::table! {
         at -> Timestamptz,
         recorded_at -> Timestamptz,
         published_at -> Nullable<Timestamptz>,
+        last_seen -> Nullable<Timestamptz>,
+        status_text -> Nullable<Text>,
+        status_emoji -> Nullable<Text>,
+        dnd_until -> Nullable<Timestamptz>,
     }
 }
 
@@ -29,6 +33,7 @@ diesel::table! {
         created_at -> Timestamptz,
         last_seen -> Timestamptz,
         revoked_at -> Nullable<Timestamptz>,
+        active_at -> Timestamptz,
     }
 }
 
@@ -60,6 +65,17 @@ diesel::table! {
         last_seen -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         changed_at -> Timestamptz,
+        active_at -> Nullable<Timestamptz>,
+        availability -> Text,
+        availability_until -> Nullable<Timestamptz>,
+        invisible_since -> Nullable<Timestamptz>,
+        status_text -> Nullable<Text>,
+        status_emoji -> Nullable<Text>,
+        status_expires_at -> Nullable<Timestamptz>,
+        published_presence -> Text,
+        published_status_text -> Nullable<Text>,
+        published_status_emoji -> Nullable<Text>,
+        published_dnd_until -> Nullable<Timestamptz>,
     }
 }
 

@@ -11,10 +11,11 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bytea, Text};
 use sha2::{Digest, Sha256};
 
+use crate::Error;
 use crate::events::ChangeReason;
-use crate::presence::{self, PresenceUpdate};
+use crate::presence::{self, Connectivity, PresenceUpdate};
 use crate::schema::sessions;
-use crate::{Error, OnlineStatus};
+use crate::settings::Timings;
 
 /// A freshly issued bearer token. Its `Debug` hides the value so it never reaches a log.
 pub struct SessionToken(String);
@@ -81,16 +82,23 @@ pub(crate) fn find_live(
         .optional()
 }
 
-/// Marks the session as used now, unless it was revoked meanwhile; returns whether it was.
-pub(crate) fn touch(conn: &mut PgConnection, session_id: i64) -> QueryResult<bool> {
-    diesel::update(
-        sessions::table
-            .find(session_id)
-            .filter(sessions::revoked_at.is_null()),
-    )
-    .set(sessions::last_seen.eq(diesel::dsl::now))
-    .execute(conn)
-    .map(|rows| rows == 1)
+/// Marks the session as seen now (and really used, if `active`), unless it was revoked
+/// meanwhile; returns whether it was.
+pub(crate) fn touch(conn: &mut PgConnection, session_id: i64, active: bool) -> QueryResult<bool> {
+    let target = sessions::table
+        .find(session_id)
+        .filter(sessions::revoked_at.is_null());
+    let now = diesel::dsl::now;
+    let rows = if active {
+        diesel::update(target)
+            .set((sessions::last_seen.eq(now), sessions::active_at.eq(now)))
+            .execute(conn)?
+    } else {
+        diesel::update(target)
+            .set(sessions::last_seen.eq(now))
+            .execute(conn)?
+    };
+    Ok(rows == 1)
 }
 
 /// The PostgreSQL channel on which every revocation is announced, in the revoking
@@ -101,23 +109,22 @@ pub const REVOCATIONS_CHANNEL: &str = "presence_revoked";
 /// What a logout did.
 #[derive(Debug)]
 pub struct LoggedOut {
-    /// The user's presence write, if the logout took them offline (no other session of
-    /// theirs was live).
-    pub update: Option<PresenceUpdate>,
+    /// The user's presence write: offline if no other session of theirs was connected.
+    pub update: PresenceUpdate,
 }
 
 /// Logout: revokes this session only, announces the revocation on
 /// [`REVOCATIONS_CHANNEL`], and marks the user offline unless another session of theirs
-/// was active within `window`. `None` if the session does not exist or was already
-/// revoked.
+/// is connected (seen within the window); then the sessions left decide whether the user
+/// is active. `None` if the session does not exist or was already revoked.
 ///
 /// The user's row is locked before the session is revoked (the lock order of every
 /// presence write), so of two sessions logging out at once the second sees the first's
 /// revocation and takes the user offline.
 pub fn log_out(
     conn: &mut PgConnection,
+    timings: Timings,
     session_id: i64,
-    window: TimeDelta,
 ) -> QueryResult<Option<LoggedOut>> {
     crate::db::transaction(conn, |conn| {
         let Some(user_id) = sessions::table
@@ -128,9 +135,9 @@ pub fn log_out(
         else {
             return Ok(None);
         };
-        let Some(previous) = presence::lock_user(conn, user_id)? else {
+        if presence::lock_user(conn, user_id)?.is_none() {
             return Ok(None);
-        };
+        }
         let Some(token_hash) = diesel::update(
             sessions::table
                 .find(session_id)
@@ -147,7 +154,8 @@ pub fn log_out(
             .bind::<Text, _>(REVOCATIONS_CHANNEL)
             .bind::<Bytea, _>(&token_hash)
             .execute(conn)?;
-        let cutoff = diesel::dsl::now.into_sql::<diesel::sql_types::Timestamptz>() - window;
+        let cutoff =
+            diesel::dsl::now.into_sql::<diesel::sql_types::Timestamptz>() - timings.window();
         let another_live: bool = diesel::select(diesel::dsl::exists(
             sessions::table
                 .filter(sessions::user_id.eq(user_id))
@@ -155,17 +163,13 @@ pub fn log_out(
                 .filter(sessions::last_seen.ge(cutoff)),
         ))
         .get_result(conn)?;
-        let update = if another_live {
-            None
+        let connection = if another_live {
+            Connectivity::Unchanged
         } else {
-            Some(presence::write_presence(
-                conn,
-                user_id,
-                previous,
-                OnlineStatus::Offline,
-                ChangeReason::Logout,
-            )?)
+            Connectivity::Disconnected
         };
+        let update =
+            presence::write_presence(conn, timings, user_id, connection, ChangeReason::Logout)?;
         Ok(Some(LoggedOut { update }))
     })
 }

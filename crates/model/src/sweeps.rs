@@ -6,19 +6,32 @@ use diesel::prelude::*;
 
 use crate::Error;
 use crate::db::clock_timestamp;
+use crate::events::PresenceChanged;
 use crate::presence;
 use crate::schema::sweep_runs;
+use crate::status::Presence;
 
 /// A sweep this process executed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SweepRun {
     pub tick_at: DateTime<Utc>,
     pub started_at: DateTime<Utc>,
-    pub user_ids: Vec<i64>,
+    /// The transitions it recorded.
+    pub changes: Vec<PresenceChanged>,
 }
 
-/// Runs the sweep for `tick_at` as `replica` unless some replica already has: `None` then. The window
-/// is the one stored in `settings`, shared with the API.
+impl SweepRun {
+    /// How many users it took offline.
+    pub fn users_marked_offline(&self) -> usize {
+        self.changes
+            .iter()
+            .filter(|change| change.to == Presence::Offline)
+            .count()
+    }
+}
+
+/// Runs the sweep for `tick_at` as `replica` unless some replica already has: `None` then.
+/// The timings are the ones stored in `settings`, shared with the API.
 ///
 /// Claiming the tick (a unique row in `sweep_runs`), sweeping and recording the
 /// transitions in the outbox happen in one transaction.
@@ -30,8 +43,8 @@ pub fn run_sweep(
     tick_at: DateTime<Utc>,
     replica: &str,
 ) -> Result<Option<SweepRun>, Error> {
-    conn.transaction(|conn| {
-        let window = crate::settings::window(conn)?;
+    let timings = crate::settings::timings(conn)?;
+    Ok(crate::db::transaction(conn, |conn| {
         let claimed: Option<(i64, DateTime<Utc>)> = diesel::insert_into(sweep_runs::table)
             .values((
                 sweep_runs::tick_at.eq(tick_at),
@@ -45,18 +58,18 @@ pub fn run_sweep(
         let Some((run_id, started_at)) = claimed else {
             return Ok(None);
         };
-        let user_ids = presence::mark_inactive_users_offline(conn, window)?;
+        let run = SweepRun {
+            tick_at,
+            started_at,
+            changes: presence::sweep(conn, timings)?,
+        };
         diesel::update(sweep_runs::table.find(run_id))
             .set((
                 sweep_runs::finished_at.eq(clock_timestamp().nullable()),
                 sweep_runs::users_marked_offline
-                    .eq(i32::try_from(user_ids.len()).unwrap_or(i32::MAX)),
+                    .eq(i32::try_from(run.users_marked_offline()).unwrap_or(i32::MAX)),
             ))
             .execute(conn)?;
-        Ok(Some(SweepRun {
-            tick_at,
-            started_at,
-            user_ids,
-        }))
-    })
+        Ok(Some(run))
+    })?)
 }

@@ -118,3 +118,17 @@ impl Drop for TestDatabase {
         }
     }
 }
+
+/// The timings of the model's tests: the defaults of the binaries.
+pub const TIMINGS: crate::settings::Timings = crate::settings::Timings {
+    offline_after_secs: 120,
+    away_after_secs: 300,
+};
+
+/// Registers `name` (password `password123`) and returns the user's id.
+pub fn register(db: &TestDatabase, name: &str) -> i64 {
+    crate::users::register(db.pool(), TIMINGS, name, "password123")
+        .expect("register")
+        .status
+        .id
+}

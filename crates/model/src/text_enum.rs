@@ -3,7 +3,9 @@
 
 /// Declares such an enum with its diesel `Text` mapping and serde names.
 macro_rules! text_enum {
-    ($(#[$meta:meta])* pub enum $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* pub enum $name:ident {
+        $($(#[$variant_meta:meta])* $variant:ident = $text:literal),+ $(,)?
+    }) => {
         $(#[$meta])*
         #[derive(
             Debug, Clone, Copy, PartialEq, Eq, Hash,
@@ -13,11 +15,11 @@ macro_rules! text_enum {
         #[diesel(sql_type = diesel::sql_types::Text)]
         #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         // utoipa does not see the per-variant names below (they come through a macro
-        // fragment), but it does read this: the texts are the variants in lowercase, and
+        // fragment), but it does read this: the texts are the variants in snake case, and
         // the OpenAPI test holds the document to `as_str`.
-        #[serde(rename_all = "lowercase")]
+        #[serde(rename_all = "snake_case")]
         pub enum $name {
-            $(#[serde(rename = $text)] $variant,)+
+            $($(#[$variant_meta])* #[serde(rename = $text)] $variant,)+
         }
 
         impl $name {

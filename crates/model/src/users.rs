@@ -5,31 +5,75 @@ use std::sync::LazyLock;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use chrono::{DateTime, TimeDelta, Utc};
-use diesel::pg::{Pg, PgConnection};
+use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{BigInt, Interval, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Bool, Interval, Nullable, Text, Timestamptz};
 use serde::Serialize;
 
 use crate::error::ValidationError;
 use crate::events::ChangeReason;
-use crate::presence::{self, OnlineStatus, shown_user_columns};
+use crate::presence::{self, Connectivity, OnlineStatus};
 use crate::schema::users;
 use crate::sessions::{self, SessionToken};
+use crate::settings::Timings;
+use crate::status::{Presence, ShownRow, UserStatus, Viewer, shown_columns};
 use crate::{DbPool, Error};
 
-/// A user as the API shows it: never the password hash, and `online_status` as shown
-/// (see [`crate::presence`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Queryable, QueryableByName, Selectable)]
-#[diesel(table_name = users, check_for_backend(Pg))]
+/// A user as the API shows them: the account (never the password hash) and the status
+/// object as the viewer is shown it (see [`crate::status`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
-    pub id: i64,
     pub username: String,
     pub is_admin: bool,
-    pub online_status: OnlineStatus,
-    pub last_seen: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub status: UserStatus,
+}
+
+/// A user row as read, before a viewer is known.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct UserRow {
+    #[diesel(sql_type = Text)]
+    username: String,
+    #[diesel(sql_type = Bool)]
+    is_admin: bool,
+    #[diesel(sql_type = Timestamptz)]
+    created_at: DateTime<Utc>,
+    #[diesel(embed)]
+    shown: ShownRow,
+}
+
+impl UserRow {
+    pub fn shown_to(&self, viewer: Viewer) -> User {
+        User {
+            username: self.username.clone(),
+            is_admin: self.is_admin,
+            created_at: self.created_at,
+            status: self.shown.shown_to(viewer),
+        }
+    }
+}
+
+/// One user, as `viewer` is shown them; `None` for an unknown id.
+pub fn user(
+    conn: &mut PgConnection,
+    timings: Timings,
+    user_id: i64,
+    viewer: Viewer,
+) -> QueryResult<Option<User>> {
+    let row: Option<UserRow> = diesel::sql_query(concat!(
+        "SELECT username, is_admin, created_at, ",
+        shown_columns!("now()"),
+        " FROM users WHERE id = $3"
+    ))
+    .bind::<Interval, _>(timings.window())
+    .bind::<Interval, _>(timings.away_after())
+    .bind::<diesel::sql_types::BigInt, _>(user_id)
+    .get_result(conn)
+    .optional()?;
+    Ok(row.map(|row| row.shown_to(viewer)))
 }
 
 pub const USERNAME_MAX_CHARS: usize = 150;
@@ -106,7 +150,12 @@ fn username_taken(conn: &mut PgConnection, username: &str) -> QueryResult<bool> 
 /// Creates a user. A taken name is refused before the password is hashed (hashing is the
 /// expensive part; the unique index still settles a race), and no pool connection is held
 /// while hashing.
-pub fn register(pool: &DbPool, username: &str, password: &str) -> Result<User, Error> {
+pub fn register(
+    pool: &DbPool,
+    timings: Timings,
+    username: &str,
+    password: &str,
+) -> Result<User, Error> {
     validate_username(username)?;
     validate_password(password)?;
     if username_taken(&mut *pool.get()?, username)? {
@@ -114,26 +163,33 @@ pub fn register(pool: &DbPool, username: &str, password: &str) -> Result<User, E
     }
     let password_hash = hash_password(password)?;
     let mut conn = pool.get()?;
-    diesel::insert_into(users::table)
+    let id: i64 = diesel::insert_into(users::table)
         .values((
             users::username.eq(username),
             users::password_hash.eq(password_hash),
         ))
-        .returning(User::as_returning())
+        .returning(users::id)
         .get_result(&mut conn)
         .map_err(|e| match e {
             DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
                 Error::UsernameTaken
             }
-            e => e.into(),
-        })
+            e => Error::from(e),
+        })?;
+    let viewer = Viewer {
+        user_id: id,
+        is_admin: false,
+    };
+    user(&mut conn, timings, id, viewer)?.ok_or(Error::UnknownUser(id))
 }
 
-/// A successful login: the new session's token and the user, now online.
+/// A successful login: the new session's token, the user as they see themselves, and
+/// what others were told.
 #[derive(Debug)]
 pub struct LoggedIn {
     pub token: SessionToken,
     pub session_id: i64,
+    pub user: User,
     pub update: presence::PresenceUpdate,
 }
 
@@ -141,7 +197,12 @@ pub struct LoggedIn {
 ///
 /// Unknown usernames and wrong passwords fail alike, in about the same time. No pool
 /// connection is held while the password hash is checked (~50 ms by design).
-pub fn log_in(pool: &DbPool, username: &str, password: &str) -> Result<LoggedIn, Error> {
+pub fn log_in(
+    pool: &DbPool,
+    timings: Timings,
+    username: &str,
+    password: &str,
+) -> Result<LoggedIn, Error> {
     validate_username(username)?;
     let found: Option<(i64, String)> = users::table
         .filter(lower(users::username).eq(lower(username)))
@@ -160,7 +221,7 @@ pub fn log_in(pool: &DbPool, username: &str, password: &str) -> Result<LoggedIn,
     if !verified {
         return Err(Error::InvalidCredentials);
     }
-    open_session(&mut *pool.get()?, user_id)?.ok_or(Error::InvalidCredentials)
+    open_session(&mut *pool.get()?, timings, user_id)?.ok_or(Error::InvalidCredentials)
 }
 
 /// The second half of a login, once the password is verified: opens a session and marks
@@ -170,26 +231,32 @@ pub fn log_in(pool: &DbPool, username: &str, password: &str) -> Result<LoggedIn,
 /// Locking first matters: inserting the session takes a share lock on the user row (its
 /// foreign key), and a share lock held while waiting to upgrade it is how two logins of
 /// one user deadlocked.
-pub fn open_session(conn: &mut PgConnection, user_id: i64) -> Result<Option<LoggedIn>, Error> {
+pub fn open_session(
+    conn: &mut PgConnection,
+    timings: Timings,
+    user_id: i64,
+) -> Result<Option<LoggedIn>, Error> {
     let token = SessionToken::generate()?;
+    let viewer = Viewer {
+        user_id,
+        is_admin: false,
+    };
     crate::db::transaction(conn, |conn| {
-        let Some(previous) = presence::lock_user(conn, user_id)? else {
+        if presence::lock_user(conn, user_id)?.is_none() {
             return Ok(None);
-        };
+        }
         let session_id = sessions::create(conn, user_id, &token)?;
-        let update = presence::write_presence(
-            conn,
-            user_id,
-            previous,
-            OnlineStatus::Online,
-            ChangeReason::Login,
-        )?;
-        Ok(Some((session_id, update)))
+        let connected = Connectivity::Connected { active: true };
+        let update =
+            presence::write_presence(conn, timings, user_id, connected, ChangeReason::Login)?;
+        let user = user(conn, timings, user_id, viewer)?;
+        Ok(user.map(|user| (session_id, user, update)))
     })
     .map(|opened| {
-        opened.map(|(session_id, update)| LoggedIn {
+        opened.map(|(session_id, user, update)| LoggedIn {
             token,
             session_id,
+            user,
             update,
         })
     })
@@ -229,8 +296,10 @@ pub fn create_or_promote_admin(
 /// Which users to list: a page of them in id order.
 #[derive(Debug, Clone, Default)]
 pub struct UserQuery {
-    /// Only users shown with this status.
+    /// Only users connected (`online`) or not, as admins are shown.
     pub status: Option<OnlineStatus>,
+    /// Only users with this presence, as admins are shown.
+    pub presence: Option<Presence>,
     /// Only users whose shown status or `last_seen` may have changed since then.
     pub changed_since: Option<DateTime<Utc>>,
     /// Only users with a greater id: the cursor of the previous page.
@@ -253,35 +322,56 @@ pub struct UserPage {
 /// `as_of` (its transaction started first). Rows seen twice are harmless; missed are not.
 pub const CHANGED_SINCE_SLACK: TimeDelta = TimeDelta::seconds(5);
 
-/// Users ordered by id, filtered by `query`. A changes query (`changed_since`) costs in
-/// proportion to the changes: it reads the `changed_at` index, plus the online users
-/// whose `last_seen` crossed the window edge since then (shown offline by the read-time
-/// rule with no write at all) from the partial index of online users.
+/// Users ordered by id, filtered by `query` on the truth (this is the admins' list), as
+/// `viewer` is shown them. A changes query (`changed_since`) costs in proportion to
+/// the changes: it reads the `changed_at` index, plus the users whom time alone moved
+/// since then, with no write at all: connected users whose `last_seen` crossed the
+/// window's edge or whose `active_at` crossed the away edge (the partial indexes of
+/// connected users), and manual or custom statuses that ended.
 pub fn list_users(
     conn: &mut PgConnection,
-    window: TimeDelta,
+    timings: Timings,
+    viewer: Viewer,
     query: &UserQuery,
 ) -> QueryResult<UserPage> {
     conn.transaction(|conn| {
-        let users: Vec<User> = diesel::sql_query(concat!(
-            "SELECT * FROM (SELECT ",
-            shown_user_columns!(),
+        let rows: Vec<UserRow> = diesel::sql_query(concat!(
+            "SELECT username, is_admin, created_at, ",
+            shown_columns!("now()"),
             " FROM users WHERE id > $3 AND ($4::timestamptz IS NULL \
                OR changed_at > $4::timestamptz - $6 \
                OR presence_went_offline_since(online_status, last_seen, $1, \
-                                              $4::timestamptz - $6))) AS shown \
-             WHERE $2::text IS NULL OR online_status = $2 ORDER BY id LIMIT $5"
+                                              $4::timestamptz - $6) \
+               OR (online_status = 'online' AND active_at >= $4::timestamptz - $6 - $2 \
+                   AND active_at < now() - $2) \
+               OR availability_until BETWEEN $4::timestamptz - $6 AND now() \
+               OR status_expires_at BETWEEN $4::timestamptz - $6 AND now()) \
+             AND ($7::text IS NULL OR $7 = 'offline' \
+                  OR presence_shown_online(online_status, last_seen, $1)) \
+             AND ($7::text IS NULL \
+                  OR (presence_of(",
+            crate::status::presence_args!("now()"),
+            ") <> 'offline') = ($7 = 'online')) \
+             AND ($8::text IS NULL OR $8 = 'offline' \
+                  OR presence_shown_online(online_status, last_seen, $1)) \
+             AND ($8::text IS NULL OR presence_of(",
+            crate::status::presence_args!("now()"),
+            ") = $8) \
+             ORDER BY id LIMIT $5"
         ))
-        .bind::<Interval, _>(window)
-        .bind::<Nullable<Text>, _>(query.status)
-        .bind::<BigInt, _>(query.after_id.unwrap_or(0))
+        .bind::<Interval, _>(timings.window())
+        .bind::<Interval, _>(timings.away_after())
+        .bind::<diesel::sql_types::BigInt, _>(query.after_id.unwrap_or(0))
         .bind::<Nullable<Timestamptz>, _>(query.changed_since)
-        .bind::<BigInt, _>(query.limit)
+        .bind::<diesel::sql_types::BigInt, _>(query.limit)
         .bind::<Interval, _>(CHANGED_SINCE_SLACK)
+        .bind::<Nullable<Text>, _>(query.status)
+        .bind::<Nullable<Text>, _>(query.presence)
         .load(conn)?;
+        let users: Vec<User> = rows.iter().map(|row| row.shown_to(viewer)).collect();
         let as_of = diesel::select(diesel::dsl::now.into_sql::<Timestamptz>()).get_result(conn)?;
-        let full = i64::try_from(users.len()).is_ok_and(|n| n == query.limit);
-        let next_after_id = full.then(|| users.last().map(|u| u.id)).flatten();
+        let full = i64::try_from(rows.len()).is_ok_and(|n| n == query.limit);
+        let next_after_id = full.then(|| rows.last().map(|row| row.shown.id)).flatten();
         Ok(UserPage {
             users,
             as_of,

@@ -2,22 +2,36 @@
 
 use chrono::{TimeDelta, Utc};
 use presence_model::policy::PresencePolicy;
-use presence_model::testing::TestDatabase;
+use presence_model::presence::Touch;
+use presence_model::status::Viewer;
+use presence_model::testing::{TIMINGS, TestDatabase, register};
 use presence_model::users::{self, UserQuery};
 use presence_model::{OnlineStatus, presence, sessions};
 
-const WINDOW: TimeDelta = TimeDelta::seconds(120);
 const TTL: TimeDelta = TimeDelta::days(30);
 const FLUSH: TimeDelta = TimeDelta::seconds(10);
 
 fn policy() -> PresencePolicy {
-    PresencePolicy::new(WINDOW, FLUSH, TimeDelta::seconds(30)).unwrap()
+    PresencePolicy::new(TIMINGS, FLUSH, TimeDelta::seconds(30)).unwrap()
 }
 
 fn logged_in(db: &TestDatabase, name: &str) -> users::LoggedIn {
-    users::register(db.pool(), name, "password123").unwrap();
-    users::log_in(db.pool(), name, "password123").unwrap()
+    register(db, name);
+    users::log_in(db.pool(), TIMINGS, name, "password123").unwrap()
 }
+
+fn touch(session_id: i64, at: chrono::DateTime<Utc>) -> Touch {
+    Touch {
+        session_id,
+        seen_at: at,
+        active_at: Some(at),
+    }
+}
+
+const ADMIN: Viewer = Viewer {
+    user_id: 0,
+    is_admin: true,
+};
 
 #[test]
 fn live_sessions_are_found_without_writing() {
@@ -25,22 +39,25 @@ fn live_sessions_are_found_without_writing() {
     let login = logged_in(&db, "alice");
     let mut conn = db.pool().get().unwrap();
     db.execute("UPDATE users SET last_seen = now() - interval '50 seconds'");
-    let live = presence::find_live_session(
-        &mut conn,
-        &sessions::hash_token(login.token.expose()),
-        WINDOW,
-        TTL,
-    )
-    .unwrap()
-    .unwrap();
+    let live =
+        presence::find_live_session(&mut conn, &sessions::hash_token(login.token.expose()), TTL)
+            .unwrap()
+            .unwrap();
     assert_eq!(live.session_id, login.session_id);
     assert_eq!(live.stored_status, OnlineStatus::Online);
-    assert_eq!(live.user.online_status, OnlineStatus::Online);
     assert!(
-        policy().may_defer(&live, Utc::now()),
+        policy().may_defer(&live, Utc::now(), true),
         "50 s old, 100 s of room"
     );
-    assert!(!policy().may_defer(&live, Utc::now() + TimeDelta::seconds(60)));
+    assert!(!policy().may_defer(&live, Utc::now() + TimeDelta::seconds(60), false));
+    // Use is deferred only while `active_at` stays inside the away timeout.
+    db.execute("UPDATE users SET active_at = now() - interval '290 seconds'");
+    let idle =
+        presence::find_live_session(&mut conn, &sessions::hash_token(login.token.expose()), TTL)
+            .unwrap()
+            .unwrap();
+    assert!(policy().may_defer(&idle, Utc::now(), false));
+    assert!(!policy().may_defer(&idle, Utc::now(), true));
     assert_eq!(
         db.query_i64(
             "SELECT count(*) AS n FROM users WHERE last_seen > now() - interval '40 seconds'"
@@ -49,20 +66,15 @@ fn live_sessions_are_found_without_writing() {
         "looking up wrote nothing"
     );
     assert!(
-        presence::find_live_session(&mut conn, &sessions::hash_token("nope"), WINDOW, TTL)
+        presence::find_live_session(&mut conn, &sessions::hash_token("nope"), TTL)
             .unwrap()
             .is_none()
     );
-    sessions::log_out(&mut conn, login.session_id, WINDOW).unwrap();
+    sessions::log_out(&mut conn, TIMINGS, login.session_id).unwrap();
     assert!(
-        presence::find_live_session(
-            &mut conn,
-            &sessions::hash_token(login.token.expose()),
-            WINDOW,
-            TTL
-        )
-        .unwrap()
-        .is_none()
+        presence::find_live_session(&mut conn, &sessions::hash_token(login.token.expose()), TTL)
+            .unwrap()
+            .is_none()
     );
 }
 
@@ -72,28 +84,24 @@ fn offline_users_are_never_deferred() {
     let login = logged_in(&db, "bob");
     db.execute("UPDATE users SET online_status = 'offline'");
     let mut conn = db.pool().get().unwrap();
-    let live = presence::find_live_session(
-        &mut conn,
-        &sessions::hash_token(login.token.expose()),
-        WINDOW,
-        TTL,
-    )
-    .unwrap()
-    .unwrap();
-    assert!(!policy().may_defer(&live, Utc::now()));
+    let live =
+        presence::find_live_session(&mut conn, &sessions::hash_token(login.token.expose()), TTL)
+            .unwrap()
+            .unwrap();
+    assert!(!policy().may_defer(&live, Utc::now(), false));
 }
 
 #[test]
 fn a_flush_writes_latest_activity_and_never_status() {
     let db = TestDatabase::new();
     let a = logged_in(&db, "aaa");
-    let a2 = users::log_in(db.pool(), "aaa", "password123").unwrap();
+    let a2 = users::log_in(db.pool(), TIMINGS, "aaa", "password123").unwrap();
     let b = logged_in(&db, "bbb");
     let c = logged_in(&db, "ccc");
     let mut conn = db.pool().get().unwrap();
     db.execute("UPDATE users SET last_seen = now() - interval '1 minute'");
     db.execute("UPDATE sessions SET last_seen = now() - interval '1 minute'");
-    sessions::log_out(&mut conn, c.session_id, WINDOW).unwrap();
+    sessions::log_out(&mut conn, TIMINGS, c.session_id).unwrap();
     let now = Utc::now();
     let earlier = now - TimeDelta::seconds(20);
     let written = presence::flush_last_seen(
@@ -101,10 +109,10 @@ fn a_flush_writes_latest_activity_and_never_status() {
         "api-test",
         now,
         &[
-            (a.session_id, earlier),
-            (a2.session_id, now),
-            (b.session_id, now - TimeDelta::seconds(59)),
-            (c.session_id, now),
+            touch(a.session_id, earlier),
+            touch(a2.session_id, now),
+            touch(b.session_id, now - TimeDelta::seconds(59)),
+            touch(c.session_id, now),
         ],
         TimeDelta::seconds(30),
     )
@@ -136,7 +144,7 @@ fn a_flush_writes_latest_activity_and_never_status() {
         &mut conn,
         "api-test",
         now,
-        &[(a.session_id, earlier)],
+        &[touch(a.session_id, earlier)],
         TimeDelta::zero(),
     )
     .unwrap();
@@ -146,16 +154,11 @@ fn a_flush_writes_latest_activity_and_never_status() {
 #[test]
 fn users_are_listed_in_pages_and_by_changes() {
     let db = TestDatabase::new();
-    let ids: Vec<i64> = (0..5)
-        .map(|n| {
-            users::register(db.pool(), &format!("user{n}"), "password123")
-                .unwrap()
-                .id
-        })
-        .collect();
+    let ids: Vec<i64> = (0..5).map(|n| register(&db, &format!("user{n}"))).collect();
     db.execute("UPDATE users SET changed_at = now() - interval '1 hour'");
     let mut conn = db.pool().get().unwrap();
-    let page = |conn: &mut _, query: &UserQuery| users::list_users(conn, WINDOW, query).unwrap();
+    let page =
+        |conn: &mut _, query: &UserQuery| users::list_users(conn, TIMINGS, ADMIN, query).unwrap();
 
     let first = page(
         &mut conn,
@@ -165,7 +168,7 @@ fn users_are_listed_in_pages_and_by_changes() {
         },
     );
     assert_eq!(
-        first.users.iter().map(|u| u.id).collect::<Vec<_>>(),
+        first.users.iter().map(|u| u.status.id).collect::<Vec<_>>(),
         &ids[..2]
     );
     assert_eq!(first.next_after_id, Some(ids[1]));
@@ -178,7 +181,7 @@ fn users_are_listed_in_pages_and_by_changes() {
         },
     );
     assert_eq!(
-        last.users.iter().map(|u| u.id).collect::<Vec<_>>(),
+        last.users.iter().map(|u| u.status.id).collect::<Vec<_>>(),
         &ids[2..]
     );
     assert_eq!(
@@ -209,13 +212,14 @@ fn users_are_listed_in_pages_and_by_changes() {
         )
         .users
         .iter()
-        .map(|u| u.id)
+        .map(|u| u.status.id)
         .collect::<Vec<_>>()
     };
     assert!(changes(&mut conn).is_empty());
     // A write (login) is a change.
     presence::mark_user_online(
         &mut conn,
+        TIMINGS,
         ids[3],
         presence_model::events::ChangeReason::Login,
     )
@@ -228,4 +232,12 @@ fn users_are_listed_in_pages_and_by_changes() {
         ids[1]
     ));
     assert_eq!(changes(&mut conn), vec![ids[1], ids[3]]);
+    // And crossing the away edge: a connected user idle for the away timeout.
+    db.execute(&format!(
+        "UPDATE users SET online_status = 'online', last_seen = now(), \
+         active_at = now() - interval '301 seconds', changed_at = now() - interval '1 hour' \
+         WHERE id = {}",
+        ids[0]
+    ));
+    assert_eq!(changes(&mut conn), vec![ids[0], ids[1], ids[3]]);
 }

@@ -7,10 +7,10 @@ use std::sync::Barrier;
 use chrono::TimeDelta;
 use diesel::{Connection, PgConnection};
 use presence_model::events::{ChangeReason, PresenceChanged};
-use presence_model::testing::TestDatabase;
-use presence_model::{OnlineStatus, events, sessions, users};
+use presence_model::status::Presence;
+use presence_model::testing::{TIMINGS, TestDatabase, register};
+use presence_model::{events, sessions, users};
 
-const WINDOW: TimeDelta = TimeDelta::seconds(120);
 const TTL: TimeDelta = TimeDelta::days(30);
 
 /// Runs `f(i)` on `n` threads, each with a connection of its own (not from the test
@@ -55,23 +55,25 @@ fn stored_status(db: &TestDatabase, user_id: i64) -> String {
 /// Transitions alternate, start from offline, and end at the stored status.
 fn assert_consistent(db: &TestDatabase, user_id: i64) {
     let events = history(db, user_id);
-    let mut state = OnlineStatus::Offline;
+    let mut state = Presence::Offline;
     for event in &events {
         assert_eq!(event.from, state, "{events:?}");
         assert_ne!(event.from, event.to, "{events:?}");
         state = event.to;
     }
-    assert_eq!(state.as_str(), stored_status(db, user_id), "{events:?}");
+    assert_eq!(
+        state.online_status().as_str(),
+        stored_status(db, user_id),
+        "{events:?}"
+    );
 }
 
 #[test]
 fn twenty_simultaneous_logins_of_one_user_all_succeed_with_one_transition() {
     let db = TestDatabase::new();
     for trial in 0..10 {
-        let id = users::register(db.pool(), &format!("tabs{trial}"), "password123")
-            .unwrap()
-            .id;
-        let outcomes = at_once(&db, 20, |_, conn| users::open_session(conn, id));
+        let id = register(&db, &format!("tabs{trial}"));
+        let outcomes = at_once(&db, 20, |_, conn| users::open_session(conn, TIMINGS, id));
         let failures: Vec<_> = outcomes.iter().filter(|o| o.is_err()).collect();
         assert!(failures.is_empty(), "trial {trial}: {failures:?}");
         let events = history(&db, id);
@@ -91,13 +93,11 @@ fn twenty_simultaneous_logins_of_one_user_all_succeed_with_one_transition() {
 fn simultaneous_logouts_of_the_last_sessions_take_the_user_offline() {
     let db = TestDatabase::new();
     for trial in 0..30 {
-        let id = users::register(db.pool(), &format!("two{trial}"), "password123")
-            .unwrap()
-            .id;
+        let id = register(&db, &format!("two{trial}"));
         let mut conn = db.pool().get().unwrap();
         let sessions: Vec<i64> = (0..2)
             .map(|_| {
-                users::open_session(&mut conn, id)
+                users::open_session(&mut conn, TIMINGS, id)
                     .unwrap()
                     .unwrap()
                     .session_id
@@ -105,11 +105,14 @@ fn simultaneous_logouts_of_the_last_sessions_take_the_user_offline() {
             .collect();
         drop(conn);
         let outcomes = at_once(&db, 2, |i, conn| {
-            sessions::log_out(conn, sessions[i], WINDOW)
+            sessions::log_out(conn, TIMINGS, sessions[i])
                 .unwrap()
                 .expect("revoked")
         });
-        let went_offline = outcomes.iter().filter(|o| o.update.is_some()).count();
+        let went_offline = outcomes
+            .iter()
+            .filter(|o| o.update.change.is_some())
+            .count();
         assert_eq!(went_offline, 1, "trial {trial}");
         assert_eq!(stored_status(&db, id), "offline", "trial {trial}");
         let reasons: Vec<_> = history(&db, id).iter().map(|e| e.reason).collect();
@@ -125,30 +128,34 @@ fn simultaneous_logouts_of_the_last_sessions_take_the_user_offline() {
 fn interleaved_logins_logouts_and_activity_leave_the_truth() {
     let db = TestDatabase::new();
     for trial in 0..10 {
-        let id = users::register(db.pool(), &format!("mixed{trial}"), "password123")
-            .unwrap()
-            .id;
+        let id = register(&db, &format!("mixed{trial}"));
         let mut conn = db.pool().get().unwrap();
         let existing: Vec<_> = (0..6)
-            .map(|_| users::open_session(&mut conn, id).unwrap().unwrap())
+            .map(|_| {
+                users::open_session(&mut conn, TIMINGS, id)
+                    .unwrap()
+                    .unwrap()
+            })
             .collect();
         drop(conn);
         // Six threads log a session out, six use one, six log in anew.
         at_once(&db, 18, |i, conn| match i % 3 {
             0 => {
-                sessions::log_out(conn, existing[i / 3].session_id, WINDOW).unwrap();
+                sessions::log_out(conn, TIMINGS, existing[i / 3].session_id).unwrap();
             }
             1 => {
                 presence_model::presence::record_activity(
                     conn,
+                    TIMINGS,
                     existing[i / 3].token.expose(),
                     TTL,
                     ChangeReason::Activity,
+                    true,
                 )
                 .unwrap();
             }
             _ => {
-                users::open_session(conn, id).unwrap().unwrap();
+                users::open_session(conn, TIMINGS, id).unwrap().unwrap();
             }
         });
         let live = db.query_i64(&format!(

@@ -1,26 +1,23 @@
 //! Sweep runs and the presence history against a real PostgreSQL database.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use presence_model::events::ChangeReason;
-use presence_model::testing::TestDatabase;
+use presence_model::settings::Timings;
+use presence_model::testing::{TIMINGS, TestDatabase, register};
 use presence_model::{Error, events, presence, settings, sweeps, users};
-
-const WINDOW: TimeDelta = TimeDelta::seconds(120);
 
 fn tick(second: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000 + second, 0).unwrap()
 }
 
-/// `count` online users silent for an hour, and the window stored as an API stores it.
+/// `count` online users silent for an hour, and the timings stored as an API stores them.
 fn stale_online_users(db: &TestDatabase, count: usize) -> Vec<i64> {
     let mut conn = db.pool().get().unwrap();
-    settings::agree_on_window(&mut conn, WINDOW.num_seconds() as u32).unwrap();
+    settings::agree_on_timings(&mut conn, TIMINGS).unwrap();
     let ids: Vec<i64> = (0..count)
         .map(|n| {
-            let id = users::register(db.pool(), &format!("user{n}"), "password123")
-                .unwrap()
-                .id;
-            presence::mark_user_online(&mut conn, id, ChangeReason::Login).unwrap();
+            let id = register(db, &format!("user{n}"));
+            presence::mark_user_online(&mut conn, TIMINGS, id, ChangeReason::Login).unwrap();
             id
         })
         .collect();
@@ -37,7 +34,7 @@ fn a_tick_is_swept_once_and_recorded() {
     let run = sweeps::run_sweep(&mut conn, tick(0), "sweep-test")
         .unwrap()
         .unwrap();
-    let mut swept = run.user_ids.clone();
+    let mut swept: Vec<i64> = run.changes.iter().map(|c| c.user_id).collect();
     swept.sort_unstable();
     assert_eq!(swept, ids);
     // Recorded in the sweep's own transaction, waiting to be published.
@@ -56,7 +53,7 @@ fn a_tick_is_swept_once_and_recorded() {
     let next = sweeps::run_sweep(&mut conn, tick(1), "sweep-test")
         .unwrap()
         .unwrap();
-    assert!(next.user_ids.is_empty());
+    assert!(next.changes.is_empty());
     assert_eq!(
         db.query_i64(
             "SELECT count(*) AS n FROM sweep_runs WHERE finished_at >= started_at \
@@ -87,25 +84,22 @@ fn concurrent_replicas_sweep_a_tick_once() {
     });
     let ran: Vec<_> = outcomes.iter().flatten().collect();
     assert_eq!(ran.len(), 1, "{outcomes:?}");
-    assert_eq!(ran[0].user_ids.len(), 5);
+    assert_eq!(ran[0].users_marked_offline(), 5);
     assert_eq!(db.query_i64("SELECT count(*) AS n FROM sweep_runs"), 1);
 }
 
 #[test]
 fn history_is_newest_first() {
     let db = TestDatabase::new();
-    let id = users::register(db.pool(), "alice", "password123")
-        .unwrap()
-        .id;
+    let id = register(&db, "alice");
     let mut conn = db.pool().get().unwrap();
-    let login = users::open_session(&mut conn, id).unwrap().unwrap();
-    let logout = presence_model::sessions::log_out(&mut conn, login.session_id, WINDOW)
+    let login = users::open_session(&mut conn, TIMINGS, id)
         .unwrap()
         .unwrap();
-    let (login, logout) = (
-        login.update.change.unwrap(),
-        logout.update.unwrap().change.unwrap(),
-    );
+    let logout = presence_model::sessions::log_out(&mut conn, TIMINGS, login.session_id)
+        .unwrap()
+        .unwrap();
+    let (login, logout) = (login.update.change.unwrap(), logout.update.change.unwrap());
     assert!(logout.id > login.id && logout.at >= login.at);
 
     let history = events::presence_history(&mut conn, id, 10)
@@ -167,28 +161,40 @@ fn the_outbox_is_published_in_id_order_once_and_kept_when_publishing_fails() {
 }
 
 #[test]
-fn every_process_uses_one_window() {
+fn every_process_uses_one_set_of_timings() {
     let db = TestDatabase::new();
     let mut conn = db.pool().get().unwrap();
-    // The sweep has no window of its own: it waits for an API to store one.
+    // The sweep has no timings of its own: it waits for an API to store them.
     assert!(matches!(
         sweeps::run_sweep(&mut conn, tick(0), "sweep-test"),
-        Err(Error::WindowUnknown)
+        Err(Error::TimingsUnknown)
     ));
-    settings::agree_on_window(&mut conn, 120).unwrap();
-    settings::agree_on_window(&mut conn, 120).unwrap();
-    let refused = settings::agree_on_window(&mut conn, 60).unwrap_err();
+    settings::agree_on_timings(&mut conn, TIMINGS).unwrap();
+    settings::agree_on_timings(&mut conn, TIMINGS).unwrap();
+    let other = |offline_after_secs, away_after_secs| Timings {
+        offline_after_secs,
+        away_after_secs,
+    };
+    let refused = settings::agree_on_timings(&mut conn, other(60, 300)).unwrap_err();
     assert!(matches!(
         refused,
-        Error::WindowDisagreement {
+        Error::SettingDisagreement {
+            setting: "OFFLINE_AFTER_SECS",
             here: 60,
             stored: 120
         }
     ));
     let message = refused.to_string();
     assert!(message.contains("is 60 here, but 120"), "{message}");
+    assert!(matches!(
+        settings::agree_on_timings(&mut conn, other(120, 30)),
+        Err(Error::SettingDisagreement {
+            setting: "AWAY_AFTER_SECS",
+            ..
+        })
+    ));
     // Changed deliberately, for everyone.
-    settings::store_window(&mut conn, 60).unwrap();
-    settings::agree_on_window(&mut conn, 60).unwrap();
-    assert_eq!(settings::window(&mut conn).unwrap(), TimeDelta::seconds(60));
+    settings::store_timings(&mut conn, other(60, 30)).unwrap();
+    settings::agree_on_timings(&mut conn, other(60, 30)).unwrap();
+    assert_eq!(settings::timings(&mut conn).unwrap(), other(60, 30));
 }

@@ -9,14 +9,14 @@ use apalis_core::backend::Vacuum;
 use apalis_cron::Tick;
 use apalis_redis::ConnectionManager;
 use chrono::{DateTime, Utc};
-use presence_model::DbPool;
 use presence_model::events::{self, PresenceChanged};
-use presence_model::jobs::PublishPending;
+use presence_model::jobs::{EndStatuses, PublishPending};
 use presence_model::sweeps::{self, SweepRun};
+use presence_model::{DbPool, settings, status};
 use presence_runtime::nudges::PublishNudges;
 
 use crate::metrics::{self, Metrics};
-use crate::queue::PublishStorage;
+use crate::queue::{ExpiryStorage, PublishStorage};
 
 /// How often a worker process vacuums finished jobs (apalis reads the whole job hash to do
 /// it, so not often).
@@ -49,6 +49,8 @@ pub struct WorkerState {
     pub redis: ConnectionManager,
     /// The publish queue this worker consumes.
     pub jobs: PublishStorage,
+    /// The queue of scheduled status ends this worker consumes.
+    pub expiries: ExpiryStorage,
     /// Publish jobs, queued after a sweep.
     pub nudges: PublishNudges,
     /// Where recorded transitions are published.
@@ -111,17 +113,23 @@ impl WorkerState {
         }
     }
 
-    /// Keeps Redis memory bounded: drops finished jobs older than an hour, and the set of
-    /// finished job ids (kept by apalis for statistics only).
+    /// Keeps Redis memory bounded: drops finished jobs older than an hour, and the sets of
+    /// finished job ids (kept by apalis for statistics only), of both queues.
     pub async fn vacuum(&self) -> Result<(), Error> {
-        let mut storage = self.jobs.clone();
-        let removed = storage
+        let queue = |e: apalis_redis::Error| Error::Queue(e.to_string());
+        let mut publish = self.jobs.clone();
+        let mut expiry = self.expiries.clone();
+        let removed = publish
             .vacuum_before(KEEP_FINISHED_JOBS)
             .await
-            .map_err(|e| Error::Queue(e.to_string()))?;
-        let done = storage.get_config().done_jobs_set();
+            .map_err(queue)?
+            + expiry
+                .vacuum_before(KEEP_FINISHED_JOBS)
+                .await
+                .map_err(queue)?;
         redis::cmd("DEL")
-            .arg(done)
+            .arg(publish.get_config().done_jobs_set())
+            .arg(expiry.get_config().done_jobs_set())
             .query_async::<()>(&mut self.redis.clone())
             .await?;
         log::debug!("vacuumed {removed} finished jobs");
@@ -164,15 +172,15 @@ pub async fn sweep_tick(
         metrics.sweeps.inc();
         metrics
             .users_marked_offline
-            .inc_by(run.user_ids.len() as u64);
+            .inc_by(run.users_marked_offline() as u64);
         metrics
             .sweep_duration
             .observe(started.elapsed().as_secs_f64());
         metrics
             .last_successful_sweep
             .set(Utc::now().timestamp_millis() as f64 / 1000.0);
-        if !run.user_ids.is_empty() {
-            let what = format!("{} sweep transitions", run.user_ids.len());
+        if !run.changes.is_empty() {
+            let what = format!("{} sweep transitions", run.changes.len());
             state.nudges.nudge(&what).await;
         }
     }
@@ -191,8 +199,9 @@ pub async fn sweep(tick: Tick, state: Data<Arc<WorkerState>>) -> Result<(), BoxD
     match outcome {
         Ok(Some(run)) => {
             log::info!(
-                "sweep {tick_at}: {} users marked offline",
-                run.user_ids.len()
+                "sweep {tick_at}: {} transitions, {} users marked offline",
+                run.changes.len(),
+                run.users_marked_offline()
             );
             Ok(())
         }
@@ -226,6 +235,48 @@ pub async fn publish_job(
         }
     }
 }
+
+/// The scheduled job: end the statuses due at `job.at`. apalis releases it at the start
+/// of that second, so it waits for the moment itself (never long: a job released late
+/// does not wait at all). Redelivery is harmless: nothing is left to end.
+pub async fn end_statuses(
+    job: EndStatuses,
+    state: Data<Arc<WorkerState>>,
+) -> Result<(), BoxDynError> {
+    let early = (job.at - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(early.min(MAX_EARLY_RELEASE)).await;
+    let outcome = state
+        .db(|conn| {
+            let timings = settings::timings(conn)?;
+            Ok(status::expire_statuses(conn, timings)?)
+        })
+        .await;
+    let outcome = match outcome {
+        Ok(changes) => {
+            if !changes.is_empty() {
+                let what = format!("{} status ends", changes.len());
+                state.nudges.nudge(&what).await;
+            }
+            Ok(changes.len())
+        }
+        Err(e) => Err(e),
+    };
+    state.metrics.job(metrics::EXPIRY, &outcome);
+    match outcome {
+        Ok(count) => {
+            log::debug!("ended statuses due at {}: {count} changes", job.at);
+            Ok(())
+        }
+        Err(e) => {
+            log::warn!("ending statuses due at {} failed, will retry: {e}", job.at);
+            Err(e.into())
+        }
+    }
+}
+
+/// The most an expiry job can be released before its moment (apalis schedules to the
+/// second).
+const MAX_EARLY_RELEASE: Duration = Duration::from_secs(2);
 
 /// Runs the catch-up every `interval` until the process stops.
 pub async fn catch_up_periodically(state: Arc<WorkerState>, interval: Duration) {

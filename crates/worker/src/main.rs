@@ -47,7 +47,7 @@ async fn sweep_once(config: &Config) -> Result<(), jobs::Error> {
     let state = startup::connect(config).await?;
     let started = std::time::Instant::now();
     let run = jobs::sweep_tick(&state, chrono::Utc::now()).await?;
-    let marked = run.map_or(0, |run| run.user_ids.len());
+    let marked = run.map_or(0, |run| run.users_marked_offline());
     println!("{marked} users marked offline");
     log::info!(
         "swept, and queued the publishing of the transitions, in {:?}",

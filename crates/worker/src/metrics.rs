@@ -6,6 +6,7 @@ use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, Int
 /// The `kind` label of job metrics.
 pub const SWEEP: &str = "sweep";
 pub const PUBLISH: &str = "publish";
+pub const EXPIRY: &str = "expiry";
 
 pub struct Metrics {
     registry: MetricsRegistry,
@@ -74,7 +75,7 @@ impl Metrics {
             "oldest_unpublished_event_age_seconds",
             "Age of the oldest unpublished transition (at the last catch-up); 0 when none",
         )?)?;
-        for kind in [SWEEP, PUBLISH] {
+        for kind in [SWEEP, PUBLISH, EXPIRY] {
             jobs_processed.with_label_values(&[kind]);
             jobs_failed.with_label_values(&[kind]);
         }

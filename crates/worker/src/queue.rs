@@ -5,22 +5,31 @@ use std::time::Duration;
 
 use apalis::prelude::{PollSnapshot, PollStrategy};
 use apalis_redis::{ConnectionManager, RedisStorage};
-use presence_model::jobs::{PublishPending, publish_queue};
+use presence_model::jobs::{EndStatuses, PublishPending, expiry_queue, publish_queue};
 
 pub type PublishStorage = RedisStorage<PublishPending>;
+pub type ExpiryStorage = RedisStorage<EndStatuses>;
 
 /// How often an idle worker asks Redis for jobs pushed by other processes.
 pub const JOB_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
-/// The storage of [`PublishPending`] jobs under `prefix`. Workers beat every 5 s; the
-/// in-flight jobs of one silent for 15 s are handed to the others.
+/// The storage of [`PublishPending`] jobs under `prefix`.
 pub fn publish_storage(conn: ConnectionManager, prefix: &str) -> PublishStorage {
-    RedisStorage::new(conn).with_config(
-        apalis_redis::Config::default()
-            .queue(publish_queue(prefix))
-            .heartbeat_interval(Duration::from_secs(5))
-            .missed_heartbeats(3),
-    )
+    RedisStorage::new(conn).with_config(config(publish_queue(prefix)))
+}
+
+/// The storage of [`EndStatuses`] jobs under `prefix`.
+pub fn expiry_storage(conn: ConnectionManager, prefix: &str) -> ExpiryStorage {
+    RedisStorage::new(conn).with_config(config(expiry_queue(prefix)))
+}
+
+/// Workers beat every 5 s; the in-flight jobs of one silent for 15 s are handed to the
+/// others.
+fn config(queue: String) -> apalis_redis::Config {
+    apalis_redis::Config::default()
+        .queue(queue)
+        .heartbeat_interval(Duration::from_secs(5))
+        .missed_heartbeats(3)
 }
 
 /// Wakes the worker every `interval` so it fetches jobs pushed by other processes.

@@ -14,7 +14,7 @@ use presence_model::jobs::presence_changes_channel;
 use crate::config::Config;
 use crate::jobs::{self, Error, WorkerState};
 use crate::metrics::Metrics;
-use crate::queue::{JOB_POLL_INTERVAL, PollEvery, publish_storage};
+use crate::queue::{JOB_POLL_INTERVAL, PollEvery, expiry_storage, publish_storage};
 use presence_model::presence::replica_name;
 use presence_runtime::nudges::PublishNudges;
 
@@ -29,7 +29,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 pub async fn connect(config: &Config) -> Result<Arc<WorkerState>, Error> {
     let metrics = Metrics::new().map_err(|e| Error::Startup(e.to_string()))?;
     let redis = apalis_redis::connect(config.redis.redis_url.as_str()).await?;
-    let nudges = PublishNudges::new(
+    let nudges = PublishNudges::publish(
         &config.redis.redis_url,
         &config.redis.redis_prefix,
         metrics.jobs_enqueued.clone(),
@@ -43,6 +43,7 @@ pub async fn connect(config: &Config) -> Result<Arc<WorkerState>, Error> {
         ),
         metrics,
         jobs: publish_storage(redis.clone(), &config.redis.redis_prefix),
+        expiries: expiry_storage(redis.clone(), &config.redis.redis_prefix),
         nudges,
         redis,
         channel: presence_changes_channel(&config.redis.redis_prefix),
@@ -63,9 +64,8 @@ fn retry_policy() -> BackoffRetryPolicy<ExponentialBackoff> {
     RetryPolicy::retries(5).with_backoff(backoff)
 }
 
-/// Runs the sweep schedule, the publish consumer and the publishing catch-up until
-/// `shutdown` resolves,
-/// then lets the job in hand finish (up to `SHUTDOWN_GRACE`).
+/// Runs the sweep schedule, the publish and expiry consumers and the publishing catch-up
+/// until `shutdown` resolves, then lets the job in hand finish (up to `SHUTDOWN_GRACE`).
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -114,6 +114,8 @@ pub async fn run(
     let sweep_state = state.clone();
     let sweep_name = replica_name("sweep");
     let consumer_name = replica_name("publish");
+    let expiry_name = replica_name("expiry");
+    let expiry_state = state.clone();
     tokio::spawn(jobs::vacuum_periodically(state.clone(), jobs::VACUUM_EVERY));
     tokio::spawn(jobs::catch_up_periodically(
         state.clone(),
@@ -144,6 +146,22 @@ pub async fn run(
                 .data(state.clone())
                 .retry(retry_policy())
                 .build(jobs::publish_job)
+        })
+        .register(move |restarts| {
+            let pause = Duration::from_secs(1).min(Duration::from_millis(200) * restarts as u32);
+            let backend = expiry_state
+                .expiries
+                .clone()
+                .poll_with_strategy(PollEvery::new(JOB_POLL_INTERVAL))
+                .before_start(move |_| async move {
+                    tokio::time::sleep(pause).await;
+                    Ok(())
+                });
+            WorkerBuilder::new(format!("{expiry_name}-{restarts}"))
+                .backend(backend)
+                .data(expiry_state.clone())
+                .retry(retry_policy())
+                .build(jobs::end_statuses)
         })
         .should_restart(|worker, error| {
             log::error!("worker {} stopped: {error}", worker.name());

@@ -1,7 +1,7 @@
 //! Liveness, readiness and metrics, for orchestrators and operators.
 
 use actix_web::{HttpResponse, web};
-use presence_model::presence;
+use presence_model::status;
 use serde::Serialize;
 
 use presence_runtime::readiness::{self, Readiness};
@@ -34,13 +34,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     responses((status = 200, description = "Prometheus text exposition", body = String,
                content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let window = state.policy.window();
-    match db(&state, move |conn| {
-        presence::get_online_users_count(conn, window)
-    })
-    .await
-    {
-        Ok(count) => state.metrics.users_online.set(count),
+    let timings = state.policy.timings();
+    match db(&state, move |conn| status::presence_counts(conn, timings)).await {
+        Ok(counts) => state.metrics.users_online.set(counts.count),
         Err(e) => log::warn!("metrics: could not count online users: {e}"),
     }
     state.metrics.response()

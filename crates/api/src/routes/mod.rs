@@ -14,6 +14,7 @@ use presence_model::presence::CountsAs;
 use crate::errors::ApiError;
 
 pub mod health;
+pub mod status;
 pub mod users;
 
 pub struct Endpoint {
@@ -95,7 +96,25 @@ pub const ENDPOINTS: &[Endpoint] = &[
         method: Method::GET,
         path: "/api/users/online-count/",
         counts_as: CountsAs::Activity,
-        route: || web::to(users::online_count),
+        route: || web::to(status::online_count),
+    },
+    Endpoint {
+        method: Method::POST,
+        path: "/api/users/statuses/",
+        counts_as: CountsAs::Activity,
+        route: || web::to(status::statuses),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/api/users/me/status/",
+        counts_as: CountsAs::Activity,
+        route: || web::to(status::own_status),
+    },
+    Endpoint {
+        method: Method::PUT,
+        path: "/api/users/me/status/",
+        counts_as: CountsAs::Activity,
+        route: || web::to(status::set_status),
     },
     Endpoint {
         method: Method::GET,
@@ -107,7 +126,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         method: Method::GET,
         path: "/api/users/{id}/status/",
         counts_as: CountsAs::Activity,
-        route: || web::to(users::status),
+        route: || web::to(status::status),
     },
     Endpoint {
         method: Method::GET,

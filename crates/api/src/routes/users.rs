@@ -4,14 +4,14 @@ use actix_web::http::header::{CacheControl, CacheDirective, ETag, EntityTag, IfN
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use presence_model::events::PresenceChanged;
-use presence_model::presence::UserStatus;
+use presence_model::status::Presence;
 use presence_model::users::{User, UserQuery};
-use presence_model::{OnlineStatus, events, presence, sessions, users};
+use presence_model::{OnlineStatus, events, sessions, users};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{Admin, Authenticated};
+use crate::auth::{Admin, Authenticated, HeartbeatBody};
 use crate::errors::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 use crate::state::{AppState, blocking, db, publish_soon};
@@ -42,13 +42,13 @@ pub struct LoginResponse {
 
 #[derive(Serialize, ToSchema)]
 pub struct HeartbeatResponse {
+    /// Always `online`: a heartbeat connects.
     online_status: OnlineStatus,
     last_seen: Option<DateTime<Utc>>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Count {
-    count: i64,
+    /// How often to send the heartbeat (milliseconds): the server's setting.
+    heartbeat_interval_ms: i64,
+    /// After how long without use a client should report `{"active": false}` (seconds).
+    away_after_secs: u32,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -72,16 +72,19 @@ const USERS_MAX_LIMIT: i64 = 10_000;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AllUsersQuery {
-    /// Only users shown with this status.
+    /// Only users shown with this status (`online`: online, away or dnd).
     status: Option<OnlineStatus>,
+    /// Only users with this presence.
+    presence: Option<Presence>,
     /// Users per page: 1 to 10000 (default 1000).
     #[param(minimum = 1, maximum = 10000)]
     limit: Option<i64>,
     /// The `next` of the previous page.
     #[param(pattern = "^[0-9]{1,18}$")]
     cursor: Option<String>,
-    /// RFC 3339: only users whose status or `last_seen` changed since (give the previous
-    /// response's `as_of`). A few users may be returned twice across polls, never missed.
+    /// RFC 3339: only users whose presence, status or `last_seen` changed since (give the
+    /// previous response's `as_of`). A few users may be returned twice across polls, never
+    /// missed.
     changed_since: Option<DateTime<Utc>>,
 }
 
@@ -117,8 +120,8 @@ pub async fn register(
     JsonBody(Credentials { username, password }): JsonBody<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     let _slot = state.hashing.slot().await?;
-    let pool = state.pool.clone();
-    let user = blocking(move || users::register(&pool, &username, &password)).await?;
+    let (pool, timings) = (state.pool.clone(), state.policy.timings());
+    let user = blocking(move || users::register(&pool, timings, &username, &password)).await?;
     Ok(HttpResponse::Created().json(user))
 }
 
@@ -146,8 +149,8 @@ pub async fn login(
     let throttle = &state.login_throttle;
     throttle.check(&username, address).await?;
     let slot = state.hashing.slot().await?;
-    let (pool, account) = (state.pool.clone(), username.clone());
-    let outcome = blocking(move || users::log_in(&pool, &account, &password)).await;
+    let (pool, account, timings) = (state.pool.clone(), username.clone(), state.policy.timings());
+    let outcome = blocking(move || users::log_in(&pool, timings, &account, &password)).await;
     drop(slot);
     let logged_in = match outcome {
         Ok(logged_in) => logged_in,
@@ -161,7 +164,7 @@ pub async fn login(
     publish_soon(&state, logged_in.update.change.as_ref()).await;
     Ok(HttpResponse::Ok().json(LoginResponse {
         token: logged_in.token.expose().to_owned(),
-        user: logged_in.update.user,
+        user: logged_in.user,
     }))
 }
 
@@ -174,81 +177,53 @@ pub async fn logout(
     state: web::Data<AppState>,
     caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let (session_id, window) = (caller.session_id, state.policy.window());
+    let (session_id, timings) = (caller.session_id, state.policy.timings());
     let logged_out = db(&state, move |conn| {
-        sessions::log_out(conn, session_id, window)
+        sessions::log_out(conn, timings, session_id)
     })
     .await?;
     // Here at once; other replicas as the NOTIFY of the revocation reaches them.
     state.sessions.revoke(&caller.token_hash);
-    let change = logged_out
-        .as_ref()
-        .and_then(|out| out.update.as_ref())
-        .and_then(|update| update.change.as_ref());
-    publish_soon(&state, change).await;
+    let change = logged_out.and_then(|out| out.update.change);
+    publish_soon(&state, change.as_ref()).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// The app's 30-second heartbeat. Authenticating already refreshed `last_seen` and
-/// brought the user online.
+/// The app's heartbeat, every `heartbeat_interval_ms`. Authenticating already refreshed
+/// `last_seen` and brought the user online; the body says whether the user really used
+/// the app since the last one (no body: they did).
 #[utoipa::path(post, path = "/api/users/heartbeat/", tag = "users", security(("bearer" = [])),
+    request_body(content = Option<HeartbeatBody>, description = "Optional: `{\"active\": false}` \
+        when the page is hidden or untouched for the away timeout"),
     responses(
-        (status = 200, description = "Online", body = HeartbeatResponse),
+        (status = 200, description = "Connected", body = HeartbeatResponse),
+        (status = 400, description = "Malformed JSON or an unknown field", body = ErrorBody),
         (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody)))]
-pub async fn heartbeat(caller: Authenticated) -> HttpResponse {
-    let user = caller.user();
+pub async fn heartbeat(state: web::Data<AppState>, caller: Authenticated) -> HttpResponse {
     HttpResponse::Ok().json(HeartbeatResponse {
-        online_status: user.online_status,
-        last_seen: user.last_seen,
+        online_status: OnlineStatus::Online,
+        last_seen: caller.last_seen,
+        heartbeat_interval_ms: state.policy.heartbeat_interval().num_milliseconds(),
+        away_after_secs: state.policy.timings().away_after_secs,
     })
 }
 
-/// The caller.
+/// The caller, with their own status (`availability` included).
 #[utoipa::path(get, path = "/api/users/me/", tag = "users", security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller", body = User),
         (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody)))]
-pub async fn me(caller: Authenticated) -> HttpResponse {
-    HttpResponse::Ok().json(caller.user())
-}
-
-/// One user's shown status.
-#[utoipa::path(get, path = "/api/users/{id}/status/", tag = "users", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "User id")),
-    responses(
-        (status = 200, description = "The status", body = UserStatus),
-        (status = 400, description = "The id is not a number", body = ErrorBody),
-        (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody),
-        (status = 404, description = "No such user", body = ErrorBody)))]
-pub async fn status(
+pub async fn me(
     state: web::Data<AppState>,
-    _caller: Authenticated,
-    user_id: web::Path<i64>,
+    caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let (user_id, window) = (user_id.into_inner(), state.policy.window());
-    let status = db(&state, move |conn| {
-        presence::get_user_online_status(conn, user_id, window)
+    let (timings, viewer) = (state.policy.timings(), caller.viewer);
+    let user = db(&state, move |conn| {
+        users::user(conn, timings, viewer.user_id, viewer)
     })
     .await?
-    .ok_or_else(|| ApiError::NotFound(format!("no user with id {user_id}")))?;
-    Ok(HttpResponse::Ok().json(status))
-}
-
-/// How many users are shown online.
-#[utoipa::path(get, path = "/api/users/online-count/", tag = "users", security(("bearer" = [])),
-    responses(
-        (status = 200, description = "The count", body = Count),
-        (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody)))]
-pub async fn online_count(
-    state: web::Data<AppState>,
-    _caller: Authenticated,
-) -> Result<HttpResponse, ApiError> {
-    let window = state.policy.window();
-    let count = db(&state, move |conn| {
-        presence::get_online_users_count(conn, window)
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(Count { count }))
+    .ok_or(ApiError::Unauthenticated)?;
+    Ok(HttpResponse::Ok().json(user))
 }
 
 /// The admin panel's poll: every user, fresh from the database, never cached on the way.
@@ -264,7 +239,7 @@ pub async fn online_count(
 pub async fn all_users(
     req: HttpRequest,
     state: web::Data<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     query: web::Query<AllUsersQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
@@ -281,13 +256,14 @@ pub async fn all_users(
     };
     let user_query = UserQuery {
         status: query.status,
+        presence: query.presence,
         changed_since: query.changed_since,
         after_id,
         limit,
     };
-    let window = state.policy.window();
+    let (timings, viewer) = (state.policy.timings(), admin.viewer);
     let page = db(&state, move |conn| {
-        users::list_users(conn, window, &user_query)
+        users::list_users(conn, timings, viewer, &user_query)
     })
     .await?;
     let list = UserList {
@@ -337,7 +313,8 @@ fn content_hash(list: &UserList) -> Result<String, ApiError> {
     Ok(digest[..16].iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// A user's online/offline transitions, newest first: for admins, and for the user.
+/// A user's transitions as others were told them, newest first: for admins, and for the
+/// user.
 #[utoipa::path(get, path = "/api/users/{id}/presence-history/", tag = "users",
     security(("bearer" = [])),
     params(("id" = i64, Path, description = "User id"), HistoryQuery),
@@ -354,7 +331,7 @@ pub async fn presence_history(
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = user_id.into_inner();
-    if !caller.user().is_admin && caller.user().id != user_id {
+    if !caller.viewer.is_admin && caller.user_id() != user_id {
         return Err(ApiError::Forbidden);
     }
     let limit = page_limit(query.limit, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;

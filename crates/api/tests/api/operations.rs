@@ -153,10 +153,28 @@ async fn the_openapi_document_describes_every_route() {
     use presence_model::OnlineStatus::{Offline, Online};
     assert_eq!(values("OnlineStatus"), [Online.as_str(), Offline.as_str()]);
     use presence_model::events::ChangeReason as R;
-    let reasons = [R::Login, R::Logout, R::Heartbeat, R::Activity, R::Sweep];
+    let reasons = [
+        R::Login,
+        R::Logout,
+        R::Heartbeat,
+        R::Activity,
+        R::Idle,
+        R::Manual,
+        R::Expiry,
+        R::Sweep,
+        R::StatusText,
+    ];
     assert_eq!(
         values("ChangeReason"),
         reasons.map(|r| r.as_str().to_owned())
+    );
+    use presence_model::status::{Availability as A, Presence as P};
+    let presences = [P::Online, P::Away, P::Dnd, P::Offline];
+    assert_eq!(values("Presence"), presences.map(|p| p.as_str().to_owned()));
+    let availabilities = [A::Auto, A::Away, A::Dnd, A::Invisible];
+    assert_eq!(
+        values("Availability"),
+        availabilities.map(|a| a.as_str().to_owned())
     );
     let login = &doc["paths"]["/api/users/login/"]["post"];
     for status in ["401", "429", "503"] {

@@ -1,5 +1,4 @@
 use actix_web::http::StatusCode;
-use presence_model::presence;
 
 use presence_api::testing::TestApp;
 
@@ -49,12 +48,8 @@ async fn any_authenticated_request_brings_a_swept_user_back_online() {
     let (id, token) = app.sign_up("bob").await;
     app.db
         .execute("UPDATE users SET last_seen = now() - interval '1 hour'");
-    let swept = presence::mark_inactive_users_offline(
-        &mut app.db.pool().get().unwrap(),
-        chrono::TimeDelta::seconds(120),
-    )
-    .unwrap();
-    assert_eq!(swept, vec![id]);
+    let swept: Vec<i64> = app.sweep().iter().map(|change| change.user_id).collect();
+    assert_eq!(swept, [id]);
 
     let me = app.get("/api/users/me/", Some(&token)).await;
     assert_eq!(me.status, StatusCode::OK);

@@ -46,7 +46,9 @@ async fn only_real_transitions_are_queued() {
     // As after a sweep, which only takes users silent for a whole window: by then the
     // API no longer trusts their cached session (half a window at most).
     app.forget_cached_sessions();
-    app.db.execute("UPDATE users SET online_status = 'offline'");
+    // As the sweep leaves them: disconnected, and others told so.
+    app.db
+        .execute("UPDATE users SET online_status = 'offline', published_presence = 'offline'");
     app.post("/api/users/heartbeat/", Some(&token), None).await;
     app.get("/api/users/me/", Some(&token)).await;
     app.post("/api/users/logout/", Some(&token), None).await;
@@ -74,7 +76,9 @@ async fn requests_succeed_while_redis_is_down() {
     let app =
         TestApp::spawn_with(|config| config.redis.redis_url = "redis://127.0.0.1:1".into()).await;
     let (id, token) = app.sign_up("bob").await;
-    app.db.execute("UPDATE users SET online_status = 'offline'");
+    // As the sweep leaves them: disconnected, and others told so.
+    app.db
+        .execute("UPDATE users SET online_status = 'offline', published_presence = 'offline'");
     let response = app.post("/api/users/heartbeat/", Some(&token), None).await;
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(response.body["online_status"], "online");
@@ -136,11 +140,7 @@ async fn a_swept_user_who_logs_out_makes_no_transition() {
     let (id, token) = app.sign_up("swept").await;
     app.db
         .execute("UPDATE users SET last_seen = now() - interval '10 minutes'");
-    let swept = presence_model::presence::mark_inactive_users_offline(
-        &mut app.db.pool().get().unwrap(),
-        chrono::TimeDelta::seconds(120),
-    )
-    .unwrap();
+    let swept: Vec<i64> = app.sweep().iter().map(|change| change.user_id).collect();
     assert_eq!(swept, [id]);
     let response = app.post("/api/users/logout/", Some(&token), None).await;
     assert_eq!(response.status, StatusCode::NO_CONTENT);

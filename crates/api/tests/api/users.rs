@@ -23,11 +23,16 @@ async fn register_returns_the_user_without_secrets() {
     assert_eq!(
         keys,
         [
+            "availability",
             "created_at",
+            "dnd_until",
             "id",
             "is_admin",
             "last_seen",
             "online_status",
+            "presence",
+            "status_emoji",
+            "status_text",
             "username"
         ]
     );
@@ -164,7 +169,10 @@ async fn status_and_online_count() {
 
     let response = app.get("/api/users/online-count/", Some(&token)).await;
     assert_eq!(response.status, StatusCode::OK);
-    assert_eq!(response.body, json!({ "count": 1 }));
+    assert_eq!(
+        response.body,
+        json!({ "count": 1, "online": 1, "away": 0, "dnd": 0 })
+    );
 }
 
 #[actix_web::test]

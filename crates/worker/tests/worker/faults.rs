@@ -6,7 +6,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use presence_api::testing::{OwnRedis, Process, TestApp};
 
-use crate::helpers::{WorkerEnv, eventually};
+use crate::helpers::{WorkerEnv, eventually, timings};
 
 #[actix_web::test]
 async fn transitions_made_while_redis_is_down_are_published_when_it_returns() {
@@ -17,7 +17,7 @@ async fn transitions_made_while_redis_is_down_are_published_when_it_returns() {
         database_url: app.db.url(),
         redis_prefix: &app.config.redis.redis_prefix,
         schedule: "0 0 0 1 1 * 2099",
-        offline_after_secs: 120,
+        timings: timings(120),
     }
     .command("run");
     command

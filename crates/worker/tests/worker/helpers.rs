@@ -2,22 +2,31 @@ use std::process::Command;
 use std::time::Duration;
 
 use presence_api::testing::{Process, test_redis_url};
+use presence_model::settings::Timings;
 
-/// What the worker needs to know: its database, its Redis prefix, and its timing (the
-/// window is stored in the database, as the API stores it).
+/// What the worker needs to know: its database, its Redis prefix, and its timings (stored
+/// in the database, as the API stores them).
 pub struct WorkerEnv<'a> {
     pub database_url: &'a str,
     pub redis_prefix: &'a str,
     pub schedule: &'a str,
-    pub offline_after_secs: u32,
+    pub timings: Timings,
+}
+
+/// The timings with this window and the default away timeout.
+pub fn timings(offline_after_secs: u32) -> Timings {
+    Timings {
+        offline_after_secs,
+        away_after_secs: 300,
+    }
 }
 
 impl WorkerEnv<'_> {
     pub fn command(&self, subcommand: &str) -> Command {
         let pool = presence_model::db::build_pool(self.database_url, 1, Duration::from_secs(2));
         if let Ok(mut conn) = pool.get() {
-            presence_model::settings::store_window(&mut conn, self.offline_after_secs)
-                .expect("store the window");
+            presence_model::settings::store_timings(&mut conn, self.timings)
+                .expect("store the timings");
         }
         let mut command = Command::new(env!("CARGO_BIN_EXE_presence-worker"));
         command

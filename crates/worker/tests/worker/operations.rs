@@ -5,7 +5,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use presence_api::testing::{Process, TestApp, metric_value};
 
-use crate::helpers::{WorkerEnv, eventually};
+use crate::helpers::{WorkerEnv, eventually, timings};
 
 async fn get(port: u16, path: &str) -> (StatusCode, String) {
     let mut response = awc::Client::default()
@@ -27,7 +27,7 @@ async fn health_readiness_and_metrics_after_real_work() {
         database_url: app.db.url(),
         redis_prefix: &app.config.redis.redis_prefix,
         schedule: "* * * * * *",
-        offline_after_secs: 2,
+        timings: timings(2),
     }
     .spawn();
     let port = worker.port();
@@ -116,7 +116,7 @@ async fn readiness_fails_while_postgres_is_unreachable() {
         database_url: &missing,
         redis_prefix: &app.config.redis.redis_prefix,
         schedule: "0 0 0 1 1 * 2099",
-        offline_after_secs: 120,
+        timings: timings(120),
     }
     .spawn();
     let port = worker.port();
@@ -134,7 +134,7 @@ async fn workers_on_one_host_start_without_settings_and_an_explicit_address_is_s
         database_url: app.db.url(),
         redis_prefix: &app.config.redis.redis_prefix,
         schedule: "0 0 0 1 1 * 2099",
-        offline_after_secs: 120,
+        timings: timings(120),
     };
     let workers: Vec<Process> = (0..2)
         .map(|_| {

@@ -5,7 +5,7 @@ use presence_api::testing::TestApp;
 use presence_model::jobs::presence_changes_channel;
 use serde_json::Value;
 
-use crate::helpers::{WorkerEnv, eventually};
+use crate::helpers::{WorkerEnv, eventually, timings};
 
 /// A schedule that never fires during a test: these tests are about the job queue.
 const NEVER: &str = "0 0 0 1 1 * 2099";
@@ -17,7 +17,7 @@ async fn login_heartbeat_logout_are_recorded_and_published_in_order() {
         database_url: app.db.url(),
         redis_prefix: &app.config.redis.redis_prefix,
         schedule: NEVER,
-        offline_after_secs: 120,
+        timings: timings(120),
     }
     .spawn();
     let client = redis::Client::open(app.config.redis.redis_url.as_str()).unwrap();

@@ -4,10 +4,10 @@ use presence_api::testing::{
     OwnRedis, RedisKeys, TestApp, free_port, metric_value, raw_http, test_prefix, wait_until,
 };
 use presence_model::events::ChangeReason;
-use presence_model::testing::TestDatabase;
-use presence_model::{presence, users};
+use presence_model::presence;
+use presence_model::testing::{TIMINGS, TestDatabase, register};
 
-use crate::helpers::{WorkerEnv, eventually};
+use crate::helpers::{WorkerEnv, eventually, timings};
 
 const EVERY_SECOND: &str = "* * * * * *";
 /// How often the simulated client of the sweep test sends its heartbeat.
@@ -18,8 +18,8 @@ fn sweep_once_prints_how_many_users_it_marked_offline() {
     let db = TestDatabase::new();
     let mut conn = db.pool().get().unwrap();
     for name in ["stale1", "stale2", "fresh"] {
-        let id = users::register(db.pool(), name, "password123").unwrap().id;
-        presence::mark_user_online(&mut conn, id, ChangeReason::Login).unwrap();
+        let id = register(&db, name);
+        presence::mark_user_online(&mut conn, TIMINGS, id, ChangeReason::Login).unwrap();
     }
     db.execute(
         "UPDATE users SET last_seen = now() - interval '10 minutes' WHERE username LIKE 'stale%'",
@@ -29,7 +29,7 @@ fn sweep_once_prints_how_many_users_it_marked_offline() {
         database_url: db.url(),
         redis_prefix: test_prefix(&db),
         schedule: EVERY_SECOND,
-        offline_after_secs: 120,
+        timings: timings(120),
     };
     let output = env.command("sweep-once").output().unwrap();
     assert!(output.status.success(), "{output:?}");
@@ -56,7 +56,7 @@ fn sigterm_stops_a_running_worker_cleanly() {
         database_url: db.url(),
         redis_prefix: test_prefix(&db),
         schedule: EVERY_SECOND,
-        offline_after_secs: 120,
+        timings: timings(120),
     }
     .spawn();
     let started = actix_web::rt::System::new()
@@ -79,7 +79,7 @@ fn three_workers_sweep_each_tick_once() {
         database_url: db.url(),
         redis_prefix: test_prefix(&db),
         schedule: EVERY_SECOND,
-        offline_after_secs: 2,
+        timings: timings(2),
     };
     let workers: Vec<_> = (0..3).map(|_| env.spawn()).collect();
     let runs = || db.query_i64("SELECT count(*) AS n FROM sweep_runs");
@@ -121,7 +121,7 @@ async fn silent_users_go_offline_and_heartbeating_users_stay_online() {
         database_url: app.db.url(),
         redis_prefix: &app.config.redis.redis_prefix,
         schedule: EVERY_SECOND,
-        offline_after_secs: 2,
+        timings: timings(2),
     }
     .spawn();
     let (active, token) = app.sign_up("active").await;
@@ -168,7 +168,7 @@ fn a_failing_sweep_is_retried_and_never_crashes_the_worker() {
         database_url: &missing,
         redis_prefix: test_prefix(&db),
         schedule: EVERY_SECOND,
-        offline_after_secs: 120,
+        timings: timings(120),
     }
     .spawn();
     let port = worker.port();
@@ -197,7 +197,7 @@ fn a_worker_started_while_redis_is_down_waits_for_it() {
         database_url: db.url(),
         redis_prefix: test_prefix(&db),
         schedule: EVERY_SECOND,
-        offline_after_secs: 120,
+        timings: timings(120),
     }
     .command("run");
     command

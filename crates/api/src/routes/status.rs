@@ -1,0 +1,205 @@
+//! Statuses: one user's, many users' at once, the counts, and the caller's own manual
+//! status. What each caller is shown is the model's rule (`status::ShownRow::shown_to`).
+
+use std::collections::HashSet;
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use presence_model::status::{
+    self, Availability, Change, MAX_BULK_IDS, PresenceCounts, StatusChange, UserStatus,
+};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::Authenticated;
+use crate::errors::{ApiError, ErrorBody};
+use crate::extract::JsonBody;
+use crate::state::{AppState, db, publish_soon};
+
+/// One user's status object.
+#[utoipa::path(get, path = "/api/users/{id}/status/", tag = "status", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The status", body = UserStatus),
+        (status = 400, description = "The id is not a number", body = ErrorBody),
+        (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody)))]
+pub async fn status(
+    state: web::Data<AppState>,
+    caller: Authenticated,
+    user_id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let (user_id, timings) = (user_id.into_inner(), state.policy.timings());
+    let row = db(&state, move |conn| {
+        status::shown_status(conn, timings, user_id)
+    })
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no user with id {user_id}")))?;
+    Ok(HttpResponse::Ok().json(row.shown_to(caller.viewer)))
+}
+
+/// The caller's own status object (with their `availability`).
+#[utoipa::path(get, path = "/api/users/me/status/", tag = "status", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's status", body = UserStatus),
+        (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody)))]
+pub async fn own_status(
+    state: web::Data<AppState>,
+    caller: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let (user_id, timings) = (caller.user_id(), state.policy.timings());
+    let row = db(&state, move |conn| {
+        status::shown_status(conn, timings, user_id)
+    })
+    .await?
+    .ok_or(ApiError::Unauthenticated)?;
+    Ok(HttpResponse::Ok().json(row.shown_to(caller.viewer)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusesQuery {
+    /// 1 to 500 user ids.
+    #[schema(min_items = 1, max_items = 500)]
+    ids: Vec<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Statuses {
+    /// The known users' statuses, in the order asked.
+    statuses: Vec<UserStatus>,
+    /// The ids asked for that are no user's.
+    missing: Vec<i64>,
+}
+
+/// The statuses of up to 500 users, in one query.
+#[utoipa::path(post, path = "/api/users/statuses/", tag = "status", security(("bearer" = [])),
+    request_body = StatusesQuery,
+    responses(
+        (status = 200, description = "The statuses in the order asked, and the unknown ids",
+            body = Statuses),
+        (status = 400, description = "No ids, more than 500, or one that is not an integer",
+            body = ErrorBody),
+        (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody)))]
+pub async fn statuses(
+    state: web::Data<AppState>,
+    caller: Authenticated,
+    JsonBody(StatusesQuery { ids }): JsonBody<StatusesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if !(1..=MAX_BULK_IDS).contains(&ids.len()) {
+        return Err(ApiError::Invalid {
+            field: "ids".to_owned(),
+            message: format!("must hold 1 to {MAX_BULK_IDS} ids, not {}", ids.len()),
+        });
+    }
+    let timings = state.policy.timings();
+    let asked = ids.clone();
+    let rows = db(&state, move |conn| {
+        status::shown_statuses(conn, timings, &asked)
+    })
+    .await?;
+    let found: HashSet<i64> = rows.iter().map(|row| row.id).collect();
+    let mut missing: Vec<i64> = ids.into_iter().filter(|id| !found.contains(id)).collect();
+    missing.dedup();
+    Ok(HttpResponse::Ok().json(Statuses {
+        statuses: rows.iter().map(|row| row.shown_to(caller.viewer)).collect(),
+        missing,
+    }))
+}
+
+/// How many users are online, away and in do-not-disturb (an invisible user is not
+/// counted); `count` is their sum, what older clients read as "online".
+#[utoipa::path(get, path = "/api/users/online-count/", tag = "status", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The counts", body = PresenceCounts),
+        (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody)))]
+pub async fn online_count(
+    state: web::Data<AppState>,
+    _caller: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let timings = state.policy.timings();
+    let counts = db(&state, move |conn| status::presence_counts(conn, timings)).await?;
+    Ok(HttpResponse::Ok().json(counts))
+}
+
+/// A field that may be given as `null`: `Some(None)` then, `None` when left out.
+fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// The caller's manual status; fields left out keep their value.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusUpdate {
+    /// `auto` leaves presence to activity; `away` and `dnd` show while connected;
+    /// `invisible` shows everyone else a logged-out user.
+    availability: Option<Availability>,
+    /// RFC 3339, in the future: when an `away` or `dnd` ends (back to `auto`). Only with
+    /// `availability`; `null` or left out: no end.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    until: Option<Option<DateTime<Utc>>>,
+    /// Up to 100 characters; `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 100)]
+    text: Option<Option<String>>,
+    /// Up to 32 characters; `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 32)]
+    emoji: Option<Option<String>>,
+    /// RFC 3339, in the future: when the text and emoji are cleared; `null`: never.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    text_expires_at: Option<Option<DateTime<Utc>>>,
+}
+
+impl StatusUpdate {
+    fn into_change(self) -> Result<StatusChange, ApiError> {
+        let availability = match (self.availability, self.until) {
+            (Some(availability), until) => Change::Set((availability, until.flatten())),
+            (None, None) => Change::Keep,
+            (None, Some(_)) => {
+                return Err(ApiError::Invalid {
+                    field: "until".to_owned(),
+                    message: "is only taken with `availability`".to_owned(),
+                });
+            }
+        };
+        Ok(StatusChange {
+            availability,
+            text: self.text.map_or(Change::Keep, Change::Set),
+            emoji: self.emoji.map_or(Change::Keep, Change::Set),
+            text_expires_at: self.text_expires_at.map_or(Change::Keep, Change::Set),
+        })
+    }
+}
+
+/// Set the caller's manual status and custom status. Others are told what they are
+/// shown change; an end (`until`, `text_expires_at`) is applied at that moment.
+#[utoipa::path(put, path = "/api/users/me/status/", tag = "status", security(("bearer" = [])),
+    request_body = StatusUpdate,
+    responses(
+        (status = 200, description = "The caller's status", body = UserStatus),
+        (status = 400, description = "An unknown availability, an end in the past or for \
+            `auto`/`invisible`, a text too long, or an unknown field", body = ErrorBody),
+        (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody)))]
+pub async fn set_status(
+    state: web::Data<AppState>,
+    caller: Authenticated,
+    JsonBody(update): JsonBody<StatusUpdate>,
+) -> Result<HttpResponse, ApiError> {
+    let change = update.into_change()?;
+    let (user_id, timings) = (caller.user_id(), state.policy.timings());
+    let set = db(&state, move |conn| {
+        status::set_status(conn, timings, user_id, &change)
+    })
+    .await?
+    .ok_or(ApiError::Unauthenticated)?;
+    publish_soon(&state, set.change.as_ref()).await;
+    if let Some(at) = set.next_expiry {
+        state.status_ends.schedule(at).await;
+    }
+    Ok(HttpResponse::Ok().json(set.status))
+}
