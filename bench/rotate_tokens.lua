@@ -1,11 +1,18 @@
 -- wrk script: every request carries the next of the bench's session tokens, so a run
--- spreads over all live sessions. Method and path come from the environment.
+-- spreads over all live sessions. Method, path and an optional JSON body (BENCH_BODY, a
+-- file) come from the environment.
 local tokens = {}
 for line in io.lines(os.getenv("BENCH_TOKENS")) do
   tokens[#tokens + 1] = line
 end
 local method = os.getenv("BENCH_METHOD") or "GET"
 local path = os.getenv("BENCH_PATH")
+local body = nil
+if os.getenv("BENCH_BODY") then
+  local file = io.open(os.getenv("BENCH_BODY"))
+  body = file:read("*a")
+  file:close()
+end
 
 local counter = 0
 function setup(thread)
@@ -17,5 +24,9 @@ local i = 0
 request = function()
   i = i + 1
   local token = tokens[((offset + i) % #tokens) + 1]
-  return wrk.format(method, path, { ["Authorization"] = "Bearer " .. token })
+  local headers = { ["Authorization"] = "Bearer " .. token }
+  if body then
+    headers["Content-Type"] = "application/json"
+  end
+  return wrk.format(method, path, headers, body)
 end

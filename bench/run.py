@@ -60,8 +60,13 @@ def ensure_wrk():
         subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, capture_output=True)
 
 
-def wrk(path, *, method="GET", tokens=None, connections=CONNECTIONS, threads="2", duration=DURATION):
+def wrk(path, *, method="GET", tokens=None, body=None, connections=CONNECTIONS, threads="2",
+        duration=DURATION):
     env = dict(os.environ, BENCH_METHOD=method, BENCH_PATH=path)
+    if body is not None:
+        body_file = RESULTS / f"body-{abs(hash(body))}.json"
+        body_file.write_text(body)
+        env["BENCH_BODY"] = str(body_file)
     command = ["wrk", "--latency", "-t", threads, "-c", connections, "-d", duration]
     if tokens:
         env["BENCH_TOKENS"] = str(tokens)
@@ -127,9 +132,12 @@ def machine():
 def seed(admin_hash):
     log(f"seeding {USERS} users, {SESSIONS} live sessions")
     sql(f"""
-        INSERT INTO users (username, password_hash, online_status, last_seen, changed_at)
+        INSERT INTO users (username, password_hash, online_status, published_presence,
+                           last_seen, active_at, changed_at)
         SELECT 'user' || g, '{admin_hash}',
                CASE WHEN g <= {SESSIONS} THEN 'online' ELSE 'offline' END,
+               CASE WHEN g <= {SESSIONS} THEN 'online' ELSE 'offline' END,
+               CASE WHEN g <= {SESSIONS} THEN now() ELSE now() - interval '3 days' END,
                CASE WHEN g <= {SESSIONS} THEN now() ELSE now() - interval '3 days' END,
                now() - interval '1 day'
         FROM generate_series(1, {USERS - 1}) g;
@@ -227,6 +235,16 @@ def main():
             "requests": int(re.search(r"(\d+) requests in", flood_out).group(1)),
         }
 
+        log("2c. POST heartbeat with {\"active\": false} (the page is hidden)")
+        results["heartbeat_idle"] = wrk("/api/users/heartbeat/", method="POST", tokens=tokens,
+                                        body='{"active": false}')
+
+        log("2d. POST /api/users/statuses/ for 500 ids spread over the 100,000 users")
+        step = USERS // 500
+        ids = json.dumps({"ids": list(range(1, USERS, step))[:500]})
+        results["bulk_statuses_500"] = wrk("/api/users/statuses/", method="POST", tokens=tokens,
+                                           body=ids)
+
         log("3. GET /api/users/me/ over the live sessions")
         results["me"] = wrk("/api/users/me/", tokens=tokens)
 
@@ -287,8 +305,9 @@ def sweep(common):
         INSERT INTO users (username, password_hash, online_status, last_seen)
         SELECT 'sweep' || g, 'x', 'online', now()
         FROM generate_series(1, {SWEEP_USERS} - (SELECT count(*) FROM users)) g;
-        UPDATE users SET online_status = 'online',
-               last_seen = CASE WHEN id % 2 = 0 THEN now() - interval '1 hour' ELSE now() END;
+        UPDATE users SET online_status = 'online', published_presence = 'online',
+               last_seen = CASE WHEN id % 2 = 0 THEN now() - interval '1 hour' ELSE now() END,
+               active_at = CASE WHEN id % 2 = 0 THEN now() - interval '1 hour' ELSE now() END;
     """)
     sql("VACUUM ANALYZE users")
     stale = int(sql("SELECT count(*) FROM users WHERE online_status = 'online' "
@@ -336,8 +355,12 @@ def report(results):
     writes = results["heartbeat_writes"]
     sweep = results["sweep"]
     page = results["admin_first_page"]
+    idle = results["heartbeat_idle"]
+    bulk = results["bulk_statuses_500"]
     ratios = {
         "heartbeat_vs_baseline": hb / base,
+        "heartbeat_idle_vs_baseline": idle["requests_per_sec"] / base,
+        "bulk_statuses_500_vs_baseline": bulk["requests_per_sec"] / base,
         "heartbeat_during_login_flood_vs_heartbeat": hb_flood / hb,
         "me_vs_baseline": me / base,
         "writes_per_sec_vs_bound": writes["rows_per_sec"] / writes["bound_rows_per_sec"],
@@ -352,6 +375,10 @@ def report(results):
         ("2. POST heartbeat, 10k sessions", f"{hb:,.0f} req/s", f"{ratios['heartbeat_vs_baseline']:.2f} x baseline (target >= 0.5)"),
         ("2b. heartbeat during a login flood", f"{hb_flood:,.0f} req/s ({flood['requests_per_sec']:,.0f} wrong logins/s)",
          f"{ratios['heartbeat_during_login_flood_vs_heartbeat']:.2f} x heartbeat alone (target >= 0.5)"),
+        ("2c. heartbeat {\"active\": false}", f"{idle['requests_per_sec']:,.0f} req/s, p99 {idle['p99_ms']:.2f} ms",
+         f"{ratios['heartbeat_idle_vs_baseline']:.2f} x baseline (target >= 0.5)"),
+        ("2d. POST statuses, 500 ids of 100k", f"{bulk['requests_per_sec']:,.0f} req/s, p50 {bulk['p50_ms']:.2f} ms, p99 {bulk['p99_ms']:.2f} ms",
+         f"{ratios['bulk_statuses_500_vs_baseline']:.3f} x baseline"),
         ("3. GET /me, 10k sessions", f"{me:,.0f} req/s", f"{ratios['me_vs_baseline']:.2f} x baseline (target >= 0.6)"),
         ("4. row writes during heartbeats", f"{writes['rows_written']:,} rows for {writes['heartbeats']:,} heartbeats",
          f"{writes['rows_per_heartbeat']:.4f} per heartbeat; {writes['rows_per_sec']:,.0f}/s vs bound {writes['bound_rows_per_sec']:,.0f}/s = {ratios['writes_per_sec_vs_bound']:.2f}"),

@@ -26,10 +26,16 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     }
 }
 
-/// Deserializes a JSON value, an error naming the field to blame.
+/// Deserializes a JSON object (every body of this API is one: serde would also read a
+/// struct from an array), an error naming the field to blame.
 pub fn deserialize_naming_fields<T: DeserializeOwned>(
     value: serde_json::Value,
 ) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::BadRequest(
+            "invalid JSON body: expected a JSON object".to_owned(),
+        ));
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let message = e.into_inner().to_string();
@@ -44,12 +50,16 @@ pub fn deserialize_naming_fields<T: DeserializeOwned>(
     })
 }
 
-/// A body that may be empty: `None` then, else JSON as [`JsonBody`] reads it.
+/// A body that may be left out: `None` when empty or JSON `null`, else JSON as
+/// [`JsonBody`] reads it.
 pub fn optional_json<T: DeserializeOwned>(body: &[u8]) -> Result<Option<T>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+    if value.is_null() {
+        return Ok(None);
+    }
     deserialize_naming_fields(value).map(Some)
 }

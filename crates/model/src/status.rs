@@ -5,8 +5,9 @@
 //! dnd that has not ended; then online while the user was active within the away
 //! timeout, away after. Everyone but the user and admins is shown `presence_public`
 //! instead, in which an invisible user is exactly a user who logged out when they went
-//! invisible: offline, `last_seen` frozen then, no custom status. Both views are read in
-//! one query ([`shown_columns!`]); [`Viewer`] picks which one a caller gets.
+//! invisible: offline, `last_seen` frozen then, no custom status (others see a custom
+//! status only while its user is connected). Both views are read in one query
+//! ([`shown_columns!`]); [`Viewer`] picks which one a caller gets.
 
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
@@ -176,7 +177,9 @@ impl ShownRow {
         } else {
             (self.public_presence, self.public_last_seen)
         };
-        let custom = truth || self.availability != Availability::Invisible;
+        // Others see a custom status only while the user is connected, so a user who
+        // logged out and an invisible one look the same.
+        let custom = truth || presence != Presence::Offline;
         UserStatus {
             id: self.id,
             presence,

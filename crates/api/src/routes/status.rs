@@ -60,8 +60,27 @@ pub async fn own_status(
 #[serde(deny_unknown_fields)]
 pub struct StatusesQuery {
     /// 1 to 500 user ids.
-    #[schema(min_items = 1, max_items = 500)]
-    ids: Vec<i64>,
+    #[schema(value_type = Vec<i64>, min_items = 1, max_items = 500)]
+    ids: Vec<UserId>,
+}
+
+/// A user id in a JSON body: an integer, which JSON Schema lets be written `7.0` too.
+pub struct UserId(i64);
+
+impl<'de> Deserialize<'de> for UserId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let number = serde_json::Number::deserialize(deserializer)?;
+        number
+            .as_i64()
+            .or_else(|| {
+                number
+                    .as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 2f64.powi(53))
+                    .map(|f| f as i64)
+            })
+            .map(UserId)
+            .ok_or_else(|| serde::de::Error::custom(format!("{number} is not a user id")))
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -86,6 +105,7 @@ pub async fn statuses(
     caller: Authenticated,
     JsonBody(StatusesQuery { ids }): JsonBody<StatusesQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let ids: Vec<i64> = ids.into_iter().map(|UserId(id)| id).collect();
     if !(1..=MAX_BULK_IDS).contains(&ids.len()) {
         return Err(ApiError::Invalid {
             field: "ids".to_owned(),
@@ -159,8 +179,8 @@ impl StatusUpdate {
     fn into_change(self) -> Result<StatusChange, ApiError> {
         let availability = match (self.availability, self.until) {
             (Some(availability), until) => Change::Set((availability, until.flatten())),
-            (None, None) => Change::Keep,
-            (None, Some(_)) => {
+            (None, None | Some(None)) => Change::Keep,
+            (None, Some(Some(_))) => {
                 return Err(ApiError::Invalid {
                     field: "until".to_owned(),
                     message: "is only taken with `availability`".to_owned(),

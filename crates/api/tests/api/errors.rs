@@ -15,10 +15,12 @@ fn assert_error(body: &Value, code: &str) {
 #[actix_web::test]
 async fn malformed_and_mistyped_json_is_a_400_naming_the_problem() {
     let app = TestApp::spawn().await;
-    let cases: [(&[u8], &str, Option<&str>); 6] = [
+    let cases: [(&[u8], &str, Option<&str>); 7] = [
         (b"", "bad_request", None),
         (b"{\"username\": ", "bad_request", None),
         (b"[]", "bad_request", None),
+        // serde reads a struct from an array too; a body is an object.
+        (b"[\"alice\", \"password123\"]", "bad_request", None),
         (b"{\"username\": \"alice\"}", "bad_request", None),
         (
             b"{\"username\": 5, \"password\": \"password123\"}",

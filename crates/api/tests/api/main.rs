@@ -8,5 +8,6 @@ mod presence;
 mod process;
 mod queue;
 mod races;
+mod states;
 mod throttle;
 mod users;

@@ -5,4 +5,5 @@ mod faults;
 mod helpers;
 mod operations;
 mod pipeline;
+mod statuses;
 mod sweep;
