@@ -89,6 +89,73 @@ pub struct Config {
     /// cores, at least one. Each takes ~50 ms of a core and ~19 MiB.
     #[arg(long, env = "PASSWORD_HASHES_IN_FLIGHT", default_value_t = 0)]
     pub password_hashes_in_flight: u32,
+    #[command(flatten)]
+    pub streams: StreamConfig,
+}
+
+/// The live presence streams (`GET /api/presence/stream/`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StreamConfig {
+    /// A stream sends at most one batch of changes this often (milliseconds); a change
+    /// after a quiet interval goes out at once.
+    #[arg(long, env = "STREAM_BATCH_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub stream_batch_ms: u32,
+    /// A comment is sent on an idle stream this often (seconds), so proxies keep it open.
+    #[arg(long, env = "STREAM_KEEPALIVE_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub stream_keepalive_secs: u32,
+    /// A stream whose client has taken nothing for this long (milliseconds) while changes
+    /// wait drops them, and gets `resync` and a snapshot when it reads again.
+    #[arg(long, env = "STREAM_STALL_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub stream_stall_ms: u32,
+    /// How far back (seconds) a reconnect with `Last-Event-ID` is given the changes it
+    /// missed; older, it gets a snapshot.
+    #[arg(long, env = "STREAM_RESUME_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub stream_resume_secs: u32,
+    /// Open streams per user, on each process; then 429.
+    #[arg(long, env = "STREAMS_PER_USER", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub streams_per_user: u32,
+    /// Open streams per process; then 503. Never more than the open-file limit allows
+    /// (less 512 kept for everything else).
+    #[arg(long, env = "STREAMS_PER_PROCESS", default_value_t = 15_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub streams_per_process: u32,
+    /// Origins (comma-separated, e.g. `https://chat.example.com`) whose pages may call the
+    /// API and open streams (CORS); empty: none.
+    #[arg(
+        long,
+        env = "CORS_ALLOWED_ORIGINS",
+        default_value = "",
+        value_delimiter = ','
+    )]
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl StreamConfig {
+    pub fn settings(&self) -> crate::stream::StreamSettings {
+        let ms = |ms: u32| std::time::Duration::from_millis(ms.into());
+        crate::stream::StreamSettings {
+            batch: ms(self.stream_batch_ms),
+            keepalive: std::time::Duration::from_secs(self.stream_keepalive_secs.into()),
+            stall: ms(self.stream_stall_ms),
+            resume_reach: TimeDelta::seconds(self.stream_resume_secs.into()),
+            per_user: self.streams_per_user as usize,
+            per_process: self.streams_per_process as usize,
+        }
+    }
+
+    /// The allowed origins, without empty entries.
+    pub fn origins(&self) -> Vec<String> {
+        self.cors_allowed_origins
+            .iter()
+            .map(|origin| origin.trim().to_owned())
+            .filter(|origin| !origin.is_empty())
+            .collect()
+    }
 }
 
 impl Config {

@@ -8,10 +8,12 @@
 //! - 401 means "who are you?" (no, unknown, expired or revoked token; bad credentials),
 //!   403 "not allowed for you", 404 "no such thing", 405 "not with this method" (with
 //!   `Allow`), 408 "your body never came" (and the connection is closed), 409 "conflicts
-//!   with what exists", 429 "too many failed logins, wait" (with `Retry-After`).
+//!   with what exists", 429 "too many failed logins, or too many streams of yours, wait"
+//!   (with `Retry-After`).
 //! - 503 with `Retry-After` means "we cannot reach a dependency right now, try again":
-//!   PostgreSQL down, the pool exhausted, or too many password hashes queued. It is
-//!   answered within the pool's checkout timeout, never after a hang.
+//!   PostgreSQL down, the pool exhausted, too many password hashes queued, Redis down for
+//!   tickets, or this process holding all the streams it may. It is answered within the
+//!   pool's checkout timeout, never after a hang.
 //! - Anything else is our fault: the cause is logged here, once, and the client gets an
 //!   opaque 500. Secrets (passwords, tokens, hashes) are never part of an error message.
 //! - Errors that actix's HTTP/1 parser answers before a request reaches us (431 for
@@ -48,8 +50,12 @@ pub enum ApiError {
     },
     #[error("the request body did not arrive in time")]
     RequestTimeout,
-    #[error("too many failed logins; try again later")]
-    TooManyRequests { retry_after_secs: u64 },
+    #[error("{what}; try again later")]
+    TooManyRequests {
+        /// What there is too much of, for the message.
+        what: &'static str,
+        retry_after_secs: u64,
+    },
     #[error("{reason}; try again shortly")]
     Unavailable { reason: &'static str },
     #[error("that username is already taken")]
@@ -184,7 +190,9 @@ impl ResponseError for ApiError {
             Self::RequestTimeout => {
                 response.force_close();
             }
-            Self::TooManyRequests { retry_after_secs } => {
+            Self::TooManyRequests {
+                retry_after_secs, ..
+            } => {
                 response.insert_header((RETRY_AFTER, retry_after_secs.to_string()));
             }
             Self::Unavailable { .. } => {

@@ -11,6 +11,8 @@ pub mod routes;
 pub mod session_cache;
 pub mod startup;
 pub mod state;
+pub mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod throttle;
+pub mod tickets;

@@ -14,6 +14,8 @@ pub struct Metrics {
     in_flight: IntGauge,
     pub jobs_enqueued: IntCounter,
     pub enqueue_failures: IntCounter,
+    pub streams_open: IntGauge,
+    pub stream_resyncs: IntCounter,
 }
 
 impl Metrics {
@@ -52,7 +54,18 @@ impl Metrics {
             "job_enqueue_failures_total",
             "Jobs that could not be queued (Redis down or slow); the worker catches up",
         )?)?;
+        let streams_open = registry.register(IntGauge::new(
+            "streams_open",
+            "Presence streams (server-sent events) open on this process",
+        )?)?;
+        let stream_resyncs = registry.register(IntCounter::new(
+            "stream_resyncs_total",
+            "Streams that gave up on the changes they held (stalled client, lost Redis \
+             subscription) and owe their client a new snapshot",
+        )?)?;
         Ok(Self {
+            streams_open,
+            stream_resyncs,
             registry,
             requests,
             latency,

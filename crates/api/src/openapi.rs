@@ -9,7 +9,7 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::errors::{ErrorBody, ErrorDetail};
-use crate::routes::{health, status, users};
+use crate::routes::{health, status, stream, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -36,12 +36,15 @@ use crate::routes::{health, status, users};
         status::own_status,
         status::set_status,
         users::presence_history,
+        stream::ticket,
+        stream::stream,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth, &CommonResponses),
     tags(
         (name = "users", description = "Accounts, sessions and presence"),
         (name = "status", description = "Statuses: presence, manual availability, custom status"),
+        (name = "stream", description = "Live presence: server-sent events, and their tickets"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )
 )]

@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use actix_web::body::MessageBody;
 use actix_web::dev::Server;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::{Logger, Next, NormalizePath, TrailingSlash, from_fn};
+use actix_web::middleware::{Condition, Logger, Next, NormalizePath, TrailingSlash, from_fn};
 use actix_web::web::{Bytes, BytesMut};
 use actix_web::{App, HttpMessage, HttpServer, web};
 use futures_util::StreamExt;
@@ -18,7 +18,10 @@ use crate::metrics::Metrics;
 use crate::routes;
 use crate::session_cache::{self, SessionCache};
 use crate::state::AppState;
+use crate::stream::{self, StreamHub};
 use crate::throttle::{LoginThrottle, PasswordHashing};
+use crate::tickets::Tickets;
+use presence_model::jobs::presence_changes_channel;
 use presence_runtime::nudges::{PublishNudges, StatusEnds};
 
 /// In-flight requests get this long to finish after SIGTERM/SIGINT.
@@ -46,6 +49,8 @@ impl Application {
             metrics.jobs_enqueued.clone(),
             metrics.enqueue_failures.clone(),
         );
+        let metrics_streams_open = metrics.streams_open.clone();
+        let metrics_stream_resyncs = metrics.stream_resyncs.clone();
         let status_ends = StatusEnds::expiry(
             redis_url,
             prefix,
@@ -67,11 +72,18 @@ impl Application {
             hashing: PasswordHashing::new(config.password_hashes_in_flight()),
             policy,
             session_ttl: config.session_ttl(),
+            streams: std::sync::Arc::new(StreamHub::new(
+                config.streams.settings(),
+                metrics_streams_open,
+                metrics_stream_resyncs,
+            )),
+            tickets: Tickets::new(redis_url, prefix),
         });
         let listener = TcpListener::bind(&config.listen_addr)?;
         let app_state = state.clone();
         let port = listener.local_addr()?.port();
         let body_timeout = config.client_body_timeout();
+        let origins = config.streams.origins();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -88,6 +100,7 @@ impl Application {
                     read_body_within(body_timeout, req, next)
                 }))
                 .wrap(from_fn(record_metrics))
+                .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
                 .wrap(NormalizePath::new(TrailingSlash::Trim))
                 // One line per request; the path only, never the query string or headers.
                 .wrap(
@@ -96,12 +109,20 @@ impl Application {
                 )
         })
         .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        // SIGINT and SIGTERM are handled in `run_until_stopped`, which ends the streams
+        // first: they would otherwise hold the graceful shutdown for its whole timeout.
+        .disable_signals()
         .listen(listener)?
         .run();
         actix_web::rt::spawn(activity::flush_periodically(app_state.clone()));
         actix_web::rt::spawn(session_cache::listen_for_revocations(
             app_state.clone(),
             config.database.url.database_url.clone(),
+        ));
+        actix_web::rt::spawn(stream::follow_published_changes(
+            app_state.clone(),
+            config.redis.redis_url.clone(),
+            presence_changes_channel(&config.redis.redis_prefix),
         ));
         Ok(Self {
             port,
@@ -119,13 +140,62 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until SIGINT/SIGTERM, drains in-flight requests, then writes the activity
-    /// still deferred.
+    /// Serves until SIGINT/SIGTERM; then ends the streams at once (clients reconnect to
+    /// another replica), drains in-flight requests, and writes the activity still
+    /// deferred.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let served = self.server.await;
+        let handle = self.server.handle();
+        let mut server = self.server;
+        let signal = shutdown_signal()?;
+        let served = tokio::select! {
+            served = &mut server => served,
+            () = signal => {
+                log::info!("stopping: closing {} streams, draining requests", self.state.streams.open());
+                self.state.streams.close_all();
+                // The command is sent at once; the server future must run to act on it.
+                let stopped = handle.stop(true);
+                let served = server.await;
+                stopped.await;
+                served
+            }
+        };
         activity::flush_and_forget(&self.state).await;
         served
     }
+}
+
+/// Resolves on SIGINT or SIGTERM; the handlers are installed when this is called.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
+}
+
+/// Cross-origin access for the frontend's `origins`: the API and the stream, with the
+/// headers they take (the token, JSON, `Last-Event-ID`).
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    use actix_web::http::header;
+    origins
+        .iter()
+        .fold(actix_cors::Cors::default(), |cors, origin| {
+            cors.allowed_origin(origin)
+        })
+        .allowed_methods(["GET", "HEAD", "POST", "PUT", "OPTIONS"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("last-event-id"),
+        ])
+        .max_age(3600)
+        // Another origin gets no CORS headers (its browser then refuses the answer), not
+        // a non-JSON error.
+        .block_on_origin_mismatch(false)
 }
 
 /// Counts every request by route template, method and status, with its latency.

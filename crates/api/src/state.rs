@@ -28,6 +28,10 @@ pub struct AppState {
     /// The window, the flush interval and what follows from them.
     pub policy: PresencePolicy,
     pub session_ttl: TimeDelta,
+    /// The live streams of this process.
+    pub streams: std::sync::Arc<crate::stream::StreamHub>,
+    /// Stream tickets, shared by every replica through Redis.
+    pub tickets: crate::tickets::Tickets,
 }
 
 /// Runs `f` on the blocking thread pool: diesel and argon2 are synchronous and must never

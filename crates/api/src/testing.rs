@@ -16,10 +16,11 @@ pub fn test_redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
-/// The real application on a random port, over its own fresh database.
+/// The real application on a random port, over its own fresh database (shared with the
+/// replicas made by [`TestApp::replica`]).
 pub struct TestApp {
     pub address: String,
-    pub db: TestDatabase,
+    pub db: std::sync::Arc<TestDatabase>,
     pub config: Config,
     state: actix_web::web::Data<crate::state::AppState>,
     client: awc::Client,
@@ -48,10 +49,16 @@ pub fn remove_redis_keys(redis_url: &str, prefix: &str) {
     if !keys.is_empty() {
         let _: redis::RedisResult<()> = conn.del(&keys);
     }
-    let workers = format!("{}:workers", publish_queue(prefix));
-    let _: redis::RedisResult<()> = conn.zrem("core:apalis:queues:list", workers);
+    for queue in [
+        publish_queue(prefix),
+        presence_model::jobs::expiry_queue(prefix),
+    ] {
+        let _: redis::RedisResult<()> =
+            conn.zrem("core:apalis:queues:list", format!("{queue}:workers"));
+    }
 }
 
+#[derive(Debug)]
 pub struct Response {
     pub status: StatusCode,
     pub headers: actix_web::http::header::HeaderMap,
@@ -96,6 +103,16 @@ impl TestApp {
             login_max_failures_per_address: 100,
             login_failure_window_secs: 900,
             password_hashes_in_flight: 0,
+            streams: crate::config::StreamConfig {
+                // Short, so tests see batches soon.
+                stream_batch_ms: 100,
+                stream_keepalive_secs: 15,
+                stream_stall_ms: 30_000,
+                stream_resume_secs: 3600,
+                streams_per_user: 10,
+                streams_per_process: 15_000,
+                cors_allowed_origins: Vec::new(),
+            },
         };
         adjust(&mut config);
         // As `presence-api serve` does before it listens.
@@ -104,10 +121,21 @@ impl TestApp {
             config.timings(),
         )
         .expect("one set of timings");
+        Self::start(std::sync::Arc::new(db), config).await
+    }
+
+    /// Starts the app, and waits until published changes reach its streams (when Redis is
+    /// reachable), so a test's first stream misses nothing.
+    async fn start(db: std::sync::Arc<TestDatabase>, config: Config) -> Self {
         let app = Application::build(&config).expect("application builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let state = app.state();
         actix_web::rt::spawn(app.run_until_stopped());
+        let streams = state.streams.clone();
+        eventually(std::time::Duration::from_secs(2), || {
+            std::future::ready(streams.is_following())
+        })
+        .await;
         Self {
             address,
             db,
@@ -115,6 +143,55 @@ impl TestApp {
             state,
             client: awc::Client::default(),
         }
+    }
+
+    /// Another API replica on the same database and Redis prefix, in this process, with
+    /// `adjust` applied to a copy of this one's settings.
+    pub async fn replica(&self, adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = self.config.clone();
+        adjust(&mut config);
+        Self::start(self.db.clone(), config).await
+    }
+
+    /// Opens `GET /api/presence/stream/?<query>`, authenticated by `token` if given (else
+    /// by the ticket in the query), resuming after `last_event_id` if given; the error
+    /// response if it is refused.
+    pub async fn open_stream(
+        &self,
+        query: &str,
+        token: Option<&str>,
+        last_event_id: Option<i64>,
+    ) -> Result<EventStream, Response> {
+        let mut request = self
+            .client
+            .get(self.url(&format!("/api/presence/stream/?{query}")));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(id) = last_event_id {
+            request = request.insert_header(("Last-Event-ID", id.to_string()));
+        }
+        let mut response = request.send().await.expect("request reaches the server");
+        if response.status() != StatusCode::OK {
+            let bytes = response.body().await.expect("body");
+            return Err(Response {
+                status: response.status(),
+                headers: response.headers().clone(),
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            });
+        }
+        Ok(EventStream {
+            headers: response.headers().clone(),
+            body: Box::pin(response),
+            buffer: Vec::new(),
+        })
+    }
+
+    /// A stream ticket for `token`.
+    pub async fn ticket(&self, token: &str) -> String {
+        let response = self.post("/api/presence/tickets/", Some(token), None).await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
+        response.body["ticket"].as_str().expect("ticket").to_owned()
     }
 
     /// Writes the activity the app deferred, as its periodic flush would.
@@ -235,6 +312,77 @@ impl TestApp {
             .unwrap();
         self.login("admin").await
     }
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub event: String,
+    pub id: Option<i64>,
+    pub data: Value,
+}
+
+/// A stream being read: its events one at a time (comments and `retry:` skipped).
+pub struct EventStream {
+    pub headers: actix_web::http::header::HeaderMap,
+    body: std::pin::Pin<
+        Box<
+            dyn futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>>,
+        >,
+    >,
+    buffer: Vec<u8>,
+}
+
+impl EventStream {
+    /// The next event within `limit`; `None` if none came or the stream ended.
+    pub async fn next(&mut self, limit: std::time::Duration) -> Option<Event> {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            while let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                if let Some(event) = parse_event(&String::from_utf8_lossy(&block)) {
+                    return Some(event);
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.body.next()).await;
+            match chunk {
+                Ok(Some(Ok(bytes))) => self.buffer.extend_from_slice(&bytes),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Whether the server ended the stream within `limit` (events until then dropped).
+    pub async fn ends_within(&mut self, limit: std::time::Duration) -> bool {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Ok(Some(Ok(_))) => {}
+                Ok(_) => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+fn parse_event(block: &str) -> Option<Event> {
+    let (mut event, mut id, mut data) = (None, None, String::new());
+    for line in block.lines() {
+        if let Some(value) = line.strip_prefix("event: ") {
+            event = Some(value.to_owned());
+        } else if let Some(value) = line.strip_prefix("id: ") {
+            id = value.parse().ok();
+        } else if let Some(value) = line.strip_prefix("data: ") {
+            data.push_str(value);
+        }
+    }
+    Some(Event {
+        event: event?,
+        id,
+        data: serde_json::from_str(&data).unwrap_or(Value::Null),
+    })
 }
 
 /// A child process of one of our binaries, killed if the test ends without stopping it.

@@ -97,6 +97,7 @@ impl LoginThrottle {
             };
             if worst.failures >= *limit {
                 return Err(ApiError::TooManyRequests {
+                    what: "too many failed logins",
                     retry_after_secs: worst.resets_in_secs.max(1),
                 });
             }
@@ -260,7 +261,7 @@ mod tests {
         }
         let refused = throttle.check("ALICE", None).await.unwrap_err();
         assert!(
-            matches!(refused, ApiError::TooManyRequests { retry_after_secs } if (1..=60).contains(&retry_after_secs)),
+            matches!(refused, ApiError::TooManyRequests { retry_after_secs, .. } if (1..=60).contains(&retry_after_secs)),
             "{refused:?}"
         );
         throttle.check("bob", Some(home)).await.unwrap();

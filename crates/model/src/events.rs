@@ -56,6 +56,10 @@ pub struct PresenceChanged {
     pub status_text: Option<String>,
     pub status_emoji: Option<String>,
     pub dnd_until: Option<DateTime<Utc>>,
+    /// Its place in the order transitions are published in (what a stream's `Last-Event-ID`
+    /// counts); `None` until it is being published.
+    #[serde(default)]
+    pub revision: Option<i64>,
 }
 
 impl PresenceChanged {
@@ -183,7 +187,7 @@ pub(crate) fn record_changes(
          SELECT user_id, from_status, to_status, reason, clock_timestamp(), last_seen, \
                 status_text, status_emoji, dnd_until FROM changed ORDER BY user_id \
          RETURNING id, user_id, from_status, to_status, at, reason, last_seen, \
-                   status_text, status_emoji, dnd_until",
+                   status_text, status_emoji, dnd_until, revision",
     )
     .bind::<Array<BigInt>, _>(&changed.user_ids)
     .bind::<Array<Text>, _>(&changed.from)
@@ -245,6 +249,8 @@ struct RecordedRow {
     status_emoji: Option<String>,
     #[diesel(sql_type = Nullable<Timestamptz>)]
     dnd_until: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    revision: Option<i64>,
 }
 
 impl RecordedRow {
@@ -260,6 +266,7 @@ impl RecordedRow {
             status_text: self.status_text,
             status_emoji: self.status_emoji,
             dnd_until: self.dnd_until,
+            revision: self.revision,
         }
     }
 }
@@ -268,26 +275,42 @@ impl RecordedRow {
 /// order: two publishers interleaving batches could reorder one user's transitions.
 const PUBLISH_LOCK_KEY: i64 = 0x7072_6573_7075_6273; // "prespubs"
 
-/// Publishes the oldest unpublished transitions, at most `batch` of them, in id order,
-/// and marks them published; returns how many. A second replica calling this meanwhile
-/// waits for the first, then publishes what is left.
+/// Publishes the oldest unpublished transitions, at most `batch` of them, and marks them
+/// published; returns how many. A second replica calling this meanwhile waits for the
+/// first, then publishes what is left.
 ///
-/// `publish` runs inside the transaction: if it fails (Redis down), nothing is marked and
-/// the same rows are published next time. If the process dies after publishing but
-/// before the commit, they are published again: delivery is at least once, and each
-/// event carries its `id` so subscribers can drop a repeat.
+/// Two transactions, each under the publisher's lock. The first gives the rows their
+/// revisions, in id order, and commits: a stream that sees a revision on Redis can
+/// always read it (and everything before it) from PostgreSQL, which is what makes resuming
+/// and snapshots gapless. The second sends the rows with a revision and no publication
+/// yet, in revision order, and marks them published. If `publish` fails (Redis down), or
+/// the process dies before the second commit, the same rows are sent again, with the
+/// same revisions, so a subscriber drops the repeat by revision: delivery is at least
+/// once.
 pub fn publish_pending(
     conn: &mut PgConnection,
     batch: i64,
     publish: impl FnOnce(&[PresenceChanged]) -> Result<(), String>,
 ) -> Result<usize, Error> {
     conn.transaction(|conn| {
-        diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
-            .bind::<BigInt, _>(PUBLISH_LOCK_KEY)
-            .execute(conn)?;
+        lock_publisher(conn)?;
+        diesel::sql_query(
+            "UPDATE presence_events e SET revision = numbered.revision \
+             FROM (SELECT id, nextval('presence_revision') AS revision \
+                   FROM (SELECT id FROM presence_events \
+                         WHERE published_at IS NULL AND revision IS NULL \
+                         ORDER BY id LIMIT $1) AS oldest) AS numbered \
+             WHERE e.id = numbered.id",
+        )
+        .bind::<BigInt, _>(batch)
+        .execute(conn)
+    })?;
+    conn.transaction(|conn| {
+        lock_publisher(conn)?;
         let events: Vec<PresenceChanged> = presence_events::table
             .filter(presence_events::published_at.is_null())
-            .order(presence_events::id)
+            .filter(presence_events::revision.is_not_null())
+            .order(presence_events::revision)
             .limit(batch)
             .select(PresenceChanged::as_select())
             .load(conn)?;
@@ -301,6 +324,113 @@ pub fn publish_pending(
             .execute(conn)?;
         Ok(events.len())
     })
+}
+
+fn lock_publisher(conn: &mut PgConnection) -> QueryResult<()> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+        .bind::<BigInt, _>(PUBLISH_LOCK_KEY)
+        .execute(conn)
+        .map(drop)
+}
+
+/// What a stream starts from: the statuses of some users and the revision they are as
+/// of. Changes with a greater revision come after it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub revision: i64,
+    pub users: Vec<ShownRow>,
+}
+
+/// The statuses of `user_ids` (every user if `None`), and the latest revision, read in one
+/// repeatable-read transaction so the two agree.
+pub fn snapshot(
+    conn: &mut PgConnection,
+    timings: Timings,
+    user_ids: Option<&[i64]>,
+) -> QueryResult<Snapshot> {
+    conn.build_transaction()
+        .repeatable_read()
+        .read_only()
+        .run(|conn| {
+            let revision = latest_revision(conn)?;
+            let users = match user_ids {
+                Some(ids) => crate::status::shown_statuses(conn, timings, ids)?,
+                None => crate::status::all_shown_statuses(conn, timings)?,
+            };
+            Ok(Snapshot { revision, users })
+        })
+}
+
+/// The greatest revision given so far (0 before any).
+pub fn latest_revision(conn: &mut PgConnection) -> QueryResult<i64> {
+    presence_events::table
+        .select(diesel::dsl::max(presence_events::revision))
+        .get_result::<Option<i64>>(conn)
+        .map(Option::unwrap_or_default)
+}
+
+/// Why a resume was refused: a snapshot is due instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeRefused {
+    /// The revision is older than what resuming reaches back to.
+    TooOld,
+    /// The revision was never given.
+    Unknown,
+    /// More changes than a snapshot would hold.
+    TooMany,
+}
+
+/// The changes published after `after` to `user_ids` (every user if `None`), in revision
+/// order, if the stream can resume from there: the first revision after it was given
+/// within `reach`, and at most `max` changes follow. The caller keeps the latest of each
+/// user.
+pub fn changes_since(
+    conn: &mut PgConnection,
+    after: i64,
+    user_ids: Option<&[i64]>,
+    reach: chrono::TimeDelta,
+    max: i64,
+) -> QueryResult<Result<Vec<PresenceChanged>, ResumeRefused>> {
+    conn.build_transaction()
+        .repeatable_read()
+        .read_only()
+        .run(|conn| {
+            if after > latest_revision(conn)? {
+                return Ok(Err(ResumeRefused::Unknown));
+            }
+            let too_old: Option<bool> = diesel::sql_query(
+                "SELECT published_at < now() - $2 AS too_old FROM presence_events \
+             WHERE revision > $1 ORDER BY revision LIMIT 1",
+            )
+            .bind::<BigInt, _>(after)
+            .bind::<Interval, _>(reach)
+            .get_result::<TooOld>(conn)
+            .optional()?
+            .map(|row| row.too_old.unwrap_or(false));
+            if too_old == Some(true) {
+                return Ok(Err(ResumeRefused::TooOld));
+            }
+            let mut query = presence_events::table
+                .filter(presence_events::revision.gt(after))
+                .order(presence_events::revision)
+                .limit(max + 1)
+                .select(PresenceChanged::as_select())
+                .into_boxed();
+            if let Some(ids) = user_ids {
+                query = query.filter(presence_events::user_id.eq_any(ids));
+            }
+            let changes = query.load(conn)?;
+            if changes.len() as i64 > max {
+                return Ok(Err(ResumeRefused::TooMany));
+            }
+            Ok(Ok(changes))
+        })
+}
+
+#[derive(QueryableByName)]
+struct TooOld {
+    #[diesel(sql_type = Nullable<diesel::sql_types::Bool>)]
+    too_old: Option<bool>,
 }
 
 /// The transitions not yet published: how many, and when the oldest was recorded.
@@ -353,6 +483,7 @@ mod tests {
             status_text: Some("lunch".into()),
             status_emoji: None,
             dnd_until: None,
+            revision: Some(5),
         };
         let json = serde_json::to_value(&change).unwrap();
         assert_eq!(
@@ -361,7 +492,7 @@ mod tests {
                 "id": 3, "user_id": 7, "from": "offline", "to": "online",
                 "at": "2024-01-15T10:30:45.123456Z", "reason": "login",
                 "last_seen": null, "status_text": "lunch", "status_emoji": null,
-                "dnd_until": null
+                "dnd_until": null, "revision": 5
             })
         );
         let back: PresenceChanged = serde_json::from_value(json).unwrap();

@@ -22,6 +22,7 @@ diesel::table! {
         status_text -> Nullable<Text>,
         status_emoji -> Nullable<Text>,
         dnd_until -> Nullable<Timestamptz>,
+        revision -> Nullable<Int8>,
     }
 }
 

@@ -240,6 +240,18 @@ pub fn shown_statuses(
     .load(conn)
 }
 
+/// Every user's status, in id order: the snapshot of an admin's stream of everyone.
+pub fn all_shown_statuses(conn: &mut PgConnection, timings: Timings) -> QueryResult<Vec<ShownRow>> {
+    sql_query(concat!(
+        "SELECT ",
+        shown_columns!("now()"),
+        " FROM users ORDER BY id"
+    ))
+    .bind::<Interval, _>(timings.window())
+    .bind::<Interval, _>(timings.away_after())
+    .load(conn)
+}
+
 /// How many users are shown each presence but offline, as everyone but admins sees it
 /// (an invisible user is not counted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, QueryableByName)]

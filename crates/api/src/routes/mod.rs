@@ -15,6 +15,7 @@ use crate::errors::ApiError;
 
 pub mod health;
 pub mod status;
+pub mod stream;
 pub mod users;
 
 pub struct Endpoint {
@@ -127,6 +128,18 @@ pub const ENDPOINTS: &[Endpoint] = &[
         path: "/api/users/{id}/status/",
         counts_as: CountsAs::Activity,
         route: || web::to(status::status),
+    },
+    Endpoint {
+        method: Method::POST,
+        path: "/api/presence/tickets/",
+        counts_as: CountsAs::Activity,
+        route: || web::to(stream::ticket),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/api/presence/stream/",
+        counts_as: CountsAs::Activity,
+        route: || web::to(stream::stream),
     },
     Endpoint {
         method: Method::GET,

@@ -9,5 +9,6 @@ mod process;
 mod queue;
 mod races;
 mod states;
+mod streams;
 mod throttle;
 mod users;

@@ -6,4 +6,5 @@ mod helpers;
 mod operations;
 mod pipeline;
 mod statuses;
+mod streams;
 mod sweep;

@@ -1,0 +1,169 @@
+//! Live presence: tickets, and the server-sent event stream (see `crate::stream`).
+
+use actix_web::http::header::{CacheControl, CacheDirective};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use presence_model::status::{MAX_BULK_IDS, Viewer};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::Authenticated;
+use crate::errors::{ApiError, ErrorBody};
+use crate::state::AppState;
+use crate::stream::{self, Refused, StreamRequest};
+use crate::tickets::TICKET_TTL;
+
+#[derive(Serialize, ToSchema)]
+pub struct Ticket {
+    /// Good once, for `expires_in` seconds, for the stream of the user who asked.
+    ticket: String,
+    expires_in: u64,
+}
+
+/// A single-use ticket to open the stream from a browser, whose `EventSource` cannot send
+/// an `Authorization` header (a token never goes in a URL).
+#[utoipa::path(post, path = "/api/presence/tickets/", tag = "stream", security(("bearer" = [])),
+    responses(
+        (status = 201, description = "A ticket, good once for 60 s", body = Ticket),
+        (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody),
+        (status = 503, description = "Redis is unreachable; see `Retry-After`", body = ErrorBody)))]
+pub async fn ticket(
+    state: web::Data<AppState>,
+    caller: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let ticket = state.tickets.issue(caller.viewer).await?;
+    Ok(HttpResponse::Created().json(Ticket {
+        ticket,
+        expires_in: TICKET_TTL.as_secs(),
+    }))
+}
+
+/// Whose changes a stream carries when no `ids` are given.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Every user (admins only).
+    All,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StreamQuery {
+    /// Comma-separated user ids, 1 to 500.
+    #[param(pattern = "^-?[0-9]{1,18}(,-?[0-9]{1,18}){0,499}$")]
+    ids: Option<String>,
+    /// `all`: every user, for admins.
+    scope: Option<Scope>,
+    /// From `POST /api/presence/tickets/`; or send `Authorization: Bearer` instead.
+    ticket: Option<String>,
+}
+
+fn parse_ids(ids: &str) -> Result<Vec<i64>, ApiError> {
+    let invalid = |message: String| ApiError::Invalid {
+        field: "ids".to_owned(),
+        message,
+    };
+    let ids: Vec<i64> = ids
+        .split(',')
+        .map(|id| {
+            id.trim()
+                .parse()
+                .map_err(|_| invalid(format!("{id:?} is not a user id")))
+        })
+        .collect::<Result<_, _>>()?;
+    if !(1..=MAX_BULK_IDS).contains(&ids.len()) {
+        return Err(invalid(format!("must hold 1 to {MAX_BULK_IDS} ids")));
+    }
+    let mut unique = ids;
+    unique.sort_unstable();
+    unique.dedup();
+    Ok(unique)
+}
+
+/// The presence of some users, live: `text/event-stream`.
+///
+/// First `event: snapshot` (`{"rev", "users": [status objects]}`), then `event: presence`
+/// (`{"rev", "changes": [status objects]}`, `id` = `rev`) at most once per
+/// `STREAM_BATCH_MS`, each user's latest status only; `event: resync` followed by a new
+/// snapshot when changes could not all be given; a comment every 15 s. A reconnect with
+/// `Last-Event-ID` (browsers send it) gets exactly the changes after it, or, past
+/// `STREAM_RESUME_SECS`, `resync` and a snapshot. Statuses are what everyone but admins
+/// and the user is shown.
+#[utoipa::path(get, path = "/api/presence/stream/", tag = "stream", security((), ("bearer" = [])),
+    params(StreamQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this revision")),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream",
+            body = String),
+        (status = 400, description = "No ids, more than 500, not numbers, an unknown \
+            parameter (a token in the URL, say)", body = ErrorBody),
+        (status = 401, description = "No, unknown, used or expired ticket or token", body = ErrorBody),
+        (status = 403, description = "`scope=all` asked by a non-admin", body = ErrorBody),
+        (status = 429, description = "Too many streams of this user; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "This process holds all the streams it may, or Redis \
+            is unreachable; see `Retry-After`", body = ErrorBody)))]
+pub async fn stream(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<StreamQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let StreamQuery { ids, scope, ticket } = query.into_inner();
+    let ids = match (ids, scope) {
+        (Some(ids), None) => Some(parse_ids(&ids)?),
+        (None, Some(Scope::All)) => None,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "give either `ids` or `scope`, not both".to_owned(),
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::Invalid {
+                field: "ids".to_owned(),
+                message: "give 1 to 500 user ids, or `scope=all`".to_owned(),
+            });
+        }
+    };
+    let viewer: Viewer = match ticket {
+        Some(ticket) => state
+            .tickets
+            .redeem(&ticket)
+            .await?
+            .ok_or(ApiError::Unauthenticated)?,
+        None => {
+            Authenticated::from_request(&req, &mut actix_web::dev::Payload::None)
+                .await?
+                .viewer
+        }
+    };
+    if ids.is_none() && !viewer.is_admin {
+        return Err(ApiError::Forbidden);
+    }
+    let last_event_id = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse().ok());
+    let request = StreamRequest {
+        viewer,
+        ids,
+        last_event_id,
+    };
+    let body = stream::open(&state, request).map_err(|refused| match refused {
+        Refused::TooManyForUser => ApiError::TooManyRequests {
+            what: "too many open streams of this user",
+            retry_after_secs: 5,
+        },
+        Refused::TooManyForProcess => ApiError::Unavailable {
+            reason: "this process holds all the streams it may",
+        },
+    })?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(CacheControl(vec![
+            CacheDirective::NoCache,
+            CacheDirective::NoStore,
+        ]))
+        // Proxies such as nginx must pass events on as they come.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}

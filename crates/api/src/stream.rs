@@ -1,0 +1,601 @@
+//! Live presence over server-sent events: one Redis subscription per process, fanned out in
+//! memory to the streams that asked for each user.
+//!
+//! - A stream starts from a snapshot (the statuses and the revision they are as of), or,
+//!   given `Last-Event-ID: R`, from exactly the changes published after `R` (read from
+//!   PostgreSQL, where every revision seen on Redis is already committed). It registers
+//!   for live changes *before* reading either, and drops what it then receives twice
+//!   (by revision), so nothing is missed and nothing is sent twice.
+//! - Each stream keeps only the latest status of each user not yet sent (presence is
+//!   state, so coalescing loses nothing) and sends at most one batch per
+//!   `STREAM_BATCH_MS`; a change after a quiet interval goes out at once. What a stream
+//!   holds is bounded by the users it watches; a stream that has taken nothing for
+//!   `STREAM_STALL_MS` (its client stopped reading) drops what it holds and gets `resync`
+//!   and a new snapshot when it reads again: never a silent gap.
+//! - Every stream carries what everyone but admins and the user is shown (the published
+//!   view), so it never tells an invisible user from an offline one.
+//! - Streams end at once when the process is told to stop; clients reconnect elsewhere.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::web;
+use actix_web::web::Bytes;
+use chrono::TimeDelta;
+use futures_util::StreamExt;
+use presence_model::events::{self, PresenceChanged, ResumeRefused};
+use presence_model::status::{UserStatus, Viewer};
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+
+use crate::state::{AppState, db};
+
+/// The most users an admin's stream of everyone may hold unsent before it is resynced.
+const MAX_PENDING_ALL: usize = 10_000;
+/// The most changes a resume replays; past that, a snapshot is smaller.
+const MAX_RESUME_CHANGES: i64 = 10_000;
+/// File descriptors kept for everything but streams (the pool, Redis, logs, listeners).
+const RESERVED_FILES: usize = 512;
+
+/// How streams behave, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSettings {
+    pub batch: Duration,
+    pub keepalive: Duration,
+    pub stall: Duration,
+    pub resume_reach: TimeDelta,
+    pub per_user: usize,
+    pub per_process: usize,
+}
+
+/// Why a stream was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    TooManyForUser,
+    TooManyForProcess,
+}
+
+/// Users' changes not yet sent to one stream.
+#[derive(Default)]
+struct Pending {
+    /// User id → (revision, status): the latest only.
+    changes: HashMap<i64, (i64, UserStatus)>,
+    /// Changes up to this revision are already in what the stream sent.
+    floor: i64,
+    /// What was held was dropped: the stream owes its client a new snapshot.
+    resync: bool,
+    /// When the oldest change held arrived.
+    waiting_since: Option<Instant>,
+}
+
+/// One open stream, as the fan-out sees it.
+pub struct Subscriber {
+    key: u64,
+    owner: i64,
+    /// The users it watches; `None`: everyone.
+    ids: Option<Vec<i64>>,
+    pending: Mutex<Pending>,
+    wake: Notify,
+}
+
+impl Subscriber {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds a change for the next batch; returns whether it made the stream give up on
+    /// what it held (it stalled, or holds too much).
+    fn offer(&self, revision: i64, status: &UserStatus, settings: &StreamSettings) -> bool {
+        let mut pending = self.pending();
+        if revision <= pending.floor || pending.resync {
+            return false;
+        }
+        let stalled = pending
+            .waiting_since
+            .is_some_and(|since| since.elapsed() > settings.stall);
+        let cap = if self.ids.is_some() {
+            usize::MAX
+        } else {
+            MAX_PENDING_ALL
+        };
+        let give_up = stalled || pending.changes.len() >= cap;
+        if give_up {
+            pending.changes = HashMap::new();
+            pending.waiting_since = None;
+            pending.resync = true;
+        } else {
+            let entry = pending
+                .changes
+                .entry(status.id)
+                .or_insert_with(|| (revision, status.clone()));
+            if revision >= entry.0 {
+                *entry = (revision, status.clone());
+            }
+            pending.waiting_since.get_or_insert_with(Instant::now);
+        }
+        drop(pending);
+        self.wake.notify_one();
+        give_up
+    }
+
+    fn demand_resync(&self) {
+        let mut pending = self.pending();
+        pending.changes = HashMap::new();
+        pending.waiting_since = None;
+        pending.resync = true;
+        drop(pending);
+        self.wake.notify_one();
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    next_key: u64,
+    by_user: HashMap<i64, Vec<Arc<Subscriber>>>,
+    everyone: Vec<Arc<Subscriber>>,
+    per_owner: HashMap<i64, usize>,
+    open: usize,
+}
+
+/// The streams of this process.
+pub struct StreamHub {
+    registry: Mutex<Registry>,
+    pub settings: StreamSettings,
+    stopping: watch::Sender<bool>,
+    open_gauge: prometheus::IntGauge,
+    resyncs: prometheus::IntCounter,
+    /// Whether this process is subscribed to the published changes right now.
+    following: std::sync::atomic::AtomicBool,
+}
+
+impl StreamHub {
+    pub fn new(
+        settings: StreamSettings,
+        open_gauge: prometheus::IntGauge,
+        resyncs: prometheus::IntCounter,
+    ) -> Self {
+        let files = max_open_files().map_or(usize::MAX, |n| n.saturating_sub(RESERVED_FILES));
+        let settings = StreamSettings {
+            per_process: settings.per_process.min(files),
+            ..settings
+        };
+        Self {
+            registry: Mutex::new(Registry::default()),
+            settings,
+            stopping: watch::Sender::new(false),
+            open_gauge,
+            resyncs,
+            following: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Whether published changes reach this process's streams now (tests wait for it).
+    pub fn is_following(&self) -> bool {
+        self.following.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a stream of `owner` for `ids` (everyone if `None`).
+    fn subscribe(
+        self: &Arc<Self>,
+        owner: i64,
+        ids: Option<Vec<i64>>,
+    ) -> Result<Subscription, Refused> {
+        let mut registry = self.registry();
+        if registry.open >= self.settings.per_process {
+            return Err(Refused::TooManyForProcess);
+        }
+        let owned = registry.per_owner.get(&owner).copied().unwrap_or(0);
+        if owned >= self.settings.per_user {
+            return Err(Refused::TooManyForUser);
+        }
+        registry.next_key += 1;
+        let subscriber = Arc::new(Subscriber {
+            key: registry.next_key,
+            owner,
+            ids,
+            pending: Mutex::new(Pending::default()),
+            wake: Notify::new(),
+        });
+        match &subscriber.ids {
+            Some(ids) => {
+                for id in ids {
+                    registry
+                        .by_user
+                        .entry(*id)
+                        .or_default()
+                        .push(subscriber.clone());
+                }
+            }
+            None => registry.everyone.push(subscriber.clone()),
+        }
+        *registry.per_owner.entry(owner).or_default() += 1;
+        registry.open += 1;
+        self.open_gauge.set(registry.open as i64);
+        Ok(Subscription {
+            hub: self.clone(),
+            subscriber,
+        })
+    }
+
+    fn unsubscribe(&self, subscriber: &Subscriber) {
+        let mut registry = self.registry();
+        let key = subscriber.key;
+        match &subscriber.ids {
+            Some(ids) => {
+                for id in ids {
+                    if let Some(list) = registry.by_user.get_mut(id) {
+                        list.retain(|s| s.key != key);
+                        if list.is_empty() {
+                            registry.by_user.remove(id);
+                        }
+                    }
+                }
+            }
+            None => registry.everyone.retain(|s| s.key != key),
+        }
+        if let Some(owned) = registry.per_owner.get_mut(&subscriber.owner) {
+            *owned -= 1;
+            if *owned == 0 {
+                registry.per_owner.remove(&subscriber.owner);
+            }
+        }
+        registry.open -= 1;
+        self.open_gauge.set(registry.open as i64);
+    }
+
+    /// Hands a published change to the streams watching its user.
+    pub fn dispatch(&self, change: &PresenceChanged) {
+        let Some(revision) = change.revision else {
+            return;
+        };
+        let status = change.status();
+        let registry = self.registry();
+        let watching = registry.by_user.get(&change.user_id).into_iter().flatten();
+        for subscriber in watching.chain(registry.everyone.iter()) {
+            if subscriber.offer(revision, &status, &self.settings) {
+                self.resyncs.inc();
+            }
+        }
+    }
+
+    /// Every stream may have missed changes (the Redis subscription was down): each gets
+    /// `resync` and a new snapshot.
+    pub fn resync_all(&self) {
+        let registry = self.registry();
+        let all = registry.by_user.values().flatten();
+        for subscriber in all.chain(registry.everyone.iter()) {
+            subscriber.demand_resync();
+            self.resyncs.inc();
+        }
+    }
+
+    /// Ends every stream now, and refuses new ones: the process is stopping.
+    pub fn close_all(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    pub fn open(&self) -> usize {
+        self.registry().open
+    }
+}
+
+/// A registered stream; unregisters when dropped (the client went away).
+pub struct Subscription {
+    hub: Arc<StreamHub>,
+    subscriber: Arc<Subscriber>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(&self.subscriber);
+    }
+}
+
+#[derive(Serialize)]
+struct SnapshotData<'a> {
+    rev: i64,
+    users: &'a [UserStatus],
+}
+
+#[derive(Serialize)]
+struct ChangesData<'a> {
+    rev: i64,
+    changes: &'a [UserStatus],
+}
+
+fn event(name: &str, id: Option<i64>, data: &impl Serialize) -> Bytes {
+    let json = serde_json::to_string(data).unwrap_or_else(|_| "{}".to_owned());
+    let id = id.map(|id| format!("id: {id}\n")).unwrap_or_default();
+    Bytes::from(format!("event: {name}\n{id}data: {json}\n\n"))
+}
+
+/// A reconnect delay of 2 to 5 s, different per stream, so clients dropped together do
+/// not come back together.
+fn retry_frame() -> Bytes {
+    let mut bytes = [0u8; 2];
+    let spread = getrandom::fill(&mut bytes).map_or(0, |()| u16::from_le_bytes(bytes) % 3000);
+    Bytes::from(format!("retry: {}\n\n", 2000 + u32::from(spread)))
+}
+
+/// What a stream was asked for.
+pub struct StreamRequest {
+    pub viewer: Viewer,
+    /// `None`: every user (admins only; checked by the caller).
+    pub ids: Option<Vec<i64>>,
+    pub last_event_id: Option<i64>,
+}
+
+/// Opens a stream: registers it, then builds its body (snapshot or resume first). Refused
+/// streams are the caller's 429 or 503.
+pub fn open(
+    state: &web::Data<AppState>,
+    request: StreamRequest,
+) -> Result<impl futures_util::Stream<Item = Result<Bytes, Infallible>> + use<>, Refused> {
+    let hub = state.streams.clone();
+    if *hub.stopping.borrow() {
+        return Err(Refused::TooManyForProcess);
+    }
+    let subscription = hub.subscribe(request.viewer.user_id, request.ids.clone())?;
+    let live = Live {
+        state: state.clone(),
+        subscription,
+        ids: request.ids,
+        stopping: hub.stopping.subscribe(),
+        last_sent: None,
+    };
+    let start = Start {
+        last_event_id: request.last_event_id,
+    };
+    Ok(
+        futures_util::stream::unfold((live, Some(start)), |(mut live, start)| async move {
+            let frame = match start {
+                Some(start) => live.first_frames(start).await,
+                None => live.next_frame().await,
+            };
+            frame.map(|frame| (Ok(frame), (live, None)))
+        })
+        .boxed_local(),
+    )
+}
+
+struct Start {
+    last_event_id: Option<i64>,
+}
+
+struct Live {
+    state: web::Data<AppState>,
+    subscription: Subscription,
+    ids: Option<Vec<i64>>,
+    stopping: watch::Receiver<bool>,
+    last_sent: Option<Instant>,
+}
+
+impl Live {
+    fn settings(&self) -> StreamSettings {
+        self.subscription.hub.settings
+    }
+
+    fn subscriber(&self) -> &Subscriber {
+        &self.subscription.subscriber
+    }
+
+    /// `retry`, then the changes since `Last-Event-ID` if the stream can resume from
+    /// there, else a snapshot (after `resync` if it had asked to resume).
+    async fn first_frames(&mut self, start: Start) -> Option<Bytes> {
+        let mut frames = retry_frame().to_vec();
+        let resumed = match start.last_event_id {
+            Some(after) => Some(self.resume(after).await?),
+            None => None,
+        };
+        match resumed {
+            Some(Ok(frame)) => frames.extend_from_slice(&frame),
+            Some(Err(why)) => {
+                frames.extend_from_slice(&event("resync", None, &Reason { reason: why }));
+                frames.extend_from_slice(&self.snapshot().await?);
+            }
+            None => frames.extend_from_slice(&self.snapshot().await?),
+        }
+        Some(Bytes::from(frames))
+    }
+
+    /// The changes after `after`, coalesced, as one `presence` event (nothing if none).
+    async fn resume(&mut self, after: i64) -> Option<Result<Vec<u8>, &'static str>> {
+        let (ids, reach) = (self.ids.clone(), self.settings().resume_reach);
+        let changes = db(&self.state, move |conn| {
+            events::changes_since(conn, after, ids.as_deref(), reach, MAX_RESUME_CHANGES)
+        })
+        .await
+        .ok()?;
+        let changes = match changes {
+            Ok(changes) => changes,
+            Err(ResumeRefused::TooOld) => return Some(Err("too_old")),
+            Err(ResumeRefused::Unknown) => return Some(Err("unknown_revision")),
+            Err(ResumeRefused::TooMany) => return Some(Err("too_many_changes")),
+        };
+        let mut latest: HashMap<i64, (i64, UserStatus)> = HashMap::new();
+        let mut floor = after;
+        for change in &changes {
+            let revision = change.revision.unwrap_or(after);
+            floor = floor.max(revision);
+            latest.insert(change.user_id, (revision, change.status()));
+        }
+        self.settle(floor);
+        if latest.is_empty() {
+            return Some(Ok(Vec::new()));
+        }
+        Some(Ok(changes_frame(latest).to_vec()))
+    }
+
+    /// A `snapshot` event of the watched users, as of its revision; what arrived live
+    /// before it is dropped.
+    async fn snapshot(&mut self) -> Option<Bytes> {
+        let ids = self.ids.clone();
+        let timings = self.state.policy.timings();
+        let snapshot = db(&self.state, move |conn| {
+            events::snapshot(conn, timings, ids.as_deref())
+        })
+        .await
+        .ok()?;
+        self.settle(snapshot.revision);
+        let users: Vec<UserStatus> = snapshot
+            .users
+            .iter()
+            .map(|row| row.shown_to(Viewer::PUBLIC))
+            .collect();
+        let data = SnapshotData {
+            rev: snapshot.revision,
+            users: &users,
+        };
+        Some(event("snapshot", Some(snapshot.revision), &data))
+    }
+
+    /// Everything up to `floor` has been sent: drop it from what is held.
+    fn settle(&self, floor: i64) {
+        let mut pending = self.subscriber().pending();
+        pending.floor = pending.floor.max(floor);
+        pending.changes.retain(|_, (revision, _)| *revision > floor);
+        if pending.changes.is_empty() {
+            pending.waiting_since = None;
+        }
+    }
+
+    /// The next frame: a batch, a resync, or a keep-alive; `None` ends the stream.
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        let settings = self.settings();
+        loop {
+            if *self.stopping.borrow() {
+                return None;
+            }
+            let (due, resync) = {
+                let pending = self.subscriber().pending();
+                (!pending.changes.is_empty(), pending.resync)
+            };
+            if resync {
+                self.subscriber().pending().resync = false;
+                let mut frames = event(
+                    "resync",
+                    None,
+                    &Reason {
+                        reason: "slow_or_missed",
+                    },
+                )
+                .to_vec();
+                frames.extend_from_slice(&self.snapshot().await?);
+                return Some(Bytes::from(frames));
+            }
+            if due {
+                // At most one batch per interval: what arrives meanwhile is coalesced.
+                let wait = self.last_sent.map_or(Duration::ZERO, |sent| {
+                    settings.batch.saturating_sub(sent.elapsed())
+                });
+                if !wait.is_zero() {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        _ = self.stopping.changed() => return None,
+                    }
+                }
+                let taken = {
+                    let mut pending = self.subscriber().pending();
+                    pending.waiting_since = None;
+                    std::mem::take(&mut pending.changes)
+                };
+                if let Some(floor) = taken.values().map(|(revision, _)| *revision).max() {
+                    self.subscriber().pending().floor = floor;
+                    self.last_sent = Some(Instant::now());
+                    return Some(changes_frame(taken));
+                }
+                continue;
+            }
+            let subscriber = self.subscription.subscriber.clone();
+            tokio::select! {
+                () = subscriber.wake.notified() => {}
+                () = tokio::time::sleep(settings.keepalive) => {
+                    return Some(Bytes::from_static(b": keep-alive\n\n"));
+                }
+                _ = self.stopping.changed() => return None,
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Reason {
+    reason: &'static str,
+}
+
+/// A `presence` event: the latest status of each user, with the revision of the last.
+fn changes_frame(latest: HashMap<i64, (i64, UserStatus)>) -> Bytes {
+    let mut changes: Vec<(i64, UserStatus)> = latest.into_values().collect();
+    changes.sort_unstable_by_key(|(revision, _)| *revision);
+    let rev = changes.last().map_or(0, |(revision, _)| *revision);
+    let statuses: Vec<UserStatus> = changes.into_iter().map(|(_, status)| status).collect();
+    event(
+        "presence",
+        Some(rev),
+        &ChangesData {
+            rev,
+            changes: &statuses,
+        },
+    )
+}
+
+/// Follows the Redis channel of published changes for as long as the process runs, and
+/// hands each to the hub. Whenever the subscription is (re)established, the streams
+/// already open are resynced: changes published while nobody listened never reached this
+/// process.
+pub async fn follow_published_changes(
+    state: web::Data<AppState>,
+    redis_url: String,
+    channel: String,
+) {
+    use std::sync::atomic::Ordering;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match subscribe(&redis_url, &channel).await {
+            Ok(mut messages) => {
+                state.streams.following.store(true, Ordering::Release);
+                if state.streams.open() > 0 {
+                    log::info!("streams: subscribed to published changes; resyncing open streams");
+                    state.streams.resync_all();
+                }
+                backoff = Duration::from_millis(200);
+                while let Some(message) = messages.next().await {
+                    match serde_json::from_slice::<PresenceChanged>(message.get_payload_bytes()) {
+                        Ok(change) => state.streams.dispatch(&change),
+                        Err(e) => log::warn!("streams: unreadable published change: {e}"),
+                    }
+                }
+                state.streams.following.store(false, Ordering::Release);
+                log::warn!("streams: lost the subscription to published changes");
+            }
+            Err(e) => log::warn!("streams: cannot subscribe to published changes: {e}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn subscribe(
+    redis_url: &str,
+    channel: &str,
+) -> Result<impl futures_util::Stream<Item = redis::Msg> + use<>, redis::RedisError> {
+    let client = redis::Client::open(redis_url)?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    Ok(pubsub.into_on_message())
+}
+
+/// The process's limit of open files (`/proc/self/limits`), if it can be read.
+fn max_open_files() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
