@@ -198,7 +198,8 @@ def main():
     # The login flood comes from one address: raise that limit so every login is hashed.
     api = start("presence-api", dict(common, LISTEN_ADDR=f"127.0.0.1:{API_PORT}",
                                      LAST_SEEN_FLUSH_MS=str(FLUSH_MS), DATABASE_POOL_SIZE="16",
-                                     LOGIN_MAX_FAILURES_PER_ADDRESS="1000000000"))
+                                     LOGIN_MAX_FAILURES_PER_ADDRESS="1000000000",
+                                     STREAMS_PER_PROCESS="19000"))
     worker = start("presence-worker", dict(common, WORKER_HTTP_ADDR=f"127.0.0.1:{WORKER_PORT}",
                                            SWEEP_SCHEDULE="0 0 0 1 1 * 2099"))
     results = {"machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -263,12 +264,41 @@ def main():
         results["admin_first_page"] = wrk(path, tokens=write_token(admin_token), connections="4",
                                           threads="1", duration="5s")
         results["admin_changes_poll"] = changes_polls(admin_token)
+
+        stream_results(results, api, tokens)
     finally:
         stop(api)
 
     results["sweep"] = sweep(common)
     stop(worker)
     report(results)
+
+
+def stream_results(results, api, tokens_file):
+    """Issue 11's measures: idle streams and memory, heartbeats with streams open, delivery
+    latency, fan-out, and a reconnect storm."""
+    import streams as bench_streams
+    tokens = tokens_file.read_text().split()
+    ids = [int(token.rsplit("-", 1)[1]) for token in tokens]
+    log("7. 15,000 idle streams on one API process")
+    results["streams_idle"] = bench_streams.idle_streams(API_PORT, api.pid, tokens, ids, 15_000)
+    log("8. POST heartbeat with 10,000 streams open")
+    idle = bench_streams.IdleStreams(API_PORT, tokens, ids, 10_000)
+    try:
+        results["heartbeat_with_10k_streams"] = dict(
+            wrk("/api/users/heartbeat/", method="POST", tokens=tokens_file), streams=idle.held)
+    finally:
+        idle.release()
+    log("9. delivery latency: a login reaching 1,000 streams")
+    target = sql("SELECT id FROM users WHERE username = 'user50000'")
+    results["stream_latency"] = bench_streams.delivery_latency(
+        API_PORT, tokens, int(target), "user50000", "bench-admin-password")
+    log("10. fan-out: 1,000 streams, 1,000 users changing every second")
+    changers = list(zip(ids[:1000], tokens[:1000]))
+    results["stream_fan_out"] = bench_streams.fan_out(API_PORT, tokens[1000:], changers)
+    log("11. reconnect storm: 5,000 streams at once, with Last-Event-ID")
+    results["stream_reconnect_storm"] = bench_streams.reconnect_storm(
+        API_PORT, tokens[2000:], changers)
 
 
 def write_token(token):
@@ -385,6 +415,25 @@ def report(results):
         ("5. sweep, 1M users / 500k stale", f"{sweep['sweep_ms']:,.0f} ms (bare UPDATE {sweep['bare_update_ms']:,.0f} ms)",
          f"{ratios['sweep_vs_bare_update']:.2f} x bare (target <= 2; the sweep now also records its {sweep['recorded_with_the_sweep']:,} transitions); all published after {sweep['recorded_and_published_ms']:,.0f} ms = {ratios['sweep_recorded_and_published_vs_bare_update']:.2f} x"),
         ("6. admin first page (100) at 100k", f"p50 {page['p50_ms']:.2f} ms, p99 {page['p99_ms']:.2f} ms", "target p99 <= 20 ms"),
+    ]
+    idle_streams = results["streams_idle"]
+    hb_streams = results["heartbeat_with_10k_streams"]
+    latency = results["stream_latency"]
+    fan = results["stream_fan_out"]
+    storm = results["stream_reconnect_storm"]
+    ratios["heartbeat_with_10k_streams_vs_baseline"] = hb_streams["requests_per_sec"] / base
+    rows += [
+        ("7. idle streams, one API process", f"{idle_streams['streams']:,} open in {idle_streams['open_seconds']:.1f} s",
+         f"RSS {idle_streams['rss_before_kib']/1024:,.0f} -> {idle_streams['rss_after_kib']/1024:,.0f} MiB = "
+         f"{idle_streams['kib_per_stream']:.1f} KiB per stream (target <= 16)"),
+        ("8. heartbeat, 10k streams open", f"{hb_streams['requests_per_sec']:,.0f} req/s",
+         f"{ratios['heartbeat_with_10k_streams_vs_baseline']:.2f} x baseline (target >= 0.5)"),
+        ("9. login -> 1,000 streams", f"p50 {latency['p50_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms",
+         f"max {latency['max_ms']:.0f} ms (target p99 <= 250 ms)"),
+        ("10. fan-out, 1k streams x 100 of 1k users", f"{fan['delivered_per_sec']:,.0f} statuses/s delivered",
+         f"{fan['changes_made']:,} changes made in 10 s"),
+        ("11. reconnect storm, 5,000 streams", f"all live after {storm['all_live_after_s']:.1f} s",
+         f"{storm['streams_with_a_gap']} streams with a gap"),
     ]
     for poll in results["admin_changes_poll"]:
         rows.append((f"   changes poll, {poll['changed']:,} changed", f"{poll['median_ms']:.2f} ms median",

@@ -1,0 +1,324 @@
+"""Presence streams under load, for `just bench` (called by bench/run.py with the API and a
+worker running on the bench database).
+
+Stream clients are plain asyncio sockets speaking HTTP/1.1 and reading server-sent
+events, spread over several processes and loopback source addresses (127.0.0.2, ...), as
+one process may hold at most 20,000 open files here.
+"""
+
+import asyncio
+import json
+import multiprocessing
+import os
+import resource
+import statistics
+import time
+import urllib.request
+
+
+def raise_file_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class Stream:
+    """One open stream: its events as (arrival time, event name, id, data)."""
+
+    def __init__(self, reader, writer):
+        self.reader, self.writer = reader, writer
+        self.buffer = b""
+        self.last_id = None
+
+    @classmethod
+    async def open(cls, port, path, token, source, last_event_id=None):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+        extra = f"Last-Event-ID: {last_event_id}\r\n" if last_event_id is not None else ""
+        # HTTP/1.0: the body comes unframed (no chunked encoding) until the server closes.
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n"
+                     f"{extra}\r\n".encode())
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b" 200 " not in head.split(b"\r\n", 1)[0]:
+            raise RuntimeError(head.decode(errors="replace"))
+        return cls(reader, writer)
+
+    async def next_event(self):
+        """The next event; comments and `retry:` are skipped."""
+        while True:
+            end = self.buffer.find(b"\n\n")
+            if end >= 0:
+                block, self.buffer = self.buffer[:end].decode(errors="replace"), self.buffer[end + 2:]
+                event, ident, data = None, None, None
+                for line in block.split("\n"):
+                    line = line.strip("\r")
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("id: "):
+                        ident = int(line[4:])
+                    elif line.startswith("data: "):
+                        data = line[6:]
+                if event:
+                    if ident is not None:
+                        self.last_id = ident
+                    return time.perf_counter(), event, ident, json.loads(data)
+                continue
+            chunk = await self.reader.read(65536)
+            if not chunk:
+                raise EOFError
+            self.buffer += chunk
+
+    def close(self):
+        self.writer.close()
+
+
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+# -- worker processes (each holds part of the streams) ------------------------------------
+
+def _hold_idle(args):
+    """Opens `count` idle streams and holds them until told to stop; reports how many."""
+    port, tokens, ids, count, source, opened, stop = args
+    raise_file_limit()
+
+    async def main():
+        streams = []
+        for n in range(count):
+            token = tokens[n % len(tokens)]
+            user_ids = ",".join(str(ids[(n * 7 + k) % len(ids)]) for k in range(10))
+            for attempt in range(5):
+                try:
+                    stream = await Stream.open(port, f"/api/presence/stream/?ids={user_ids}", token, source)
+                    await stream.next_event()
+                    streams.append(stream)
+                    break
+                except (OSError, RuntimeError):
+                    await asyncio.sleep(0.2 * (attempt + 1))
+        opened.put(len(streams))
+        while stop.empty():
+            await asyncio.sleep(0.2)
+        stop.get()
+        for stream in streams:
+            stream.close()
+
+    asyncio.run(main())
+
+
+class IdleStreams:
+    """`total` idle streams over `processes` client processes, held until `release`."""
+
+    def __init__(self, port, tokens, ids, total, processes=3):
+        ctx = multiprocessing.get_context("fork")
+        self.opened, self.stop = ctx.Queue(), ctx.Queue()
+        per = total // processes
+        self.workers = [ctx.Process(target=_hold_idle,
+                                    args=((port, tokens, ids, per, f"127.0.0.{n + 2}",
+                                           self.opened, self.stop),))
+                        for n in range(processes)]
+        begun = time.perf_counter()
+        for w in self.workers:
+            w.start()
+        self.held = sum(self.opened.get(timeout=900) for _ in self.workers)
+        self.open_seconds = time.perf_counter() - begun
+
+    def release(self):
+        for _ in self.workers:
+            self.stop.put(True)
+        for w in self.workers:
+            w.join(timeout=60)
+
+
+def idle_streams(port, api_pid, tokens, ids, total):
+    """RSS of the API before and after `total` idle streams open, and per stream."""
+    before = rss_kib(api_pid)
+    idle = IdleStreams(port, tokens, ids, total)
+    time.sleep(2)
+    after = rss_kib(api_pid)
+    idle.release()
+    return {"streams": idle.held, "open_seconds": idle.open_seconds, "rss_before_kib": before,
+            "rss_after_kib": after,
+            "kib_per_stream": (after - before) / idle.held if idle.held else None}
+
+
+# -- latency, fan-out, reconnect storm (one process, asyncio) -----------------------------
+
+def login(port, username, password):
+    body = json.dumps({"username": username, "password": password}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/users/login/", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as response:
+        return json.load(response)
+
+
+def delivery_latency(port, tokens, target_id, target_name, password, count=1000):
+    """`count` streams watching one user; the time from a login's response to its arrival
+    on each."""
+    raise_file_limit()
+
+    async def main():
+        streams = []
+        for n in range(count):
+            stream = await Stream.open(port, f"/api/presence/stream/?ids={target_id}",
+                                       tokens[n % len(tokens)], f"127.0.0.{2 + n % 3}")
+            await stream.next_event()
+            streams.append(stream)
+        await asyncio.sleep(1.5)  # any change already in flight settles out of the sample
+        loop = asyncio.get_running_loop()
+        waiting = [asyncio.create_task(first_presence(s)) for s in streams]
+        answered = await loop.run_in_executor(None, lambda: (login(port, target_name, password),
+                                                             time.perf_counter())[1])
+        arrivals = await asyncio.gather(*waiting)
+        for s in streams:
+            s.close()
+        delays = sorted((t - answered) * 1000 for t in arrivals)
+        return {"streams": count, "p50_ms": delays[len(delays) // 2],
+                "p99_ms": delays[int(len(delays) * 0.99) - 1], "max_ms": delays[-1]}
+
+    async def first_presence(stream):
+        while True:
+            arrived, event, _, data = await stream.next_event()
+            if event == "presence" and any(c["id"] == target_id for c in data["changes"]):
+                return arrived
+
+    return asyncio.run(main())
+
+
+def fan_out(port, tokens, changers, seconds=10, streams_count=1000, watch=100):
+    """`streams_count` streams, each watching `watch` of the `changers` (user id, token),
+    while every changer changes its custom status once a second: changes delivered per
+    second, and how many changes were made."""
+    raise_file_limit()
+    ids = [user_id for user_id, _ in changers]
+
+    async def main():
+        streams = []
+        for n in range(streams_count):
+            watched = ",".join(str(ids[(n * 13 + k) % len(ids)]) for k in range(watch))
+            stream = await Stream.open(port, f"/api/presence/stream/?ids={watched}",
+                                       tokens[n % len(tokens)], f"127.0.0.{2 + n % 3}")
+            await stream.next_event()
+            streams.append(stream)
+        delivered = 0
+        stop = time.perf_counter() + seconds
+
+        async def count(stream):
+            nonlocal delivered
+            while time.perf_counter() < stop + 2:
+                try:
+                    _, event, _, data = await asyncio.wait_for(stream.next_event(), 1)
+                except asyncio.TimeoutError:
+                    continue
+                if event == "presence":
+                    delivered += len(data["changes"])
+
+        readers = [asyncio.create_task(count(s)) for s in streams]
+        made = await change_statuses(port, changers, seconds)
+        await asyncio.gather(*readers)
+        for s in streams:
+            s.close()
+        return {"streams": streams_count, "watching": watch, "changes_made": made,
+                "statuses_delivered": delivered,
+                "delivered_per_sec": delivered / seconds}
+
+    return asyncio.run(main())
+
+
+async def change_statuses(port, changers, seconds):
+    """Every changer PUTs a new custom status once a second, over keep-alive connections."""
+    connections = []
+    for _, token in changers[:200]:
+        connections.append(await asyncio.open_connection("127.0.0.1", port))
+    made = 0
+    begun = time.perf_counter()
+    for second in range(seconds):
+        tick = begun + second
+
+        async def put(n):
+            nonlocal made
+            _, token = changers[n]
+            reader, writer = connections[n % len(connections)]
+            body = json.dumps({"text": f"busy {second}"}).encode()
+            writer.write(f"PUT /api/users/me/status/ HTTP/1.1\r\nHost: bench\r\n"
+                         f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int([line for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")][0].split(b":")[1])
+            await reader.readexactly(length)
+            made += 1
+
+        # One request in flight per connection at a time.
+        for start in range(0, len(changers), len(connections)):
+            await asyncio.gather(*(put(n) for n in range(start, min(start + len(connections), len(changers)))))
+        await asyncio.sleep(max(0, tick + 1 - time.perf_counter()))
+    for _, writer in connections:
+        writer.close()
+    return made
+
+
+def reconnect_storm(port, tokens, changers, count=5000):
+    """`count` streams dropped at once and reopened with their Last-Event-ID while changes
+    keep coming: the time until all are live again, and whether each ends with the same
+    state as a fresh snapshot (no gap)."""
+    raise_file_limit()
+    ids = [user_id for user_id, _ in changers][:50]
+    watched = ",".join(map(str, ids))
+
+    async def main():
+        states = []
+        streams = []
+        for n in range(count):
+            stream = await Stream.open(port, f"/api/presence/stream/?ids={watched}",
+                                       tokens[n % len(tokens)], f"127.0.0.{2 + n % 3}")
+            _, _, _, data = await stream.next_event()
+            states.append({u["id"]: u for u in data["users"]})
+            streams.append(stream)
+        for s in streams:
+            s.close()
+        changing = asyncio.create_task(change_statuses(port, changers[:50], 3))
+        begun = time.perf_counter()
+
+        async def reopen(n, last_id):
+            for attempt in range(20):
+                try:
+                    stream = await Stream.open(port, f"/api/presence/stream/?ids={watched}",
+                                               tokens[n % len(tokens)], f"127.0.0.{2 + n % 3}",
+                                               last_event_id=last_id)
+                    return stream
+                except (OSError, RuntimeError, asyncio.IncompleteReadError):
+                    await asyncio.sleep(0.1 * (attempt + 1))
+            raise RuntimeError("could not reconnect")
+
+        reopened = await asyncio.gather(*(reopen(n, s.last_id) for n, s in enumerate(streams)))
+        live_after = time.perf_counter() - begun
+        await changing
+        await asyncio.sleep(2.5)  # the last batch of every stream
+
+        async def drain(n, stream):
+            while True:
+                try:
+                    _, event, _, data = await asyncio.wait_for(stream.next_event(), 0.5)
+                except asyncio.TimeoutError:
+                    return
+                if event == "snapshot":
+                    states[n] = {u["id"]: u for u in data["users"]}
+                elif event == "presence":
+                    states[n].update({u["id"]: u for u in data["changes"]})
+
+        await asyncio.gather(*(drain(n, s) for n, s in enumerate(reopened)))
+        truth_stream = await Stream.open(port, f"/api/presence/stream/?ids={watched}", tokens[0], "127.0.0.2")
+        _, _, _, truth = await truth_stream.next_event()
+        truth = {u["id"]: u["status_text"] for u in truth["users"]}
+        gaps = sum(1 for state in states
+                   if {i: u["status_text"] for i, u in state.items()} != truth)
+        for s in reopened:
+            s.close()
+        truth_stream.close()
+        return {"streams": count, "all_live_after_s": live_after, "streams_with_a_gap": gaps}
+
+    return asyncio.run(main())
