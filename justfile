@@ -36,7 +36,15 @@ migrate:
 # two minutes of schemathesis against the live API.
 test: lint compose-config
     cargo test --workspace
+    just browser
     just fuzz
+
+# The operator page and presence-client.js in Debian's Chromium (playwright-core; see
+# .ci/browser). On failure, screenshots and console logs are printed and kept in
+# .ci/browser/artifacts.
+browser:
+    cargo build -q -p presence-api -p presence-worker
+    cd .ci/browser && ([ -d node_modules ] || npm ci --no-audit --no-fund --silent) && npm test --silent
 
 # Property-based fuzzing of the live API against its OpenAPI document (schemathesis, fixed
 # seed): fails on any server error or schema violation.

@@ -9,7 +9,7 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::errors::{ErrorBody, ErrorDetail};
-use crate::routes::{health, status, stream, users};
+use crate::routes::{admin, frontend, health, status, stream, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -38,6 +38,11 @@ use crate::routes::{health, status, stream, users};
         users::presence_history,
         stream::ticket,
         stream::stream,
+        admin::overview,
+        frontend::admin_page,
+        frontend::admin_script,
+        frontend::admin_style,
+        frontend::presence_client,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth, &CommonResponses),
@@ -45,6 +50,9 @@ use crate::routes::{health, status, stream, users};
         (name = "users", description = "Accounts, sessions and presence"),
         (name = "status", description = "Statuses: presence, manual availability, custom status"),
         (name = "stream", description = "Live presence: server-sent events, and their tickets"),
+        (name = "admin", description = "The operator page's data"),
+        (name = "frontend", description = "The operator page and the chat frontend's client, \
+            served from the binary"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )
 )]

@@ -23,7 +23,10 @@ use crate::throttle::{LoginThrottle, PasswordHashing};
 use crate::tickets::Tickets;
 use presence_model::jobs::presence_changes_channel;
 use presence_runtime::nudges::{PublishNudges, StatusEnds};
+use presence_runtime::redis_conn::LazyRedis;
 
+/// The longest a request waits for Redis (tickets, the workers' reports) before a 503.
+const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 /// In-flight requests get this long to finish after SIGTERM/SIGINT.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 
@@ -49,6 +52,7 @@ impl Application {
             metrics.jobs_enqueued.clone(),
             metrics.enqueue_failures.clone(),
         );
+        let redis = std::sync::Arc::new(LazyRedis::new(redis_url, REDIS_TIMEOUT));
         let metrics_streams_open = metrics.streams_open.clone();
         let metrics_stream_resyncs = metrics.stream_resyncs.clone();
         let status_ends = StatusEnds::expiry(
@@ -77,7 +81,9 @@ impl Application {
                 metrics_streams_open,
                 metrics_stream_resyncs,
             )),
-            tickets: Tickets::new(redis_url, prefix),
+            tickets: Tickets::new(redis.clone(), prefix),
+            redis,
+            config_prefix: prefix.to_owned(),
         });
         let listener = TcpListener::bind(&config.listen_addr)?;
         let app_state = state.clone();

@@ -32,6 +32,10 @@ pub struct AppState {
     pub streams: std::sync::Arc<crate::stream::StreamHub>,
     /// Stream tickets, shared by every replica through Redis.
     pub tickets: crate::tickets::Tickets,
+    /// Redis, for what the API reads there itself (tickets, the workers' reports).
+    pub redis: std::sync::Arc<presence_runtime::redis_conn::LazyRedis>,
+    /// `REDIS_PREFIX`: where the workers' reports and queues are.
+    pub config_prefix: String,
 }
 
 /// Runs `f` on the blocking thread pool: diesel and argon2 are synchronous and must never

@@ -30,6 +30,7 @@ use presence_model::status::{UserStatus, Viewer};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
+use crate::errors::ApiError;
 use crate::state::{AppState, db};
 
 /// The most users an admin's stream of everyone may hold unsent before it is resynced.
@@ -331,37 +332,46 @@ pub struct StreamRequest {
     pub last_event_id: Option<i64>,
 }
 
-/// Opens a stream: registers it, then builds its body (snapshot or resume first). Refused
-/// streams are the caller's 429 or 503.
-pub fn open(
+/// Why a stream could not be opened.
+pub enum OpenError {
+    Refused(Refused),
+    /// Its snapshot or resume could not be read (PostgreSQL unreachable, the pool busy):
+    /// the client is answered 503 and retries, rather than given a stream that ends.
+    Unavailable(ApiError),
+}
+
+/// Opens a stream: registers it, reads what it starts with (a snapshot, or the changes
+/// since `Last-Event-ID`), and builds its body.
+pub async fn open(
     state: &web::Data<AppState>,
     request: StreamRequest,
-) -> Result<impl futures_util::Stream<Item = Result<Bytes, Infallible>> + use<>, Refused> {
+) -> Result<futures_util::stream::LocalBoxStream<'static, Result<Bytes, Infallible>>, OpenError> {
     let hub = state.streams.clone();
     if *hub.stopping.borrow() {
-        return Err(Refused::TooManyForProcess);
+        return Err(OpenError::Refused(Refused::TooManyForProcess));
     }
-    let subscription = hub.subscribe(request.viewer.user_id, request.ids.clone())?;
-    let live = Live {
+    let subscription = hub
+        .subscribe(request.viewer.user_id, request.ids.clone())
+        .map_err(OpenError::Refused)?;
+    let mut live = Live {
         state: state.clone(),
         subscription,
         ids: request.ids,
         stopping: hub.stopping.subscribe(),
         last_sent: None,
     };
-    let start = Start {
-        last_event_id: request.last_event_id,
-    };
-    Ok(
-        futures_util::stream::unfold((live, Some(start)), |(mut live, start)| async move {
-            let frame = match start {
-                Some(start) => live.first_frames(start).await,
-                None => live.next_frame().await,
-            };
-            frame.map(|frame| (Ok(frame), (live, None)))
+    let first = live
+        .first_frames(Start {
+            last_event_id: request.last_event_id,
         })
-        .boxed_local(),
-    )
+        .await
+        .map_err(OpenError::Unavailable)?;
+    Ok(futures_util::stream::once(async move { Ok(first) })
+        .chain(futures_util::stream::unfold(live, |mut live| async move {
+            let frame = live.next_frame().await?;
+            Some((Ok(frame), live))
+        }))
+        .boxed_local())
 }
 
 struct Start {
@@ -387,7 +397,7 @@ impl Live {
 
     /// `retry`, then the changes since `Last-Event-ID` if the stream can resume from
     /// there, else a snapshot (after `resync` if it had asked to resume).
-    async fn first_frames(&mut self, start: Start) -> Option<Bytes> {
+    async fn first_frames(&mut self, start: Start) -> Result<Bytes, ApiError> {
         let mut frames = retry_frame().to_vec();
         let resumed = match start.last_event_id {
             Some(after) => Some(self.resume(after).await?),
@@ -401,22 +411,21 @@ impl Live {
             }
             None => frames.extend_from_slice(&self.snapshot().await?),
         }
-        Some(Bytes::from(frames))
+        Ok(Bytes::from(frames))
     }
 
     /// The changes after `after`, coalesced, as one `presence` event (nothing if none).
-    async fn resume(&mut self, after: i64) -> Option<Result<Vec<u8>, &'static str>> {
+    async fn resume(&mut self, after: i64) -> Result<Result<Vec<u8>, &'static str>, ApiError> {
         let (ids, reach) = (self.ids.clone(), self.settings().resume_reach);
         let changes = db(&self.state, move |conn| {
             events::changes_since(conn, after, ids.as_deref(), reach, MAX_RESUME_CHANGES)
         })
-        .await
-        .ok()?;
+        .await?;
         let changes = match changes {
             Ok(changes) => changes,
-            Err(ResumeRefused::TooOld) => return Some(Err("too_old")),
-            Err(ResumeRefused::Unknown) => return Some(Err("unknown_revision")),
-            Err(ResumeRefused::TooMany) => return Some(Err("too_many_changes")),
+            Err(ResumeRefused::TooOld) => return Ok(Err("too_old")),
+            Err(ResumeRefused::Unknown) => return Ok(Err("unknown_revision")),
+            Err(ResumeRefused::TooMany) => return Ok(Err("too_many_changes")),
         };
         let mut latest: HashMap<i64, (i64, UserStatus)> = HashMap::new();
         let mut floor = after;
@@ -427,21 +436,20 @@ impl Live {
         }
         self.settle(floor);
         if latest.is_empty() {
-            return Some(Ok(Vec::new()));
+            return Ok(Ok(Vec::new()));
         }
-        Some(Ok(changes_frame(latest).to_vec()))
+        Ok(Ok(changes_frame(latest).to_vec()))
     }
 
     /// A `snapshot` event of the watched users, as of its revision; what arrived live
     /// before it is dropped.
-    async fn snapshot(&mut self) -> Option<Bytes> {
+    async fn snapshot(&mut self) -> Result<Bytes, ApiError> {
         let ids = self.ids.clone();
         let timings = self.state.policy.timings();
         let snapshot = db(&self.state, move |conn| {
             events::snapshot(conn, timings, ids.as_deref())
         })
-        .await
-        .ok()?;
+        .await?;
         self.settle(snapshot.revision);
         let users: Vec<UserStatus> = snapshot
             .users
@@ -452,7 +460,7 @@ impl Live {
             rev: snapshot.revision,
             users: &users,
         };
-        Some(event("snapshot", Some(snapshot.revision), &data))
+        Ok(event("snapshot", Some(snapshot.revision), &data))
     }
 
     /// Everything up to `floor` has been sent: drop it from what is held.
@@ -486,7 +494,8 @@ impl Live {
                     },
                 )
                 .to_vec();
-                frames.extend_from_slice(&self.snapshot().await?);
+                // Unreadable now: the stream ends; its client reconnects and resumes.
+                frames.extend_from_slice(&self.snapshot().await.ok()?);
                 return Some(Bytes::from(frames));
             }
             if due {

@@ -7,34 +7,30 @@
 //! is stored, and `GETDEL` makes a second use fail even when two replicas race. No
 //! ticket is ever logged (the access log has the path only).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use presence_model::status::Viewer;
-use redis::aio::ConnectionManager;
+use presence_runtime::redis_conn::LazyRedis;
 use sha2::{Digest, Sha256};
-use tokio::sync::OnceCell;
 
 use crate::errors::ApiError;
 
 /// How long a ticket is good for.
 pub const TICKET_TTL: Duration = Duration::from_secs(60);
-/// The longest a ticket operation may wait for Redis.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct Tickets {
-    redis_url: String,
+    redis: Arc<LazyRedis>,
     prefix: String,
-    conn: OnceCell<ConnectionManager>,
 }
 
 impl Tickets {
-    pub fn new(redis_url: &str, prefix: &str) -> Self {
+    pub fn new(redis: Arc<LazyRedis>, prefix: &str) -> Self {
         Self {
-            redis_url: redis_url.to_owned(),
+            redis,
             prefix: prefix.to_owned(),
-            conn: OnceCell::new(),
         }
     }
 
@@ -44,38 +40,16 @@ impl Tickets {
         format!("{}:ticket:{hex}", self.prefix)
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, ApiError> {
-        let unavailable = || ApiError::Unavailable {
-            reason: "tickets cannot be issued or redeemed while Redis is unreachable",
-        };
-        let connect = self.conn.get_or_try_init(|| async {
-            let client = redis::Client::open(self.redis_url.as_str())?;
-            ConnectionManager::new(client).await
-        });
-        match tokio::time::timeout(REDIS_TIMEOUT, connect).await {
-            Ok(Ok(conn)) => Ok(conn.clone()),
-            Ok(Err(e)) => {
-                log::warn!("tickets: cannot connect to Redis: {e}");
-                Err(unavailable())
-            }
-            Err(_) => Err(unavailable()),
-        }
-    }
-
     async fn run<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, ApiError> {
-        let mut conn = self.conn().await?;
-        match tokio::time::timeout(REDIS_TIMEOUT, command.query_async::<T>(&mut conn)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => {
-                log::warn!("tickets: Redis failed: {e}");
-                Err(ApiError::Unavailable {
+        self.redis
+            .run(|mut conn| async move { command.query_async::<T>(&mut conn).await })
+            .await
+            .map_err(|e| {
+                log::warn!("tickets: {e}");
+                ApiError::Unavailable {
                     reason: "tickets cannot be issued or redeemed while Redis is unreachable",
-                })
-            }
-            Err(_) => Err(ApiError::Unavailable {
-                reason: "tickets cannot be issued or redeemed while Redis is unreachable",
-            }),
-        }
+                }
+            })
     }
 
     /// A new ticket for `viewer`.

@@ -287,6 +287,38 @@ pub fn presence_counts(conn: &mut PgConnection, timings: Timings) -> QueryResult
     .get_result(conn)
 }
 
+/// How many users have each presence, as admins see it (an invisible user by their true
+/// presence): the operator page's counts. Only connected users are classified; the rest
+/// are offline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, QueryableByName)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PresenceTotals {
+    #[diesel(sql_type = BigInt)]
+    pub online: i64,
+    #[diesel(sql_type = BigInt)]
+    pub away: i64,
+    #[diesel(sql_type = BigInt)]
+    pub dnd: i64,
+    #[diesel(sql_type = BigInt)]
+    pub offline: i64,
+}
+
+pub fn presence_totals(conn: &mut PgConnection, timings: Timings) -> QueryResult<PresenceTotals> {
+    sql_query(concat!(
+        "SELECT count(*) FILTER (WHERE p = 'online') AS online, \
+           count(*) FILTER (WHERE p = 'away') AS away, \
+           count(*) FILTER (WHERE p = 'dnd') AS dnd, \
+           (SELECT count(*) FROM users) - count(*) FILTER (WHERE p <> 'offline') AS offline \
+         FROM (SELECT presence_of(",
+        presence_args!("now()"),
+        ") AS p FROM users \
+           WHERE presence_shown_online(online_status, last_seen, $1)) AS connected"
+    ))
+    .bind::<Interval, _>(timings.window())
+    .bind::<Interval, _>(timings.away_after())
+    .get_result(conn)
+}
+
 /// The longest custom status text and emoji, in characters.
 pub const STATUS_TEXT_MAX_CHARS: usize = 100;
 pub const STATUS_EMOJI_MAX_CHARS: usize = 32;

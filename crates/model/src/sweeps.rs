@@ -11,6 +11,28 @@ use crate::presence;
 use crate::schema::sweep_runs;
 use crate::status::Presence;
 
+/// A recorded sweep, as the operator page lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Queryable, Selectable)]
+#[diesel(table_name = sweep_runs, check_for_backend(diesel::pg::Pg))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SweepRecord {
+    pub tick_at: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    /// `None` while it runs (or if it failed: its claim then rolled back with it).
+    pub finished_at: Option<DateTime<Utc>>,
+    pub users_marked_offline: Option<i32>,
+    pub swept_by: Option<String>,
+}
+
+/// The `limit` latest sweeps, newest first.
+pub fn recent_sweeps(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<SweepRecord>> {
+    sweep_runs::table
+        .order(sweep_runs::tick_at.desc())
+        .limit(limit)
+        .select(SweepRecord::as_select())
+        .load(conn)
+}
+
 /// A sweep this process executed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SweepRun {

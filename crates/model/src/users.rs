@@ -300,6 +300,8 @@ pub struct UserQuery {
     pub status: Option<OnlineStatus>,
     /// Only users with this presence, as admins are shown.
     pub presence: Option<Presence>,
+    /// Only users whose name starts with this, whatever the case.
+    pub name_prefix: Option<String>,
     /// Only users whose shown status or `last_seen` may have changed since then.
     pub changed_since: Option<DateTime<Utc>>,
     /// Only users with a greater id: the cursor of the previous page.
@@ -357,6 +359,7 @@ pub fn list_users(
              AND ($8::text IS NULL OR presence_of(",
             crate::status::presence_args!("now()"),
             ") = $8) \
+             AND ($9::text IS NULL OR lower(username) LIKE $9) \
              ORDER BY id LIMIT $5"
         ))
         .bind::<Interval, _>(timings.window())
@@ -367,6 +370,7 @@ pub fn list_users(
         .bind::<Interval, _>(CHANGED_SINCE_SLACK)
         .bind::<Nullable<Text>, _>(query.status)
         .bind::<Nullable<Text>, _>(query.presence)
+        .bind::<Nullable<Text>, _>(query.name_prefix.as_deref().map(like_prefix))
         .load(conn)?;
         let users: Vec<User> = rows.iter().map(|row| row.shown_to(viewer)).collect();
         let as_of = diesel::select(diesel::dsl::now.into_sql::<Timestamptz>()).get_result(conn)?;
@@ -380,9 +384,29 @@ pub fn list_users(
     })
 }
 
+/// A `LIKE` pattern matching names that start with `prefix` (lowercased), its wildcards
+/// escaped.
+fn like_prefix(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn name_prefixes_match_literally() {
+        assert_eq!(like_prefix("Al"), "al%");
+        assert_eq!(like_prefix("a_b%"), "a\\_b\\%%");
+    }
 
     #[test]
     fn usernames_follow_the_rule() {

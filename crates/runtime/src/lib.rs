@@ -6,3 +6,5 @@ pub mod logging;
 pub mod metrics;
 pub mod nudges;
 pub mod readiness;
+pub mod redis_conn;
+pub mod workers;

@@ -14,6 +14,7 @@ use presence_model::jobs::{EndStatuses, PublishPending};
 use presence_model::sweeps::{self, SweepRun};
 use presence_model::{DbPool, settings, status};
 use presence_runtime::nudges::PublishNudges;
+use presence_runtime::workers::{self, WorkerReport};
 
 use crate::metrics::{self, Metrics};
 use crate::queue::{ExpiryStorage, PublishStorage};
@@ -55,8 +56,13 @@ pub struct WorkerState {
     pub nudges: PublishNudges,
     /// Where recorded transitions are published.
     pub channel: String,
-    /// This process, as `sweep_runs.swept_by` names it.
+    /// This process, as `sweep_runs.swept_by` and its report to operators name it.
     pub name: String,
+    /// The Redis prefix, for the report.
+    pub prefix: String,
+    pub started_at: DateTime<Utc>,
+    /// The time between two ticks of the sweep schedule, for the report.
+    pub sweep_every_secs: u64,
 }
 
 impl WorkerState {
@@ -285,6 +291,27 @@ pub async fn catch_up_periodically(state: Arc<WorkerState>, interval: Duration) 
     loop {
         ticker.tick().await;
         state.catch_up().await;
+    }
+}
+
+/// Reports this worker to operators (`presence_runtime::workers`) every
+/// [`workers::REPORT_EVERY`] until the process stops.
+pub async fn report_periodically(state: Arc<WorkerState>) {
+    let mut ticker = tokio::time::interval(workers::REPORT_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let host = presence_model::presence::host_name();
+    loop {
+        ticker.tick().await;
+        let report = WorkerReport {
+            name: state.name.clone(),
+            host: host.clone(),
+            started_at: state.started_at,
+            jobs_done: state.metrics.jobs_done(),
+            sweep_every_secs: state.sweep_every_secs,
+        };
+        if let Err(e) = workers::report(&mut state.redis.clone(), &state.prefix, &report).await {
+            log::warn!("could not report this worker to operators: {e}");
+        }
     }
 }
 

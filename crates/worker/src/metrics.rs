@@ -96,6 +96,14 @@ impl Metrics {
     }
 
     /// Counts one job attempt of `kind`.
+    /// Jobs this process ran, of every kind.
+    pub fn jobs_done(&self) -> u64 {
+        [SWEEP, PUBLISH, EXPIRY]
+            .iter()
+            .map(|kind| self.jobs_processed.with_label_values(&[kind]).get())
+            .sum()
+    }
+
     pub fn job<T, E>(&self, kind: &str, outcome: &Result<T, E>) {
         match outcome {
             Ok(_) => self.jobs_processed.with_label_values(&[kind]).inc(),

@@ -48,7 +48,19 @@ pub async fn connect(config: &Config) -> Result<Arc<WorkerState>, Error> {
         redis,
         channel: presence_changes_channel(&config.redis.redis_prefix),
         name: replica_name("worker"),
+        prefix: config.redis.redis_prefix.clone(),
+        started_at: chrono::Utc::now(),
+        sweep_every_secs: sweep_period_secs(&config.sweep_schedule),
     }))
+}
+
+/// The time between the next two ticks of `schedule` (a minute if it has none).
+fn sweep_period_secs(schedule: &cron::Schedule) -> u64 {
+    let mut ticks = schedule.upcoming(chrono::Utc);
+    match (ticks.next(), ticks.next()) {
+        (Some(first), Some(second)) => u64::try_from((second - first).num_seconds()).unwrap_or(60),
+        _ => 60,
+    }
 }
 
 /// Retries a failed job 5 times, waiting 200 ms doubling up to 5 s (with jitter).
@@ -111,12 +123,14 @@ pub async fn run(
     let http_handle = http.handle();
     tokio::spawn(http);
     let schedule = config.sweep_schedule.clone();
+    let state_for_report = state.clone();
     let sweep_state = state.clone();
     let sweep_name = replica_name("sweep");
     let consumer_name = replica_name("publish");
     let expiry_name = replica_name("expiry");
     let expiry_state = state.clone();
     tokio::spawn(jobs::vacuum_periodically(state.clone(), jobs::VACUUM_EVERY));
+    tokio::spawn(jobs::report_periodically(state.clone()));
     tokio::spawn(jobs::catch_up_periodically(
         state.clone(),
         config.publish_catch_up(),
@@ -188,6 +202,12 @@ pub async fn run(
         } => log::warn!("jobs did not finish within {SHUTDOWN_GRACE:?}; stopping anyway"),
     }
     http_handle.stop(true).await;
+    presence_runtime::workers::withdraw(
+        &mut state_for_report.redis.clone(),
+        &state_for_report.prefix,
+        &state_for_report.name,
+    )
+    .await;
     log::info!("stopped");
     Ok(())
 }

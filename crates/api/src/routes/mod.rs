@@ -13,6 +13,8 @@ use presence_model::presence::CountsAs;
 
 use crate::errors::ApiError;
 
+pub mod admin;
+pub mod frontend;
 pub mod health;
 pub mod status;
 pub mod stream;
@@ -140,6 +142,36 @@ pub const ENDPOINTS: &[Endpoint] = &[
         path: "/api/presence/stream/",
         counts_as: CountsAs::Activity,
         route: || web::to(stream::stream),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/api/admin/overview/",
+        counts_as: CountsAs::Activity,
+        route: || web::to(admin::overview),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/admin/",
+        counts_as: CountsAs::Activity,
+        route: || web::to(frontend::admin_page),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/admin/app.js",
+        counts_as: CountsAs::Activity,
+        route: || web::to(frontend::admin_script),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/admin/app.css",
+        counts_as: CountsAs::Activity,
+        route: || web::to(frontend::admin_style),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/static/presence-client.js",
+        counts_as: CountsAs::Activity,
+        route: || web::to(frontend::presence_client),
     },
     Endpoint {
         method: Method::GET,

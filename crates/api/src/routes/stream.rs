@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Authenticated;
 use crate::errors::{ApiError, ErrorBody};
 use crate::state::AppState;
-use crate::stream::{self, Refused, StreamRequest};
+use crate::stream::{self, OpenError, Refused, StreamRequest};
 use crate::tickets::TICKET_TTL;
 
 #[derive(Serialize, ToSchema)]
@@ -56,6 +56,10 @@ pub struct StreamQuery {
     scope: Option<Scope>,
     /// From `POST /api/presence/tickets/`; or send `Authorization: Bearer` instead.
     ticket: Option<String>,
+    /// Resume after this revision, for clients that cannot send `Last-Event-ID` (a new
+    /// `EventSource`, opened with a new ticket); the header wins.
+    #[param(minimum = 0)]
+    last_event_id: Option<i64>,
 }
 
 fn parse_ids(ids: &str) -> Result<Vec<i64>, ApiError> {
@@ -107,7 +111,12 @@ pub async fn stream(
     state: web::Data<AppState>,
     query: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let StreamQuery { ids, scope, ticket } = query.into_inner();
+    let StreamQuery {
+        ids,
+        scope,
+        ticket,
+        last_event_id: last_event_id_param,
+    } = query.into_inner();
     let ids = match (ids, scope) {
         (Some(ids), None) => Some(parse_ids(&ids)?),
         (None, Some(Scope::All)) => None,
@@ -142,21 +151,25 @@ pub async fn stream(
         .headers()
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse().ok());
+        .and_then(|value| value.trim().parse().ok())
+        .or(last_event_id_param);
     let request = StreamRequest {
         viewer,
         ids,
         last_event_id,
     };
-    let body = stream::open(&state, request).map_err(|refused| match refused {
-        Refused::TooManyForUser => ApiError::TooManyRequests {
-            what: "too many open streams of this user",
-            retry_after_secs: 5,
-        },
-        Refused::TooManyForProcess => ApiError::Unavailable {
-            reason: "this process holds all the streams it may",
-        },
-    })?;
+    let body = stream::open(&state, request)
+        .await
+        .map_err(|error| match error {
+            OpenError::Refused(Refused::TooManyForUser) => ApiError::TooManyRequests {
+                what: "too many open streams of this user",
+                retry_after_secs: 5,
+            },
+            OpenError::Refused(Refused::TooManyForProcess) => ApiError::Unavailable {
+                reason: "this process holds all the streams it may",
+            },
+            OpenError::Unavailable(error) => error,
+        })?;
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(CacheControl(vec![

@@ -76,6 +76,9 @@ pub struct AllUsersQuery {
     status: Option<OnlineStatus>,
     /// Only users with this presence.
     presence: Option<Presence>,
+    /// Only users whose name starts with this (case-insensitive).
+    #[param(max_length = 150)]
+    search: Option<String>,
     /// Users per page: 1 to 10000 (default 1000).
     #[param(minimum = 1, maximum = 10000)]
     limit: Option<i64>,
@@ -254,9 +257,23 @@ pub async fn all_users(
             });
         }
     };
+    if query
+        .search
+        .as_ref()
+        .is_some_and(|search| search.chars().count() > users::USERNAME_MAX_CHARS)
+    {
+        return Err(ApiError::Invalid {
+            field: "search".to_owned(),
+            message: format!(
+                "must be at most {} characters long",
+                users::USERNAME_MAX_CHARS
+            ),
+        });
+    }
     let user_query = UserQuery {
         status: query.status,
         presence: query.presence,
+        name_prefix: query.search.filter(|search| !search.is_empty()),
         changed_since: query.changed_since,
         after_id,
         limit,

@@ -3,6 +3,7 @@
 mod coalescing;
 mod errors;
 mod faults;
+mod frontend;
 mod operations;
 mod presence;
 mod process;

@@ -145,7 +145,12 @@ async fn bad_stream_requests_are_refused_before_the_stream_starts() {
 
 #[actix_web::test]
 async fn streams_per_user_are_limited_with_a_429_and_freed_when_closed() {
-    let app = TestApp::spawn_with(|config| config.streams.streams_per_user = 2).await;
+    // A stream whose client went away is noticed at its next write: a keep-alive at most.
+    let app = TestApp::spawn_with(|config| {
+        config.streams.streams_per_user = 2;
+        config.streams.stream_keepalive_secs = 1;
+    })
+    .await;
     let (id, token) = app.sign_up("carol").await;
     let query = format!("ids={id}");
     let first = app.open_stream(&query, Some(&token), None).await.unwrap();

@@ -157,3 +157,34 @@ async fn workers_on_one_host_start_without_settings_and_an_explicit_address_is_s
         assert!(status.is_some_and(|s| s.success()), "{log}");
     }
 }
+
+#[actix_web::test]
+async fn a_running_worker_reports_itself_and_its_sweeps_to_the_overview() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let worker = WorkerEnv {
+        database_url: app.db.url(),
+        redis_prefix: &app.config.redis.redis_prefix,
+        schedule: "* * * * * *",
+        timings: timings(120),
+    }
+    .spawn();
+    let overview = || async { app.get("/api/admin/overview/", Some(&admin)).await.body };
+    let reported = presence_api::testing::eventually(Duration::from_secs(15), async || {
+        let body = overview().await;
+        body["workers"].as_array().is_some_and(|w| w.len() == 1)
+            && body["sweeps"].as_array().is_some_and(|s| !s.is_empty())
+    })
+    .await;
+    assert!(reported, "{}", overview().await);
+    let body = overview().await;
+    let report = &body["workers"][0];
+    assert!(report["name"].as_str().unwrap().starts_with("worker-"));
+    assert_eq!(report["sweep_every_secs"], 1);
+    assert_eq!(body["sweeps"][0]["swept_by"], report["name"]);
+    assert!(body["sweep_warning"].is_null(), "{body}");
+    // A worker that stops withdraws its report.
+    let (status, log) = worker.terminate(Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{log}");
+    assert_eq!(overview().await["workers"], serde_json::json!([]));
+}

@@ -1,0 +1,161 @@
+//! What operators see of the workers, through Redis: each worker reports itself every
+//! [`REPORT_EVERY`] under a key that expires after [`REPORT_TTL`] (so a worker that dies
+//! disappears by itself), the depth of the job queues, and whether the sweep has fallen
+//! behind the schedule the workers announce.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use presence_model::jobs::{expiry_queue, publish_queue};
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+
+/// How often a worker reports itself.
+pub const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// How long a report lasts: a worker silent this long is gone.
+pub const REPORT_TTL: Duration = Duration::from_secs(30);
+
+/// One worker, as it last reported itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkerReport {
+    pub name: String,
+    pub host: String,
+    pub started_at: DateTime<Utc>,
+    /// Jobs this process ran (sweeps, publications, status ends).
+    pub jobs_done: u64,
+    /// The time between two ticks of its sweep schedule.
+    pub sweep_every_secs: u64,
+}
+
+fn report_key(prefix: &str, name: &str) -> String {
+    format!("{prefix}:workers:{name}")
+}
+
+/// Stores `report` until [`REPORT_TTL`] passes.
+pub async fn report(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    report: &WorkerReport,
+) -> redis::RedisResult<()> {
+    let json = serde_json::to_string(report).map_err(|e| {
+        redis::RedisError::from((redis::ErrorKind::Client, "serialize", e.to_string()))
+    })?;
+    conn.set_ex(report_key(prefix, &report.name), json, REPORT_TTL.as_secs())
+        .await
+}
+
+/// Removes the report of a worker stopping gracefully.
+pub async fn withdraw(conn: &mut ConnectionManager, prefix: &str, name: &str) {
+    let _: redis::RedisResult<()> = conn.del(report_key(prefix, name)).await;
+}
+
+/// The workers that reported within [`REPORT_TTL`], by name.
+pub async fn alive(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+) -> redis::RedisResult<Vec<WorkerReport>> {
+    let mut keys: Vec<String> = Vec::new();
+    {
+        let mut scan = conn
+            .scan_match::<_, String>(report_key(prefix, "*"))
+            .await?;
+        while let Some(key) = futures_util::StreamExt::next(&mut scan).await {
+            keys.push(key?);
+        }
+    }
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let values: Vec<Option<String>> = conn.mget(&keys).await?;
+    let mut reports: Vec<WorkerReport> = values
+        .into_iter()
+        .flatten()
+        .filter_map(|json| serde_json::from_str(&json).ok())
+        .collect();
+    reports.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(reports)
+}
+
+/// Jobs waiting (queued or scheduled) and jobs that failed for good, over both queues.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QueueDepth {
+    pub pending: u64,
+    pub failed: u64,
+}
+
+/// The depth of the publish and expiry queues, from apalis-redis's own keys.
+pub async fn queue_depth(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+) -> redis::RedisResult<QueueDepth> {
+    let mut pipe = redis::pipe();
+    for queue in [publish_queue(prefix), expiry_queue(prefix)] {
+        let config = apalis_redis::Config::default().queue(&queue);
+        pipe.llen(config.active_jobs_list())
+            .zcard(config.scheduled_jobs_set())
+            .scard(config.dead_jobs_set());
+    }
+    let counts: Vec<u64> = pipe.query_async(conn).await?;
+    Ok(QueueDepth {
+        pending: counts[0] + counts[1] + counts[3] + counts[4],
+        failed: counts[2] + counts[5],
+    })
+}
+
+/// Why the sweep looks behind its schedule, if it does: its last tick is older than two
+/// periods (the shortest any live worker announces) and some slack, or, with workers up
+/// for that long, no sweep ever ran. `None` when no worker reports (that shows by itself).
+pub fn sweep_warning(
+    last_tick: Option<DateTime<Utc>>,
+    workers: &[WorkerReport],
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let period = workers.iter().map(|w| w.sweep_every_secs).min()?;
+    let allowed = TimeDelta::seconds(i64::try_from(period).unwrap_or(i64::MAX / 4) * 2 + 5);
+    match last_tick {
+        Some(tick) if now - tick > allowed => Some(format!(
+            "The sweep is behind its schedule: the last one ran {} s ago, and one is due every {period} s.",
+            (now - tick).num_seconds()
+        )),
+        None if workers.iter().any(|w| now - w.started_at > allowed) => Some(format!(
+            "No sweep has run, though one is due every {period} s."
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(started_secs_ago: i64, now: DateTime<Utc>) -> WorkerReport {
+        WorkerReport {
+            name: "worker-a".into(),
+            host: "h".into(),
+            started_at: now - TimeDelta::seconds(started_secs_ago),
+            jobs_done: 0,
+            sweep_every_secs: 60,
+        }
+    }
+
+    #[test]
+    fn the_sweep_is_behind_after_two_periods_without_a_tick() {
+        let now = Utc::now();
+        let workers = [worker(600, now)];
+        assert_eq!(
+            sweep_warning(Some(now - TimeDelta::seconds(100)), &workers, now),
+            None
+        );
+        assert!(sweep_warning(Some(now - TimeDelta::seconds(200)), &workers, now).is_some());
+        assert!(sweep_warning(None, &workers, now).is_some());
+        assert_eq!(
+            sweep_warning(None, &[worker(10, now)], now),
+            None,
+            "just started"
+        );
+        assert_eq!(sweep_warning(None, &[], now), None);
+    }
+}
