@@ -10,6 +10,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import random
 import resource
 import statistics
 import time
@@ -291,7 +292,9 @@ def reconnect_storm(port, tokens, changers, count=5000):
                                                last_event_id=last_id)
                     return stream
                 except (OSError, RuntimeError, asyncio.IncompleteReadError):
-                    await asyncio.sleep(0.1 * (attempt + 1))
+                    # Refused (503 while the pool is busy): back off with jitter, as
+                    # EventSource's `retry` makes browsers do.
+                    await asyncio.sleep(0.2 * (attempt + 1) * (0.5 + random.random()))
             raise RuntimeError("could not reconnect")
 
         reopened = await asyncio.gather(*(reopen(n, s.last_id) for n, s in enumerate(streams)))
@@ -303,7 +306,7 @@ def reconnect_storm(port, tokens, changers, count=5000):
             while True:
                 try:
                     _, event, _, data = await asyncio.wait_for(stream.next_event(), 0.5)
-                except asyncio.TimeoutError:
+                except (asyncio.TimeoutError, EOFError):
                     return
                 if event == "snapshot":
                     states[n] = {u["id"]: u for u in data["users"]}
