@@ -53,7 +53,11 @@ pub fn deserialize_naming_fields<T: DeserializeOwned>(
 /// A body that may be left out: `None` when empty or JSON `null`, else JSON as
 /// [`JsonBody`] reads it.
 pub fn optional_json<T: DeserializeOwned>(body: &[u8]) -> Result<Option<T>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    // JSON's own whitespace only (a form feed is not, and is a 400 like any bad JSON).
+    if body
+        .iter()
+        .all(|byte| matches!(byte, b' ' | b'\t' | b'\n' | b'\r'))
+    {
         return Ok(None);
     }
     let value: serde_json::Value = serde_json::from_slice(body)

@@ -368,13 +368,20 @@ impl StatusChange {
             ("text", &self.text, STATUS_TEXT_MAX_CHARS),
             ("emoji", &self.emoji, STATUS_EMOJI_MAX_CHARS),
         ] {
-            if let Change::Set(Some(value)) = value
-                && value.chars().count() > max
-            {
-                return Err(ValidationError::new(
-                    field,
-                    format!("must be at most {max} characters long"),
-                ));
+            if let Change::Set(Some(value)) = value {
+                if value.chars().count() > max {
+                    return Err(ValidationError::new(
+                        field,
+                        format!("must be at most {max} characters long"),
+                    ));
+                }
+                // PostgreSQL text cannot hold NUL.
+                if value.contains('\0') {
+                    return Err(ValidationError::new(
+                        field,
+                        "must not contain NUL characters",
+                    ));
+                }
             }
         }
         Ok(())
@@ -631,6 +638,13 @@ mod tests {
                 ..Default::default()
             }),
             Err("emoji")
+        );
+        assert_eq!(
+            field(StatusChange {
+                text: Change::Set(Some("a\0b".into())),
+                ..Default::default()
+            }),
+            Err("text")
         );
         assert_eq!(
             field(StatusChange {

@@ -82,6 +82,11 @@ pub const PASSWORD_MIN_CHARS: usize = 8;
 pub const PASSWORD_MAX_CHARS: usize = 1024;
 
 /// 3–150 letters, digits and `@ . + - _` (Django's rule, which the frontend already follows).
+/// Whether `c` may appear in a username.
+fn username_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "@.+-_".contains(c)
+}
+
 pub fn validate_username(username: &str) -> Result<(), ValidationError> {
     let chars = username.chars().count();
     if !(3..=USERNAME_MAX_CHARS).contains(&chars) {
@@ -90,10 +95,7 @@ pub fn validate_username(username: &str) -> Result<(), ValidationError> {
             format!("must be 3 to {USERNAME_MAX_CHARS} characters long"),
         ));
     }
-    if !username
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "@.+-_".contains(c))
-    {
+    if !username.chars().all(username_char) {
         return Err(ValidationError::new(
             "username",
             "may contain only letters, digits and @ . + - _",
@@ -336,7 +338,22 @@ pub fn list_users(
     viewer: Viewer,
     query: &UserQuery,
 ) -> QueryResult<UserPage> {
+    // A name prefix no username can start with matches nothing (and a NUL in it could
+    // not even be sent to PostgreSQL).
+    let impossible = query
+        .name_prefix
+        .as_deref()
+        .is_some_and(|prefix| !prefix.chars().all(username_char));
     conn.transaction(|conn| {
+        if impossible {
+            let as_of =
+                diesel::select(diesel::dsl::now.into_sql::<Timestamptz>()).get_result(conn)?;
+            return Ok(UserPage {
+                users: Vec::new(),
+                as_of,
+                next_after_id: None,
+            });
+        }
         let rows: Vec<UserRow> = diesel::sql_query(concat!(
             "SELECT username, is_admin, created_at, ",
             shown_columns!("now()"),

@@ -33,6 +33,11 @@ fn report_key(prefix: &str, name: &str) -> String {
     format!("{prefix}:workers:{name}")
 }
 
+/// The names of the workers that reported, scored by when: found without scanning keys.
+fn roster_key(prefix: &str) -> String {
+    format!("{prefix}:workers")
+}
+
 /// Stores `report` until [`REPORT_TTL`] passes.
 pub async fn report(
     conn: &mut ConnectionManager,
@@ -42,32 +47,41 @@ pub async fn report(
     let json = serde_json::to_string(report).map_err(|e| {
         redis::RedisError::from((redis::ErrorKind::Client, "serialize", e.to_string()))
     })?;
-    conn.set_ex(report_key(prefix, &report.name), json, REPORT_TTL.as_secs())
+    let now = Utc::now().timestamp();
+    redis::pipe()
+        .set_ex(report_key(prefix, &report.name), json, REPORT_TTL.as_secs())
+        .ignore()
+        .zadd(roster_key(prefix), &report.name, now)
+        .ignore()
+        .query_async(conn)
         .await
 }
 
 /// Removes the report of a worker stopping gracefully.
 pub async fn withdraw(conn: &mut ConnectionManager, prefix: &str, name: &str) {
-    let _: redis::RedisResult<()> = conn.del(report_key(prefix, name)).await;
+    let _: redis::RedisResult<()> = redis::pipe()
+        .del(report_key(prefix, name))
+        .ignore()
+        .zrem(roster_key(prefix), name)
+        .ignore()
+        .query_async(conn)
+        .await;
 }
 
-/// The workers that reported within [`REPORT_TTL`], by name.
+/// The workers that reported within [`REPORT_TTL`], by name. The roster forgets workers
+/// silent for longer; their reports have expired by then.
 pub async fn alive(
     conn: &mut ConnectionManager,
     prefix: &str,
 ) -> redis::RedisResult<Vec<WorkerReport>> {
-    let mut keys: Vec<String> = Vec::new();
-    {
-        let mut scan = conn
-            .scan_match::<_, String>(report_key(prefix, "*"))
-            .await?;
-        while let Some(key) = futures_util::StreamExt::next(&mut scan).await {
-            keys.push(key?);
-        }
-    }
-    if keys.is_empty() {
+    let since = Utc::now().timestamp() - i64::try_from(REPORT_TTL.as_secs()).unwrap_or(30);
+    let roster = roster_key(prefix);
+    let _: () = conn.zrembyscore(&roster, "-inf", since).await?;
+    let names: Vec<String> = conn.zrange(&roster, 0, -1).await?;
+    if names.is_empty() {
         return Ok(Vec::new());
     }
+    let keys: Vec<String> = names.iter().map(|name| report_key(prefix, name)).collect();
     let values: Vec<Option<String>> = conn.mget(&keys).await?;
     let mut reports: Vec<WorkerReport> = values
         .into_iter()

@@ -111,4 +111,15 @@ async fn the_admin_list_searches_by_the_start_of_a_name() {
         .await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST);
     assert_eq!(refused.body["error"]["field"], "search");
+    // No username holds a NUL (or a space): such a search matches nobody.
+    for impossible in ["a%00b", "a%20b"] {
+        let found = app
+            .get(
+                &format!("/api/users/all-users/?search={impossible}"),
+                Some(&admin),
+            )
+            .await;
+        assert_eq!(found.status, StatusCode::OK);
+        assert!(names(&found.body).is_empty());
+    }
 }

@@ -469,6 +469,8 @@ async fn bad_status_changes_are_refused_naming_the_field() {
             "text_expires_at",
         ),
         (json!({ "text": 5 }), "text"),
+        (json!({ "text": "a\u{0}b" }), "text"),
+        (json!({ "emoji": "\u{0}" }), "emoji"),
         (json!({ "mood": "happy" }), "mood"),
     ] {
         let response = app
