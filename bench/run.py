@@ -282,6 +282,9 @@ def stream_results(results, api, tokens_file):
     ids = [int(token.rsplit("-", 1)[1]) for token in tokens]
 
     def attempt(key, measure):
+        # Streams closed by the previous phase's clients are noticed by the API at their
+        # next keep-alive (15 s): wait until their sockets are freed.
+        bench_streams.wait_streams_closed(API_PORT)
         try:
             results[key] = measure()
         except Exception as error:  # a failed measure is reported, the rest still run

@@ -72,6 +72,18 @@ class Stream:
         self.writer.close()
 
 
+def wait_streams_closed(port, limit=60):
+    """Until the API holds no stream (or `limit` seconds pass)."""
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith("presence_api_streams_open "):
+                    if float(line.split()[1]) == 0:
+                        return
+        time.sleep(0.5)
+
+
 def rss_kib(pid):
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS:"):
@@ -270,12 +282,23 @@ def reconnect_storm(port, tokens, changers, count=5000):
     ids = [user_id for user_id, _ in changers][:50]
     watched = ",".join(map(str, ids))
 
+    async def connect(n, last_id):
+        for attempt in range(30):
+            try:
+                return await Stream.open(port, f"/api/presence/stream/?ids={watched}",
+                                         tokens[n % len(tokens)], f"127.0.0.{2 + n % 3}",
+                                         last_event_id=last_id)
+            except (OSError, RuntimeError, asyncio.IncompleteReadError):
+                # Refused (503 while the pool is busy): back off with jitter, as
+                # EventSource's `retry` makes browsers do.
+                await asyncio.sleep(0.2 * (attempt + 1) * (0.5 + random.random()))
+        raise RuntimeError("could not connect")
+
     async def main():
         states = []
         streams = []
         for n in range(count):
-            stream = await Stream.open(port, f"/api/presence/stream/?ids={watched}",
-                                       tokens[n % len(tokens)], f"127.0.0.{2 + n % 3}")
+            stream = await connect(n, None)
             _, _, _, data = await stream.next_event()
             states.append({u["id"]: u for u in data["users"]})
             streams.append(stream)
@@ -283,21 +306,7 @@ def reconnect_storm(port, tokens, changers, count=5000):
             s.close()
         changing = asyncio.create_task(change_statuses(port, changers[:50], 3))
         begun = time.perf_counter()
-
-        async def reopen(n, last_id):
-            for attempt in range(20):
-                try:
-                    stream = await Stream.open(port, f"/api/presence/stream/?ids={watched}",
-                                               tokens[n % len(tokens)], f"127.0.0.{2 + n % 3}",
-                                               last_event_id=last_id)
-                    return stream
-                except (OSError, RuntimeError, asyncio.IncompleteReadError):
-                    # Refused (503 while the pool is busy): back off with jitter, as
-                    # EventSource's `retry` makes browsers do.
-                    await asyncio.sleep(0.2 * (attempt + 1) * (0.5 + random.random()))
-            raise RuntimeError("could not reconnect")
-
-        reopened = await asyncio.gather(*(reopen(n, s.last_id) for n, s in enumerate(streams)))
+        reopened = await asyncio.gather(*(connect(n, s.last_id) for n, s in enumerate(streams)))
         live_after = time.perf_counter() - begun
         await changing
         await asyncio.sleep(2.5)  # the last batch of every stream
@@ -314,7 +323,7 @@ def reconnect_storm(port, tokens, changers, count=5000):
                     states[n].update({u["id"]: u for u in data["changes"]})
 
         await asyncio.gather(*(drain(n, s) for n, s in enumerate(reopened)))
-        truth_stream = await Stream.open(port, f"/api/presence/stream/?ids={watched}", tokens[0], "127.0.0.2")
+        truth_stream = await connect(0, None)
         _, _, _, truth = await truth_stream.next_event()
         truth = {u["id"]: u["status_text"] for u in truth["users"]}
         gaps = sum(1 for state in states
