@@ -311,10 +311,21 @@ def reconnect_storm(port, tokens, changers, count=5000):
         await changing
         await asyncio.sleep(2.5)  # the last batch of every stream
 
+        truth_stream = await connect(0, None)
+        _, _, _, truth = await truth_stream.next_event()
+        truth = {u["id"]: u["status_text"] for u in truth["users"]}
+
+        def texts(state):
+            return {i: u["status_text"] for i, u in state.items()}
+
         async def drain(n, stream):
-            while True:
+            """Reads until this stream's state is the truth (or 30 s pass): a gap would
+            leave it different for good."""
+            deadline = time.perf_counter() + 30
+            while texts(states[n]) != truth and time.perf_counter() < deadline:
                 try:
-                    _, event, _, data = await asyncio.wait_for(stream.next_event(), 0.5)
+                    _, event, _, data = await asyncio.wait_for(
+                        stream.next_event(), max(0.01, deadline - time.perf_counter()))
                 except (asyncio.TimeoutError, EOFError):
                     return
                 if event == "snapshot":
@@ -323,11 +334,7 @@ def reconnect_storm(port, tokens, changers, count=5000):
                     states[n].update({u["id"]: u for u in data["changes"]})
 
         await asyncio.gather(*(drain(n, s) for n, s in enumerate(reopened)))
-        truth_stream = await connect(0, None)
-        _, _, _, truth = await truth_stream.next_event()
-        truth = {u["id"]: u["status_text"] for u in truth["users"]}
-        gaps = sum(1 for state in states
-                   if {i: u["status_text"] for i, u in state.items()} != truth)
+        gaps = sum(1 for state in states if texts(state) != truth)
         for s in reopened:
             s.close()
         truth_stream.close()
