@@ -152,7 +152,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle = self.server.handle();
         let mut server = self.server;
-        let signal = shutdown_signal()?;
+        let signal = presence_runtime::signals::shutdown_signal()?;
         let served = tokio::select! {
             served = &mut server => served,
             () = signal => {
@@ -168,19 +168,6 @@ impl Application {
         activity::flush_and_forget(&self.state).await;
         served
     }
-}
-
-/// Resolves on SIGINT or SIGTERM; the handlers are installed when this is called.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-    })
 }
 
 /// Cross-origin access for the frontend's `origins`: the API and the stream, with the

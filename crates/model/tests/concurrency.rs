@@ -166,3 +166,72 @@ fn interleaved_logins_logouts_and_activity_leave_the_truth() {
         assert_consistent(&db, id);
     }
 }
+
+#[test]
+fn manual_statuses_racing_logins_activity_and_logouts_keep_one_chain_of_transitions() {
+    use presence_model::status::{self, Availability, Change, StatusChange, Viewer};
+    let db = TestDatabase::new();
+    let availabilities = [
+        Availability::Dnd,
+        Availability::Invisible,
+        Availability::Away,
+        Availability::Auto,
+    ];
+    for trial in 0..10 {
+        let id = register(&db, &format!("manual{trial}"));
+        let mut conn = db.pool().get().unwrap();
+        let existing: Vec<_> = (0..4)
+            .map(|_| {
+                users::open_session(&mut conn, TIMINGS, id)
+                    .unwrap()
+                    .unwrap()
+            })
+            .collect();
+        drop(conn);
+        // Four threads set a manual status, four use a session, four log one out, four
+        // log in anew: all released together.
+        at_once(&db, 16, |i, conn| match i % 4 {
+            0 => {
+                let change = StatusChange {
+                    availability: Change::Set((availabilities[i / 4], None)),
+                    ..Default::default()
+                };
+                status::set_status(conn, TIMINGS, id, &change)
+                    .unwrap()
+                    .expect("the user exists");
+            }
+            1 => {
+                presence_model::presence::record_activity(
+                    conn,
+                    TIMINGS,
+                    existing[i / 4].token.expose(),
+                    TTL,
+                    ChangeReason::Activity,
+                    true,
+                )
+                .unwrap();
+            }
+            2 => {
+                sessions::log_out(conn, TIMINGS, existing[i / 4].session_id).unwrap();
+            }
+            _ => {
+                users::open_session(conn, TIMINGS, id).unwrap().unwrap();
+            }
+        });
+        // Every transition starts where the previous one ended, and the last is what
+        // others are shown now.
+        let events = history(&db, id);
+        let mut told = Presence::Offline;
+        for event in &events {
+            assert_eq!(event.from, told, "trial {trial}: {events:?}");
+            assert_ne!(event.from, event.to, "trial {trial}: {events:?}");
+            told = event.to;
+        }
+        let mut conn = db.pool().get().unwrap();
+        let shown = status::shown_status(&mut conn, TIMINGS, id)
+            .unwrap()
+            .unwrap()
+            .shown_to(Viewer::PUBLIC);
+        assert_eq!(shown.presence, told, "trial {trial}: {events:?}");
+    }
+}

@@ -7,4 +7,5 @@ pub mod metrics;
 pub mod nudges;
 pub mod readiness;
 pub mod redis_conn;
+pub mod signals;
 pub mod workers;

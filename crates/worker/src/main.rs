@@ -28,7 +28,7 @@ async fn main() -> ExitCode {
     presence_runtime::logging::init();
     let cli = Cli::parse();
     let outcome = match cli.command.unwrap_or(Command::Run(cli.run)) {
-        Command::Run(config) => match startup::shutdown_signal() {
+        Command::Run(config) => match presence_runtime::signals::shutdown_signal() {
             Ok(signal) => startup::run(config, signal).await,
             Err(e) => Err(jobs::Error::Startup(format!("cannot handle signals: {e}"))),
         },

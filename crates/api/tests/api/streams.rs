@@ -71,14 +71,20 @@ fn expire_every_ticket(app: &TestApp) {
         .query(&mut conn)
         .unwrap();
     assert!(!keys.is_empty());
-    for key in keys {
+    for key in &keys {
         redis::cmd("PEXPIRE")
             .arg(key)
             .arg(1)
             .query::<()>(&mut conn)
             .unwrap();
     }
-    std::thread::sleep(Duration::from_millis(5));
+    let expired = presence_api::testing::wait_until(Duration::from_secs(2), || {
+        redis::cmd("EXISTS")
+            .arg(&keys)
+            .query::<i64>(&mut conn)
+            .is_ok_and(|n| n == 0)
+    });
+    assert!(expired, "Redis dropped the tickets");
 }
 
 #[actix_web::test]

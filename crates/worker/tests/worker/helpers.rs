@@ -1,7 +1,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use presence_api::testing::{Process, test_redis_url};
+use presence_api::testing::{Process, TestApp, test_redis_url};
+use presence_model::jobs::presence_changes_channel;
 use presence_model::settings::Timings;
 
 /// What the worker needs to know: its database, its Redis prefix, and its timings (stored
@@ -49,4 +50,31 @@ impl WorkerEnv<'_> {
 /// [`presence_api::testing::eventually`] for a check that needs no `.await`.
 pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     presence_api::testing::eventually(limit, || std::future::ready(check())).await
+}
+
+/// A sweep schedule that never fires during a test: for tests about the job queue.
+pub const NEVER: &str = "0 0 0 1 1 * 2099";
+
+/// A worker on `app`'s database and Redis prefix whose sweep never fires.
+pub fn queue_worker(app: &TestApp) -> Process {
+    WorkerEnv {
+        database_url: app.db.url(),
+        redis_prefix: &app.config.redis.redis_prefix,
+        schedule: NEVER,
+        timings: app.config.timings(),
+    }
+    .spawn()
+}
+
+/// A subscriber to the transitions published for `app`.
+pub async fn published_changes(
+    app: &TestApp,
+) -> impl futures_util::Stream<Item = redis::Msg> + Unpin + use<> {
+    let client = redis::Client::open(app.config.redis.redis_url.as_str()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub
+        .subscribe(presence_changes_channel(&app.config.redis.redis_prefix))
+        .await
+        .unwrap();
+    pubsub.into_on_message()
 }

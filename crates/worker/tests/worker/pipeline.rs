@@ -2,31 +2,15 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use presence_api::testing::TestApp;
-use presence_model::jobs::presence_changes_channel;
 use serde_json::Value;
 
-use crate::helpers::{WorkerEnv, eventually, timings};
-
-/// A schedule that never fires during a test: these tests are about the job queue.
-const NEVER: &str = "0 0 0 1 1 * 2099";
+use crate::helpers::{eventually, published_changes, queue_worker};
 
 #[actix_web::test]
 async fn login_heartbeat_logout_are_recorded_and_published_in_order() {
     let app = TestApp::spawn().await;
-    let _worker = WorkerEnv {
-        database_url: app.db.url(),
-        redis_prefix: &app.config.redis.redis_prefix,
-        schedule: NEVER,
-        timings: timings(120),
-    }
-    .spawn();
-    let client = redis::Client::open(app.config.redis.redis_url.as_str()).unwrap();
-    let mut pubsub = client.get_async_pubsub().await.unwrap();
-    pubsub
-        .subscribe(presence_changes_channel(&app.config.redis.redis_prefix))
-        .await
-        .unwrap();
-    let mut messages = pubsub.into_on_message();
+    let _worker = queue_worker(&app);
+    let mut messages = published_changes(&app).await;
 
     let (id, token) = app.sign_up("alice").await;
     let logged_in = Instant::now();

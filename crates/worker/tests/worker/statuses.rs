@@ -6,36 +6,21 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::StreamExt;
 use presence_api::testing::TestApp;
-use presence_model::jobs::presence_changes_channel;
 use serde_json::{Value, json};
 
-use crate::helpers::{WorkerEnv, timings};
+use crate::helpers::{published_changes, queue_worker};
 
-/// A schedule that never fires during a test: the sweep must not be what ends a status.
-const NEVER: &str = "0 0 0 1 1 * 2099";
-
-/// The API and a worker on the test's database and Redis prefix, and a subscriber to the
-/// published transitions.
+/// The API and a worker (whose sweep never fires: it must not be what ends a status) on
+/// the test's database and Redis prefix, and a subscriber to the published transitions.
 async fn app_worker_and_channel() -> (
     TestApp,
     presence_api::testing::Process,
     impl futures_util::Stream<Item = redis::Msg> + Unpin,
 ) {
     let app = TestApp::spawn().await;
-    let worker = WorkerEnv {
-        database_url: app.db.url(),
-        redis_prefix: &app.config.redis.redis_prefix,
-        schedule: NEVER,
-        timings: timings(120),
-    }
-    .spawn();
-    let client = redis::Client::open(app.config.redis.redis_url.as_str()).unwrap();
-    let mut pubsub = client.get_async_pubsub().await.unwrap();
-    pubsub
-        .subscribe(presence_changes_channel(&app.config.redis.redis_prefix))
-        .await
-        .unwrap();
-    (app, worker, pubsub.into_on_message())
+    let worker = queue_worker(&app);
+    let messages = published_changes(&app).await;
+    (app, worker, messages)
 }
 
 /// The next published transition of `user`, skipping others'.

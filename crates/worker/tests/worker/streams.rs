@@ -8,20 +8,9 @@ use presence_api::testing::{Event, EventStream, TestApp, eventually};
 use presence_model::status::Change;
 use serde_json::{Value, json};
 
-use crate::helpers::{WorkerEnv, timings};
+use crate::helpers::queue_worker;
 
-const NEVER: &str = "0 0 0 1 1 * 2099";
 const WAIT: Duration = Duration::from_secs(10);
-
-async fn with_worker(app: &TestApp) -> presence_api::testing::Process {
-    WorkerEnv {
-        database_url: app.db.url(),
-        redis_prefix: &app.config.redis.redis_prefix,
-        schedule: NEVER,
-        timings: timings(120),
-    }
-    .spawn()
-}
 
 /// The next event that is not a keep-alive, or a panic after [`WAIT`].
 async fn next(stream: &mut EventStream) -> Event {
@@ -65,7 +54,7 @@ async fn all_published(app: &TestApp) {
 async fn a_change_made_through_one_replica_reaches_a_stream_on_another() {
     let a = TestApp::spawn().await;
     let b = a.replica(|_| {}).await;
-    let _worker = with_worker(&a).await;
+    let _worker = queue_worker(&a);
     let alice = a.register("alice").await;
     let (_, observer) = b.sign_up("observer").await;
     let ticket = b.ticket(&observer).await;
@@ -101,7 +90,7 @@ async fn a_change_made_through_one_replica_reaches_a_stream_on_another() {
 async fn a_reconnect_with_last_event_id_gets_exactly_the_missed_changes_then_live_ones() {
     let a = TestApp::spawn().await;
     let b = a.replica(|_| {}).await;
-    let _worker = with_worker(&a).await;
+    let _worker = queue_worker(&a);
     let (u1, u2, u3, other) = (
         a.register("user1").await,
         a.register("user2").await,
@@ -146,7 +135,7 @@ async fn a_reconnect_with_last_event_id_gets_exactly_the_missed_changes_then_liv
 #[actix_web::test]
 async fn resuming_reaches_back_as_far_as_configured_and_no_further() {
     let a = TestApp::spawn_with(|config| config.streams.stream_resume_secs = 2).await;
-    let _worker = with_worker(&a).await;
+    let _worker = queue_worker(&a);
     let u1 = a.register("user1").await;
     let (_, observer) = a.sign_up("observer").await;
     let query = format!("ids={u1}");
@@ -198,7 +187,7 @@ async fn resuming_reaches_back_as_far_as_configured_and_no_further() {
 #[actix_web::test]
 async fn changes_are_coalesced_into_one_batch_per_interval() {
     let a = TestApp::spawn_with(|config| config.streams.stream_batch_ms = 1500).await;
-    let _worker = with_worker(&a).await;
+    let _worker = queue_worker(&a);
     let (u1, t1) = a.sign_up("user1").await;
     let (_, observer) = a.sign_up("observer").await;
     all_published(&a).await;
@@ -241,7 +230,7 @@ async fn a_reader_too_slow_to_keep_up_gets_resync_and_a_new_snapshot() {
         config.streams.stream_stall_ms = 300;
     })
     .await;
-    let _worker = with_worker(&a).await;
+    let _worker = queue_worker(&a);
     // Many users with long custom statuses: a lot of bytes per batch.
     let ids: Vec<i64> = (0..200)
         .map(|n| {
@@ -340,7 +329,7 @@ async fn a_reader_too_slow_to_keep_up_gets_resync_and_a_new_snapshot() {
 #[actix_web::test]
 async fn a_stream_never_tells_an_invisible_user_from_a_logged_out_one() {
     let a = TestApp::spawn().await;
-    let _worker = with_worker(&a).await;
+    let _worker = queue_worker(&a);
     let (hidden, hidden_token) = a.sign_up("hidden").await;
     let (gone, gone_token) = a.sign_up("gone").await;
     let (_, observer) = a.sign_up("observer").await;
