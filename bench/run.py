@@ -28,6 +28,7 @@ DB_NAME = "presence_bench"
 DATABASE_URL = f"{SERVER}/{DB_NAME}"
 PSQL = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-d", DB_NAME]
 API_PORT = 18800
+API_METRICS_PORT = 18809
 WORKER_PORT = 19100
 USERS = 100_000
 SESSIONS = 10_000
@@ -197,6 +198,7 @@ def main():
 
     # The login flood comes from one address: raise that limit so every login is hashed.
     api = start("presence-api", dict(common, LISTEN_ADDR=f"127.0.0.1:{API_PORT}",
+                                     METRICS_LISTEN_ADDR=f"127.0.0.1:{API_METRICS_PORT}",
                                      LAST_SEEN_FLUSH_MS=str(FLUSH_MS), DATABASE_POOL_SIZE="16",
                                      LOGIN_MAX_FAILURES_PER_ADDRESS="1000000000",
                                      STREAMS_PER_PROCESS="19000"))
@@ -284,7 +286,7 @@ def stream_results(results, api, tokens_file):
     def attempt(key, measure):
         # Streams closed by the previous phase's clients are noticed by the API at their
         # next keep-alive (15 s): wait until their sockets are freed.
-        bench_streams.wait_streams_closed(API_PORT)
+        bench_streams.wait_streams_closed(API_METRICS_PORT)
         try:
             results[key] = measure()
         except Exception as error:  # a failed measure is reported, the rest still run

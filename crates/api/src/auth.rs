@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
@@ -15,6 +16,7 @@ use utoipa::ToSchema;
 
 use crate::activity;
 use crate::errors::ApiError;
+use crate::session_cache::CachedSession;
 use crate::state::{AppState, db, publish_soon};
 
 /// The heartbeat's optional body.
@@ -41,7 +43,11 @@ pub struct Authenticated {
 }
 
 impl Authenticated {
-    fn new(live: &LiveSession, last_seen: Option<DateTime<Utc>>, token_hash: Vec<u8>) -> Self {
+    pub(crate) fn new(
+        live: &LiveSession,
+        last_seen: Option<DateTime<Utc>>,
+        token_hash: Vec<u8>,
+    ) -> Self {
         Self {
             session_id: live.session_id,
             viewer: Viewer {
@@ -126,15 +132,7 @@ async fn authenticate(
     }
     let cached = match cached {
         Some(cached) => cached,
-        None => {
-            let lookup = token_hash.clone();
-            let live = db(state, move |conn| {
-                presence::find_live_session(conn, &lookup, ttl)
-            })
-            .await?
-            .ok_or(ApiError::Unauthenticated)?;
-            state.sessions.remember(token_hash.clone(), live)
-        }
+        None => look_up_session(state, token_hash.clone()).await?,
     };
     let live = &cached.live;
     let Some(reason) = reason else {
@@ -156,6 +154,31 @@ async fn authenticate(
     let caller = Authenticated::new(&live, update.last_seen, token_hash.clone());
     state.sessions.remember(token_hash, live);
     Ok(caller)
+}
+
+/// The live session whose token hashes to `token_hash`, from the cache or PostgreSQL,
+/// recording nothing: how a stream ticket's session is checked, as a token is.
+pub async fn live_session(
+    state: &web::Data<AppState>,
+    token_hash: Vec<u8>,
+) -> Result<Arc<CachedSession>, ApiError> {
+    match state.sessions.cached(&token_hash) {
+        Some(cached) => Ok(cached),
+        None => look_up_session(state, token_hash).await,
+    }
+}
+
+async fn look_up_session(
+    state: &web::Data<AppState>,
+    token_hash: Vec<u8>,
+) -> Result<Arc<CachedSession>, ApiError> {
+    let (lookup, ttl) = (token_hash.clone(), state.session_ttl);
+    let live = db(state, move |conn| {
+        presence::find_live_session(conn, &lookup, ttl)
+    })
+    .await?
+    .ok_or(ApiError::Unauthenticated)?;
+    Ok(state.sessions.remember(token_hash, live))
 }
 
 impl FromRequest for Admin {

@@ -44,6 +44,10 @@ pub struct Config {
     /// Address the HTTP server listens on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8000")]
     pub listen_addr: String,
+    /// Address `GET /metrics` (Prometheus) is served on, apart from the API: keep it on a
+    /// private network.
+    #[arg(long, env = "METRICS_LISTEN_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_listen_addr: String,
     /// Seconds without activity after which a user is shown offline.
     #[arg(long, env = "OFFLINE_AFTER_SECS", default_value_t = DEFAULT_OFFLINE_AFTER_SECS,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -101,10 +105,12 @@ pub struct StreamConfig {
     #[arg(long, env = "STREAM_BATCH_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub stream_batch_ms: u32,
-    /// A comment is sent on an idle stream this often (seconds), so proxies keep it open.
-    #[arg(long, env = "STREAM_KEEPALIVE_SECS", default_value_t = 15,
+    /// A comment is sent on an idle stream this often (milliseconds), so proxies keep it
+    /// open and a client that went away is found (writing to its closed connection fails)
+    /// and its place freed.
+    #[arg(long, env = "STREAM_KEEPALIVE_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u32).range(1..))]
-    pub stream_keepalive_secs: u32,
+    pub stream_keepalive_ms: u32,
     /// A stream whose client has taken nothing for this long (milliseconds) while changes
     /// wait drops them, and gets `resync` and a snapshot when it reads again.
     #[arg(long, env = "STREAM_STALL_MS", default_value_t = 30_000,
@@ -115,15 +121,30 @@ pub struct StreamConfig {
     #[arg(long, env = "STREAM_RESUME_SECS", default_value_t = 3600,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub stream_resume_secs: u32,
-    /// Open streams per user, on each process; then 429.
+    /// Open streams per user, on each process; then the oldest stream of the same session
+    /// is ended to make room (a reconnect, a page replacing its stream), and a stream of
+    /// another session gets 429.
     #[arg(long, env = "STREAMS_PER_USER", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub streams_per_user: u32,
-    /// Open streams per process; then 503. Never more than the open-file limit allows
+    /// Open streams per process; then 503 (unless the same session's oldest stream can make
+    /// room, as above). Never more than the open-file limit allows
     /// (less 512 kept for everything else).
     #[arg(long, env = "STREAMS_PER_PROCESS", default_value_t = 15_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub streams_per_process: u32,
+    /// Live stream tickets per user, across replicas; minting one more invalidates the
+    /// oldest.
+    #[arg(long, env = "TICKETS_PER_USER", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub tickets_per_user: u32,
+    /// How long (milliseconds) data sent on a connection may stay unacknowledged before
+    /// the connection is dropped (`TCP_USER_TIMEOUT`, with TCP keep-alive probes on idle
+    /// connections): a client that vanished without closing (a dropped network) frees its
+    /// stream within this much of the next keep-alive, not after the kernel's ~15 minutes.
+    #[arg(long, env = "TCP_USER_TIMEOUT_MS", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub tcp_user_timeout_ms: u32,
     /// Origins (comma-separated, e.g. `https://chat.example.com`) whose pages may call the
     /// API and open streams (CORS); empty: none.
     #[arg(
@@ -140,7 +161,7 @@ impl StreamConfig {
         let ms = |ms: u32| std::time::Duration::from_millis(ms.into());
         crate::stream::StreamSettings {
             batch: ms(self.stream_batch_ms),
-            keepalive: std::time::Duration::from_secs(self.stream_keepalive_secs.into()),
+            keepalive: ms(self.stream_keepalive_ms),
             stall: ms(self.stream_stall_ms),
             resume_reach: TimeDelta::seconds(self.stream_resume_secs.into()),
             per_user: self.streams_per_user as usize,

@@ -109,6 +109,11 @@ fn serve(config: Config) -> Result<()> {
     actix_web::rt::System::new().block_on(async {
         let app = Application::build(&config)?;
         log::info!("listening on {} (port {})", config.listen_addr, app.port());
+        log::info!(
+            "metrics on {} (port {})",
+            config.metrics_listen_addr,
+            app.metrics_port()
+        );
         app.run_until_stopped().await?;
         log::info!("stopped");
         Ok(())

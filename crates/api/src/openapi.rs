@@ -22,7 +22,6 @@ use crate::routes::{admin, frontend, health, status, stream, users};
     paths(
         health::healthz,
         health::readyz,
-        health::metrics,
         openapi_json,
         users::register,
         users::login,
@@ -53,7 +52,8 @@ use crate::routes::{admin, frontend, health, status, stream, users};
         (name = "admin", description = "The operator page's data"),
         (name = "frontend", description = "The operator page and the chat frontend's client, \
             served from the binary"),
-        (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "operations", description = "Health, readiness, this document (metrics are served \
+            on METRICS_LISTEN_ADDR, apart from the API)"),
     )
 )]
 pub struct ApiDoc;

@@ -138,7 +138,7 @@ async fn listen(
         Err(e) => return e.to_string(),
     };
     for token_hash in missed {
-        state.sessions.revoke(&token_hash);
+        state.revoke_session(&token_hash);
     }
     let mut checked = Instant::now() - LISTENER_CHECK;
     loop {
@@ -162,7 +162,7 @@ async fn listen(
             checked = Instant::now();
         }
         for token_hash in revoked {
-            state.sessions.revoke(&token_hash);
+            state.revoke_session(&token_hash);
         }
         tokio::time::sleep(REVOCATION_POLL).await;
     }

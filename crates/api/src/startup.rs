@@ -32,7 +32,9 @@ const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 
 pub struct Application {
     port: u16,
+    metrics_port: u16,
     server: Server,
+    metrics_server: Server,
     state: web::Data<AppState>,
 }
 
@@ -81,15 +83,20 @@ impl Application {
                 metrics_streams_open,
                 metrics_stream_resyncs,
             )),
-            tickets: Tickets::new(redis.clone(), prefix),
+            tickets: Tickets::new(redis.clone(), prefix, config.streams.tickets_per_user),
             redis,
             config_prefix: prefix.to_owned(),
         });
         let listener = TcpListener::bind(&config.listen_addr)?;
+        let metrics_listener = TcpListener::bind(&config.metrics_listen_addr)?;
+        let metrics_port = metrics_listener.local_addr()?.port();
+        let metrics_server = metrics_server(metrics_listener, state.clone())?;
         let app_state = state.clone();
         let port = listener.local_addr()?.port();
         let body_timeout = config.client_body_timeout();
         let origins = config.streams.origins();
+        let user_timeout =
+            std::time::Duration::from_millis(config.streams.tcp_user_timeout_ms.into());
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -114,6 +121,7 @@ impl Application {
                         .custom_request_replace("method", |req| req.method().to_string()),
                 )
         })
+        .on_connect(move |connection, _| detect_dead_peers(connection, user_timeout))
         .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
         // SIGINT and SIGTERM are handled in `run_until_stopped`, which ends the streams
         // first: they would otherwise hold the graceful shutdown for its whole timeout.
@@ -132,13 +140,20 @@ impl Application {
         ));
         Ok(Self {
             port,
+            metrics_port,
             server,
+            metrics_server,
             state: app_state,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port `GET /metrics` is served on.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
     }
 
     /// The state the handlers share (tests use it to flush deferred writes).
@@ -150,6 +165,8 @@ impl Application {
     /// another replica), drains in-flight requests, and writes the activity still
     /// deferred.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let metrics = self.metrics_server.handle();
+        actix_web::rt::spawn(self.metrics_server);
         let handle = self.server.handle();
         let mut server = self.server;
         let signal = presence_runtime::signals::shutdown_signal()?;
@@ -166,7 +183,42 @@ impl Application {
             }
         };
         activity::flush_and_forget(&self.state).await;
+        metrics.stop(false).await;
         served
+    }
+}
+
+/// `GET /metrics` on a listener of its own, for Prometheus on a private network.
+fn metrics_server(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<Server> {
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/metrics", web::get().to(routes::health::metrics))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)?
+    .run())
+}
+
+/// Makes the kernel give up on a connection whose peer stopped answering: keep-alive probes
+/// after 10 s idle, and at most `user_timeout` for sent data to be acknowledged. A stream's
+/// next write then fails and the stream frees its place.
+fn detect_dead_peers(connection: &dyn std::any::Any, user_timeout: std::time::Duration) {
+    let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+        return;
+    };
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(10))
+        .with_interval(std::time::Duration::from_secs(5))
+        .with_retries(3);
+    let applied = socket
+        .set_tcp_keepalive(&keepalive)
+        .and_then(|()| socket.set_tcp_user_timeout(Some(user_timeout)));
+    if let Err(e) = applied {
+        log::debug!("cannot set TCP keep-alive on a connection: {e}");
     }
 }
 

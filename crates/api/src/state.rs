@@ -38,6 +38,15 @@ pub struct AppState {
     pub config_prefix: String,
 }
 
+impl AppState {
+    /// A session was revoked (logged out), here or on another replica: its cached entry
+    /// goes, and so does every stream it opened.
+    pub fn revoke_session(&self, token_hash: &[u8]) {
+        self.sessions.revoke(token_hash);
+        self.streams.end_session(token_hash);
+    }
+}
+
 /// Runs `f` on the blocking thread pool: diesel and argon2 are synchronous and must never
 /// stall the async workers.
 pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ApiError>

@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -71,14 +72,21 @@ struct Pending {
     waiting_since: Option<Instant>,
 }
 
+/// The session a stream was opened with (its token's hash): revoking the session ends it.
+pub type SessionKey = Vec<u8>;
+
 /// One open stream, as the fan-out sees it.
 pub struct Subscriber {
     key: u64,
     owner: i64,
+    session: SessionKey,
     /// The users it watches; `None`: everyone.
     ids: Option<Vec<i64>>,
     pending: Mutex<Pending>,
     wake: Notify,
+    /// Set when the stream must end now: its session was revoked, or a newer stream of the
+    /// same session took its place.
+    ended: AtomicBool,
 }
 
 impl Subscriber {
@@ -129,15 +137,72 @@ impl Subscriber {
         drop(pending);
         self.wake.notify_one();
     }
+
+    fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
 }
 
+/// The open streams, indexed for the fan-out (by watched user), for the limits (by owner)
+/// and for revocations (by session).
 #[derive(Default)]
 struct Registry {
     next_key: u64,
+    by_key: HashMap<u64, Arc<Subscriber>>,
     by_user: HashMap<i64, Vec<Arc<Subscriber>>>,
     everyone: Vec<Arc<Subscriber>>,
-    per_owner: HashMap<i64, usize>,
-    open: usize,
+    /// Each owner's streams, oldest first.
+    by_owner: HashMap<i64, Vec<Arc<Subscriber>>>,
+    by_session: HashMap<SessionKey, Vec<u64>>,
+}
+
+impl Registry {
+    /// Unregisters the stream `key` if it is still registered; returns it if it was.
+    fn remove(&mut self, key: u64) -> Option<Arc<Subscriber>> {
+        let subscriber = self.by_key.remove(&key)?;
+        let forget = |list: &mut Vec<Arc<Subscriber>>| list.retain(|s| s.key != key);
+        match &subscriber.ids {
+            Some(ids) => {
+                for id in ids {
+                    if let Some(list) = self.by_user.get_mut(id) {
+                        forget(list);
+                        if list.is_empty() {
+                            self.by_user.remove(id);
+                        }
+                    }
+                }
+            }
+            None => forget(&mut self.everyone),
+        }
+        if let Some(list) = self.by_owner.get_mut(&subscriber.owner) {
+            forget(list);
+            if list.is_empty() {
+                self.by_owner.remove(&subscriber.owner);
+            }
+        }
+        if let Some(keys) = self.by_session.get_mut(&subscriber.session) {
+            keys.retain(|k| *k != key);
+            if keys.is_empty() {
+                self.by_session.remove(&subscriber.session);
+            }
+        }
+        Some(subscriber)
+    }
+
+    /// The oldest open stream of `owner` opened with `session`: the one a reconnect of the
+    /// same client replaces.
+    fn oldest_of_session(&self, owner: i64, session: &[u8]) -> Option<u64> {
+        self.by_owner
+            .get(&owner)?
+            .iter()
+            .find(|s| s.session == session)
+            .map(|s| s.key)
+    }
 }
 
 /// The streams of this process.
@@ -148,7 +213,7 @@ pub struct StreamHub {
     open_gauge: prometheus::IntGauge,
     resyncs: prometheus::IntCounter,
     /// Whether this process is subscribed to the published changes right now.
-    following: std::sync::atomic::AtomicBool,
+    following: AtomicBool,
 }
 
 impl StreamHub {
@@ -168,40 +233,54 @@ impl StreamHub {
             stopping: watch::Sender::new(false),
             open_gauge,
             resyncs,
-            following: std::sync::atomic::AtomicBool::new(false),
+            following: AtomicBool::new(false),
         }
     }
 
     /// Whether published changes reach this process's streams now (tests wait for it).
     pub fn is_following(&self) -> bool {
-        self.following.load(std::sync::atomic::Ordering::Acquire)
+        self.following.load(Ordering::Acquire)
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a stream of `owner` for `ids` (everyone if `None`).
+    /// Registers a stream of `owner`, opened with `session`, for `ids` (everyone if
+    /// `None`). At a limit, the oldest stream of the same session is ended to make room (a
+    /// client reconnecting before its old stream was found dead, or a page replacing its
+    /// stream); only a stream that would take a place of its own is refused.
     fn subscribe(
         self: &Arc<Self>,
         owner: i64,
+        session: SessionKey,
         ids: Option<Vec<i64>>,
     ) -> Result<Subscription, Refused> {
         let mut registry = self.registry();
-        if registry.open >= self.settings.per_process {
-            return Err(Refused::TooManyForProcess);
-        }
-        let owned = registry.per_owner.get(&owner).copied().unwrap_or(0);
-        if owned >= self.settings.per_user {
-            return Err(Refused::TooManyForUser);
+        let owned = registry.by_owner.get(&owner).map_or(0, Vec::len);
+        let full_for_user = owned >= self.settings.per_user;
+        let full_for_process = registry.by_key.len() >= self.settings.per_process;
+        if full_for_user || full_for_process {
+            let Some(replaced) = registry.oldest_of_session(owner, &session) else {
+                return Err(if full_for_process {
+                    Refused::TooManyForProcess
+                } else {
+                    Refused::TooManyForUser
+                });
+            };
+            if let Some(old) = registry.remove(replaced) {
+                old.end();
+            }
         }
         registry.next_key += 1;
         let subscriber = Arc::new(Subscriber {
             key: registry.next_key,
             owner,
+            session,
             ids,
             pending: Mutex::new(Pending::default()),
             wake: Notify::new(),
+            ended: AtomicBool::new(false),
         });
         match &subscriber.ids {
             Some(ids) => {
@@ -215,9 +294,18 @@ impl StreamHub {
             }
             None => registry.everyone.push(subscriber.clone()),
         }
-        *registry.per_owner.entry(owner).or_default() += 1;
-        registry.open += 1;
-        self.open_gauge.set(registry.open as i64);
+        registry
+            .by_owner
+            .entry(owner)
+            .or_default()
+            .push(subscriber.clone());
+        registry
+            .by_session
+            .entry(subscriber.session.clone())
+            .or_default()
+            .push(subscriber.key);
+        registry.by_key.insert(subscriber.key, subscriber.clone());
+        self.open_gauge.set(registry.by_key.len() as i64);
         Ok(Subscription {
             hub: self.clone(),
             subscriber,
@@ -226,28 +314,26 @@ impl StreamHub {
 
     fn unsubscribe(&self, subscriber: &Subscriber) {
         let mut registry = self.registry();
-        let key = subscriber.key;
-        match &subscriber.ids {
-            Some(ids) => {
-                for id in ids {
-                    if let Some(list) = registry.by_user.get_mut(id) {
-                        list.retain(|s| s.key != key);
-                        if list.is_empty() {
-                            registry.by_user.remove(id);
-                        }
-                    }
-                }
-            }
-            None => registry.everyone.retain(|s| s.key != key),
-        }
-        if let Some(owned) = registry.per_owner.get_mut(&subscriber.owner) {
-            *owned -= 1;
-            if *owned == 0 {
-                registry.per_owner.remove(&subscriber.owner);
+        registry.remove(subscriber.key);
+        self.open_gauge.set(registry.by_key.len() as i64);
+    }
+
+    /// Ends every stream opened with `session` now: it was revoked (logged out), here or
+    /// on another replica. Returns how many ended.
+    pub fn end_session(&self, session: &[u8]) -> usize {
+        let mut registry = self.registry();
+        let keys = registry
+            .by_session
+            .get(session)
+            .cloned()
+            .unwrap_or_default();
+        for key in &keys {
+            if let Some(subscriber) = registry.remove(*key) {
+                subscriber.end();
             }
         }
-        registry.open -= 1;
-        self.open_gauge.set(registry.open as i64);
+        self.open_gauge.set(registry.by_key.len() as i64);
+        keys.len()
     }
 
     /// Hands a published change to the streams watching its user.
@@ -269,8 +355,7 @@ impl StreamHub {
     /// `resync` and a new snapshot.
     pub fn resync_all(&self) {
         let registry = self.registry();
-        let all = registry.by_user.values().flatten();
-        for subscriber in all.chain(registry.everyone.iter()) {
+        for subscriber in registry.by_key.values() {
             subscriber.demand_resync();
             self.resyncs.inc();
         }
@@ -282,7 +367,7 @@ impl StreamHub {
     }
 
     pub fn open(&self) -> usize {
-        self.registry().open
+        self.registry().by_key.len()
     }
 }
 
@@ -327,6 +412,8 @@ fn retry_frame() -> Bytes {
 /// What a stream was asked for.
 pub struct StreamRequest {
     pub viewer: Viewer,
+    /// The session it is opened with: the stream ends when that session is revoked.
+    pub session: SessionKey,
     /// `None`: every user (admins only; checked by the caller).
     pub ids: Option<Vec<i64>>,
     pub last_event_id: Option<i64>,
@@ -351,7 +438,7 @@ pub async fn open(
         return Err(OpenError::Refused(Refused::TooManyForProcess));
     }
     let subscription = hub
-        .subscribe(request.viewer.user_id, request.ids.clone())
+        .subscribe(request.viewer.user_id, request.session, request.ids.clone())
         .map_err(OpenError::Refused)?;
     let mut live = Live {
         state: state.clone(),
@@ -477,7 +564,7 @@ impl Live {
     async fn next_frame(&mut self) -> Option<Bytes> {
         let settings = self.settings();
         loop {
-            if *self.stopping.borrow() {
+            if *self.stopping.borrow() || self.subscriber().is_ended() {
                 return None;
             }
             let (due, resync) = {
@@ -524,6 +611,8 @@ impl Live {
             let subscriber = self.subscription.subscriber.clone();
             tokio::select! {
                 () = subscriber.wake.notified() => {}
+                // Also the probe that finds a client gone: writing to a closed connection
+                // fails, and the stream (with its place) is dropped.
                 () = tokio::time::sleep(settings.keepalive) => {
                     return Some(Bytes::from_static(b": keep-alive\n\n"));
                 }
@@ -563,7 +652,6 @@ pub async fn follow_published_changes(
     redis_url: String,
     channel: String,
 ) {
-    use std::sync::atomic::Ordering;
     let mut backoff = Duration::from_millis(200);
     loop {
         match subscribe(&redis_url, &channel).await {

@@ -20,6 +20,8 @@ pub fn test_redis_url() -> String {
 /// replicas made by [`TestApp::replica`]).
 pub struct TestApp {
     pub address: String,
+    /// Where its `GET /metrics` is served.
+    pub metrics_port: u16,
     pub db: std::sync::Arc<TestDatabase>,
     pub config: Config,
     state: actix_web::web::Data<crate::state::AppState>,
@@ -92,6 +94,7 @@ impl TestApp {
                 redis_prefix: test_prefix(&db).to_owned(),
             },
             listen_addr: "127.0.0.1:0".to_owned(),
+            metrics_listen_addr: "127.0.0.1:0".to_owned(),
             offline_after_secs: 120,
             away_after_secs: 300,
             // Short, so tests see deferred activity written soon (and may flush at will).
@@ -106,11 +109,13 @@ impl TestApp {
             streams: crate::config::StreamConfig {
                 // Short, so tests see batches soon.
                 stream_batch_ms: 100,
-                stream_keepalive_secs: 15,
+                stream_keepalive_ms: 15_000,
                 stream_stall_ms: 30_000,
                 stream_resume_secs: 3600,
                 streams_per_user: 10,
                 streams_per_process: 15_000,
+                tickets_per_user: 20,
+                tcp_user_timeout_ms: 20_000,
                 cors_allowed_origins: Vec::new(),
             },
         };
@@ -129,6 +134,7 @@ impl TestApp {
     async fn start(db: std::sync::Arc<TestDatabase>, config: Config) -> Self {
         let app = Application::build(&config).expect("application builds");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let metrics_port = app.metrics_port();
         let state = app.state();
         actix_web::rt::spawn(app.run_until_stopped());
         let streams = state.streams.clone();
@@ -138,6 +144,7 @@ impl TestApp {
         .await;
         Self {
             address,
+            metrics_port,
             db,
             config,
             state,
@@ -220,7 +227,7 @@ impl TestApp {
     pub async fn metrics_text(&self) -> String {
         let mut response = self
             .client
-            .get(self.url("/metrics"))
+            .get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
             .send()
             .await
             .expect("metrics");
@@ -432,11 +439,20 @@ impl Process {
 
     /// The port from the process's "listening on <addr> (port <port>)" log line.
     pub fn port(&self) -> u16 {
+        self.logged_port("listening on ")
+    }
+
+    /// The port of an API process's metrics ("metrics on <addr> (port <port>)").
+    pub fn metrics_port(&self) -> u16 {
+        self.logged_port("metrics on ")
+    }
+
+    fn logged_port(&self, what: &str) -> u16 {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let log = self.log();
             let port = log.lines().find_map(|line| {
-                let (_, rest) = line.split_once("listening on ")?;
+                let (_, rest) = line.split_once(what)?;
                 rest.split("(port ")
                     .nth(1)?
                     .trim_end_matches(')')
@@ -515,6 +531,7 @@ pub fn spawn_api(binary: &str, db: &TestDatabase, env: &[(&str, &str)]) -> Proce
         .env("REDIS_URL", test_redis_url())
         .env("REDIS_PREFIX", test_prefix(db))
         .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("METRICS_LISTEN_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .envs(env.iter().copied());
     Process::spawn(command)

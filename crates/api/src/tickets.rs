@@ -6,13 +6,17 @@
 //! Tickets live in Redis, so any replica redeems what another issued; only their SHA-256
 //! is stored, and `GETDEL` makes a second use fail even when two replicas race. No
 //! ticket is ever logged (the access log has the path only).
+//!
+//! A ticket stands for the *session* that asked for it (its token's hash), not for the
+//! user: redeeming it checks that session as a request's token is checked, so a ticket
+//! minted before a logout opens nothing after it. A user holds at most
+//! `TICKETS_PER_USER` live tickets: minting one more invalidates their oldest.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use presence_model::status::Viewer;
 use presence_runtime::redis_conn::LazyRedis;
 use sha2::{Digest, Sha256};
 
@@ -21,71 +25,116 @@ use crate::errors::ApiError;
 /// How long a ticket is good for.
 pub const TICKET_TTL: Duration = Duration::from_secs(60);
 
+/// Mints a ticket and keeps the user's live tickets at most `ARGV[3]`, in one step.
+/// KEYS[1]: the new ticket's key; KEYS[2]: the list of the user's ticket keys, oldest
+/// first (a used or expired one stays listed until it is pushed out: harmless). The keys
+/// it invalidates are read from KEYS[2] (one Redis, no cluster).
+const ISSUE: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('RPUSH', KEYS[2], KEYS[1])
+while redis.call('LLEN', KEYS[2]) > tonumber(ARGV[3]) do
+  redis.call('DEL', redis.call('LPOP', KEYS[2]))
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+";
+
+/// What a redeemed ticket stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redeemed {
+    pub user_id: i64,
+    /// The hash of the token of the session that minted it.
+    pub token_hash: Vec<u8>,
+}
+
 pub struct Tickets {
     redis: Arc<LazyRedis>,
     prefix: String,
+    per_user: u32,
+    issue: redis::Script,
 }
 
 impl Tickets {
-    pub fn new(redis: Arc<LazyRedis>, prefix: &str) -> Self {
+    pub fn new(redis: Arc<LazyRedis>, prefix: &str, per_user: u32) -> Self {
         Self {
             redis,
             prefix: prefix.to_owned(),
+            per_user,
+            issue: redis::Script::new(ISSUE),
         }
     }
 
     fn key(&self, ticket: &str) -> String {
-        let digest = Sha256::digest(ticket.as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}:ticket:{hex}", self.prefix)
+        format!(
+            "{}:ticket:{}",
+            self.prefix,
+            hex(&Sha256::digest(ticket.as_bytes()))
+        )
+    }
+
+    fn user_key(&self, user_id: i64) -> String {
+        format!("{}:tickets-of:{user_id}", self.prefix)
     }
 
     async fn run<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, ApiError> {
         self.redis
             .run(|mut conn| async move { command.query_async::<T>(&mut conn).await })
             .await
-            .map_err(|e| {
-                log::warn!("tickets: {e}");
-                ApiError::Unavailable {
-                    reason: "tickets cannot be issued or redeemed while Redis is unreachable",
-                }
-            })
+            .map_err(unavailable)
     }
 
-    /// A new ticket for `viewer`.
-    pub async fn issue(&self, viewer: Viewer) -> Result<String, ApiError> {
+    /// A new ticket for the session of `user_id` whose token hashes to `token_hash`.
+    pub async fn issue(&self, user_id: i64, token_hash: &[u8]) -> Result<String, ApiError> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(|e| ApiError::internal(e.to_string()))?;
         let ticket = URL_SAFE_NO_PAD.encode(bytes);
-        let mut command = redis::cmd("SET");
-        command
-            .arg(self.key(&ticket))
-            .arg(format!("{}:{}", viewer.user_id, u8::from(viewer.is_admin)))
-            .arg("EX")
-            .arg(TICKET_TTL.as_secs())
-            .arg("NX");
-        self.run::<()>(command).await?;
+        let mut invocation = self.issue.prepare_invoke();
+        invocation
+            .key(self.key(&ticket))
+            .key(self.user_key(user_id))
+            .arg(format!("{user_id}:{}", hex(token_hash)))
+            .arg(TICKET_TTL.as_millis() as u64)
+            .arg(self.per_user);
+        self.redis
+            .run(|mut conn| async move { invocation.invoke_async::<i64>(&mut conn).await })
+            .await
+            .map_err(unavailable)?;
         Ok(ticket)
     }
 
-    /// The viewer a ticket was issued to, consuming it; `None` if it is unknown, used or
-    /// expired.
-    pub async fn redeem(&self, ticket: &str) -> Result<Option<Viewer>, ApiError> {
+    /// What a ticket stands for, consuming it; `None` if it is unknown, used, expired or
+    /// invalidated by newer ones.
+    pub async fn redeem(&self, ticket: &str) -> Result<Option<Redeemed>, ApiError> {
         if ticket.is_empty() || ticket.len() > 64 {
             return Ok(None);
         }
         let mut command = redis::cmd("GETDEL");
         command.arg(self.key(ticket));
         let value: Option<String> = self.run(command).await?;
-        Ok(value.as_deref().and_then(parse_viewer))
+        Ok(value.as_deref().and_then(parse_redeemed))
     }
 }
 
-fn parse_viewer(value: &str) -> Option<Viewer> {
-    let (user_id, admin) = value.split_once(':')?;
-    Some(Viewer {
+fn unavailable(error: String) -> ApiError {
+    log::warn!("tickets: {error}");
+    ApiError::Unavailable {
+        reason: "tickets cannot be issued or redeemed while Redis is unreachable",
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_redeemed(value: &str) -> Option<Redeemed> {
+    let (user_id, token_hash) = value.split_once(':')?;
+    let token_hash = (0..token_hash.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token_hash.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some(Redeemed {
         user_id: user_id.parse().ok()?,
-        is_admin: admin == "1",
+        token_hash,
     })
 }
 
@@ -94,22 +143,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn viewers_round_trip_through_the_stored_value() {
+    fn sessions_round_trip_through_the_stored_value() {
+        let token_hash = vec![0x00, 0xab, 0xff, 0x10];
         assert_eq!(
-            parse_viewer("42:1"),
-            Some(Viewer {
+            parse_redeemed(&format!("42:{}", hex(&token_hash))),
+            Some(Redeemed {
                 user_id: 42,
-                is_admin: true
+                token_hash
             })
         );
-        assert_eq!(
-            parse_viewer("7:0"),
-            Some(Viewer {
-                user_id: 7,
-                is_admin: false
-            })
-        );
-        assert_eq!(parse_viewer("x:0"), None);
-        assert_eq!(parse_viewer("7"), None);
+        assert_eq!(parse_redeemed("x:00"), None);
+        assert_eq!(parse_redeemed("7:0g"), None);
+        assert_eq!(parse_redeemed("7:abc"), None);
+        assert_eq!(parse_redeemed("7"), None);
     }
 }

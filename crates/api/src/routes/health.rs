@@ -29,10 +29,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     readiness::readyz(&state.pool, state.queue.ping()).await
 }
 
-/// Prometheus metrics of this process (text format).
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition", body = String,
-               content_type = "text/plain; version=0.0.4")))]
+/// Prometheus metrics of this process (text format), on `METRICS_LISTEN_ADDR` only: the
+/// request counters would let anyone who can reach the API tell, say, an invisible user's
+/// status change from a logout.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let timings = state.policy.timings();
     match db(&state, move |conn| status::presence_counts(conn, timings)).await {

@@ -26,7 +26,7 @@ pub struct Endpoint {
     /// What an authenticated request here counts as (the rule itself is the model's).
     pub counts_as: CountsAs,
     /// The handler, without a method guard: [`configure`] adds it (GET routes answer HEAD
-    /// too).
+    /// too, but for [`WITHOUT_HEAD`]).
     route: fn() -> Route,
 }
 
@@ -52,12 +52,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         path: "/readyz",
         counts_as: CountsAs::Activity,
         route: || web::to(health::readyz),
-    },
-    Endpoint {
-        method: Method::GET,
-        path: "/metrics",
-        counts_as: CountsAs::Activity,
-        route: || web::to(health::metrics),
     },
     Endpoint {
         method: Method::GET,
@@ -181,6 +175,16 @@ pub const ENDPOINTS: &[Endpoint] = &[
     },
 ];
 
+/// GET routes that do not answer HEAD (405): a HEAD of the stream would hold a stream's
+/// place for an answer that never has a body to send.
+const WITHOUT_HEAD: &[&str] = &["/api/presence/stream/"];
+
+impl Endpoint {
+    fn answers_head(&self) -> bool {
+        self.method == Method::GET && !WITHOUT_HEAD.contains(&self.path)
+    }
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let mut by_pattern: BTreeMap<&str, Vec<&Endpoint>> = BTreeMap::new();
     for endpoint in ENDPOINTS {
@@ -193,7 +197,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         let mut allow: Vec<Method> = Vec::new();
         for endpoint in &endpoints {
             allow.push(endpoint.method.clone());
-            if endpoint.method == Method::GET {
+            if endpoint.answers_head() {
                 allow.push(Method::HEAD);
             }
         }
@@ -207,7 +211,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(not_allowed)),
             |resource, endpoint| {
                 let route = (endpoint.route)();
-                resource.route(if endpoint.method == Method::GET {
+                resource.route(if endpoint.answers_head() {
                     // actix sends no body in answer to HEAD.
                     route.guard(guard::Any(guard::Get()).or(guard::Head()))
                 } else {

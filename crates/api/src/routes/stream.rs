@@ -2,11 +2,11 @@
 
 use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
-use presence_model::status::{MAX_BULK_IDS, Viewer};
+use presence_model::status::MAX_BULK_IDS;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::Authenticated;
+use crate::auth::{self, Authenticated};
 use crate::errors::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::stream::{self, OpenError, Refused, StreamRequest};
@@ -30,7 +30,10 @@ pub async fn ticket(
     state: web::Data<AppState>,
     caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let ticket = state.tickets.issue(caller.viewer).await?;
+    let ticket = state
+        .tickets
+        .issue(caller.user_id(), &caller.token_hash)
+        .await?;
     Ok(HttpResponse::Created().json(Ticket {
         ticket,
         expires_in: TICKET_TTL.as_secs(),
@@ -132,18 +135,23 @@ pub async fn stream(
             });
         }
     };
-    let viewer: Viewer = match ticket {
-        Some(ticket) => state
-            .tickets
-            .redeem(&ticket)
-            .await?
-            .ok_or(ApiError::Unauthenticated)?,
-        None => {
-            Authenticated::from_request(&req, &mut actix_web::dev::Payload::None)
+    let caller = match ticket {
+        Some(ticket) => {
+            let redeemed = state
+                .tickets
+                .redeem(&ticket)
                 .await?
-                .viewer
+                .ok_or(ApiError::Unauthenticated)?;
+            // The session that minted it must still be live (not logged out, not expired).
+            let session = auth::live_session(&state, redeemed.token_hash.clone()).await?;
+            if session.live.user_id != redeemed.user_id {
+                return Err(ApiError::Unauthenticated);
+            }
+            Authenticated::new(&session.live, session.live.last_seen, redeemed.token_hash)
         }
+        None => Authenticated::from_request(&req, &mut actix_web::dev::Payload::None).await?,
     };
+    let viewer = caller.viewer;
     if ids.is_none() && !viewer.is_admin {
         return Err(ApiError::Forbidden);
     }
@@ -155,6 +163,7 @@ pub async fn stream(
         .or(last_event_id_param);
     let request = StreamRequest {
         viewer,
+        session: caller.token_hash,
         ids,
         last_event_id,
     };

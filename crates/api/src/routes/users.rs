@@ -186,7 +186,7 @@ pub async fn logout(
     })
     .await?;
     // Here at once; other replicas as the NOTIFY of the revocation reaches them.
-    state.sessions.revoke(&caller.token_hash);
+    state.revoke_session(&caller.token_hash);
     let change = logged_out.and_then(|out| out.update.change);
     publish_soon(&state, change.as_ref()).await;
     Ok(HttpResponse::NoContent().finish())

@@ -6,6 +6,7 @@ import * as presence from "/static/presence-client.js";
 const PAGE_SIZE = 50;
 const OVERVIEW_EVERY_MS = 2000;
 const PAGE_REFRESH_EVERY_MS = 5000;
+const SEARCH_PAUSE_MS = 250;
 
 const $ = (id) => document.getElementById(id);
 let token = null;
@@ -225,10 +226,15 @@ async function signOut() {
 $("login-form").addEventListener("submit", signIn);
 $("logout").addEventListener("click", signOut);
 $("filters").addEventListener("submit", (event) => event.preventDefault());
+// Typing a search reloads the page (and its stream) once the typing pauses, not per key.
+let reloadTimer = null;
 for (const id of ["search", "presence-filter"]) {
   $(id).addEventListener("input", () => {
-    cursors = [null];
-    loadPage().catch(() => {});
+    clearTimeout(reloadTimer);
+    reloadTimer = setTimeout(() => {
+      cursors = [null];
+      loadPage().catch(() => {});
+    }, SEARCH_PAUSE_MS);
   });
 }
 $("next").addEventListener("click", () => {

@@ -10,6 +10,7 @@ mod process;
 mod queue;
 mod races;
 mod states;
+mod stream_lifetimes;
 mod streams;
 mod throttle;
 mod users;

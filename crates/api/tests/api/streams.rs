@@ -150,35 +150,50 @@ async fn bad_stream_requests_are_refused_before_the_stream_starts() {
 }
 
 #[actix_web::test]
-async fn streams_per_user_are_limited_with_a_429_and_freed_when_closed() {
-    // A stream whose client went away is noticed at its next write: a keep-alive at most.
+async fn a_sessions_new_stream_replaces_its_oldest_at_the_limit_and_other_sessions_get_429() {
     let app = TestApp::spawn_with(|config| {
         config.streams.streams_per_user = 2;
-        config.streams.stream_keepalive_secs = 1;
+        config.streams.stream_keepalive_ms = 200;
     })
     .await;
     let (id, token) = app.sign_up("carol").await;
     let query = format!("ids={id}");
-    let first = app.open_stream(&query, Some(&token), None).await.unwrap();
+    let mut first = app.open_stream(&query, Some(&token), None).await.unwrap();
     let _second = app.open_stream(&query, Some(&token), None).await.unwrap();
-    let refused = app
+    // The same session (a reconnect, a page replacing its stream): its oldest makes room.
+    let mut third = app
         .open_stream(&query, Some(&token), None)
         .await
+        .unwrap_or_else(|refused| panic!("{:?}", refused.body));
+    assert!(first.ends_within(Duration::from_secs(1)).await);
+    assert_eq!(
+        third.next(Duration::from_secs(5)).await.unwrap().event,
+        "snapshot"
+    );
+    // Another session of the same user would take a place of its own.
+    let other_device = app.login("carol").await;
+    let refused = app
+        .open_stream(&query, Some(&other_device), None)
+        .await
         .err()
-        .expect("third refused");
+        .expect("refused");
     assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(refused.headers.contains_key("retry-after"));
     // Another user is not affected.
     let (_, other) = app.sign_up("dave").await;
     assert!(app.open_stream(&query, Some(&other), None).await.is_ok());
     assert_eq!(app.metric("presence_api_streams_open").await, 3.0);
-    drop(first);
+    drop(third);
     let freed = presence_api::testing::eventually(Duration::from_secs(5), async || {
         app.metric("presence_api_streams_open").await == 2.0
     })
     .await;
     assert!(freed);
-    assert!(app.open_stream(&query, Some(&token), None).await.is_ok());
+    assert!(
+        app.open_stream(&query, Some(&other_device), None)
+            .await
+            .is_ok()
+    );
 
     let full = TestApp::spawn_with(|config| config.streams.streams_per_process = 1).await;
     let (id, token) = full.sign_up("erin").await;
@@ -186,8 +201,15 @@ async fn streams_per_user_are_limited_with_a_429_and_freed_when_closed() {
         .open_stream(&format!("ids={id}"), Some(&token), None)
         .await
         .unwrap();
+    assert!(
+        full.open_stream(&format!("ids={id}"), Some(&token), None)
+            .await
+            .is_ok(),
+        "the same session replaces its stream"
+    );
+    let (_, stranger) = full.sign_up("frank").await;
     let refused = full
-        .open_stream(&format!("ids={id}"), Some(&token), None)
+        .open_stream(&format!("ids={id}"), Some(&stranger), None)
         .await
         .err()
         .expect("refused");
