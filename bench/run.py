@@ -201,6 +201,8 @@ def main():
                                      METRICS_LISTEN_ADDR=f"127.0.0.1:{API_METRICS_PORT}",
                                      LAST_SEEN_FLUSH_MS=str(FLUSH_MS), DATABASE_POOL_SIZE="16",
                                      LOGIN_MAX_FAILURES_PER_ADDRESS="1000000000",
+                                     LOGINS_PER_ADDRESS_PER_MINUTE="1000000000",
+                                     LOGINS_PER_MINUTE="1000000000",
                                      STREAMS_PER_PROCESS="19000"))
     worker = start("presence-worker", dict(common, WORKER_HTTP_ADDR=f"127.0.0.1:{WORKER_PORT}",
                                            SWEEP_SCHEDULE="0 0 0 1 1 * 2099"))

@@ -53,6 +53,7 @@ export class Deployment {
       HEARTBEAT_INTERVAL_MS: "500",
       LAST_SEEN_FLUSH_MS: "200",
       STREAM_BATCH_MS: "200",
+      METRICS_LISTEN_ADDR: "127.0.0.1:0",
       CORS_ALLOWED_ORIGINS: cors.join(","),
     };
     d.processes = [];

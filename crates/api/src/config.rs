@@ -89,6 +89,23 @@ pub struct Config {
     #[arg(long, env = "LOGIN_FAILURE_WINDOW_SECS", default_value_t = 900,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub login_failure_window_secs: u32,
+    /// Registrations allowed per client address per hour, across all replicas; then 429.
+    #[arg(long, env = "REGISTRATIONS_PER_ADDRESS_PER_HOUR", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub registrations_per_address_per_hour: u32,
+    /// Registrations allowed per minute for the whole deployment; then 429.
+    #[arg(long, env = "REGISTRATIONS_PER_MINUTE", default_value_t = 120,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub registrations_per_minute: u32,
+    /// Login attempts (right or wrong) allowed per client address per minute, across all
+    /// replicas; then 429.
+    #[arg(long, env = "LOGINS_PER_ADDRESS_PER_MINUTE", default_value_t = 120,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub logins_per_address_per_minute: u32,
+    /// Login attempts allowed per minute for the whole deployment; then 429.
+    #[arg(long, env = "LOGINS_PER_MINUTE", default_value_t = 6000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub logins_per_minute: u32,
     /// Password hashes (login, register) computed at once per process; 0 means half the
     /// cores, at least one. Each takes ~50 ms of a core and ~19 MiB.
     #[arg(long, env = "PASSWORD_HASHES_IN_FLIGHT", default_value_t = 0)]
@@ -201,6 +218,20 @@ impl Config {
             per_account: self.login_max_failures_per_account,
             per_address: self.login_max_failures_per_address,
             window: std::time::Duration::from_secs(self.login_failure_window_secs.into()),
+        }
+    }
+
+    pub fn admission_quotas(&self) -> crate::admission::AdmissionQuotas {
+        use crate::admission::Quota;
+        let per = |limit: u32, secs: u64| Quota {
+            limit,
+            window: std::time::Duration::from_secs(secs),
+        };
+        crate::admission::AdmissionQuotas {
+            registrations_per_address: per(self.registrations_per_address_per_hour, 3600),
+            registrations: per(self.registrations_per_minute, 60),
+            logins_per_address: per(self.logins_per_address_per_minute, 60),
+            logins: per(self.logins_per_minute, 60),
         }
     }
 

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod activity;
+pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod errors;

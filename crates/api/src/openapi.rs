@@ -26,6 +26,7 @@ use crate::routes::{admin, frontend, health, status, stream, users};
         users::register,
         users::login,
         users::logout,
+        users::logout_all,
         users::heartbeat,
         users::me,
         status::online_count,

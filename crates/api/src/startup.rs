@@ -75,6 +75,11 @@ impl Application {
                 &config.redis.redis_url,
                 &config.redis.redis_prefix,
             ),
+            admission: crate::admission::Admission::new(
+                config.admission_quotas(),
+                std::sync::Arc::new(LazyRedis::new(redis_url, crate::throttle::REDIS_TIMEOUT)),
+                prefix,
+            ),
             hashing: PasswordHashing::new(config.password_hashes_in_flight()),
             policy,
             session_ttl: config.session_ttl(),

@@ -24,6 +24,8 @@ pub struct AppState {
     /// Jobs scheduled for the moment a manual or custom status ends.
     pub status_ends: StatusEnds,
     pub login_throttle: LoginThrottle,
+    /// Quotas of registrations and logins, per address and for the deployment.
+    pub admission: crate::admission::Admission,
     pub hashing: PasswordHashing,
     /// The window, the flush interval and what follows from them.
     pub policy: PresencePolicy,

@@ -105,6 +105,11 @@ impl TestApp {
             login_max_failures_per_account: 10,
             login_max_failures_per_address: 100,
             login_failure_window_secs: 900,
+            // Tests sign many users up from one address.
+            registrations_per_address_per_hour: 100_000,
+            registrations_per_minute: 100_000,
+            logins_per_address_per_minute: 100_000,
+            logins_per_minute: 100_000,
             password_hashes_in_flight: 0,
             streams: crate::config::StreamConfig {
                 // Short, so tests see batches soon.

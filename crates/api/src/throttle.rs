@@ -9,17 +9,19 @@
 //! passwords costs a counter lookup, not ~50 ms of a core.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
-use redis::aio::ConnectionManager;
-use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
+use presence_runtime::redis_conn::LazyRedis;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::errors::ApiError;
 
-/// The longest a login waits for Redis before it counts on this process alone.
-const REDIS_TIMEOUT: Duration = Duration::from_millis(200);
+/// The longest a login or registration waits for Redis before it counts on this process
+/// alone.
+pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_millis(200);
 /// The longest a login waits for a hashing slot before it is answered 503.
 const HASH_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keys counted in memory at most (per-process fallback).
@@ -41,9 +43,8 @@ struct LocalWindow {
 
 pub struct LoginThrottle {
     limits: LoginLimits,
-    redis_url: String,
     key_prefix: String,
-    redis: OnceCell<ConnectionManager>,
+    redis: LazyRedis,
     local: Cache<String, Arc<Mutex<LocalWindow>>>,
 }
 
@@ -58,9 +59,8 @@ impl LoginThrottle {
     pub fn new(limits: LoginLimits, redis_url: &str, prefix: &str) -> Self {
         Self {
             limits,
-            redis_url: redis_url.to_owned(),
             key_prefix: format!("{prefix}:login-failures"),
-            redis: OnceCell::new(),
+            redis: LazyRedis::new(redis_url, REDIS_TIMEOUT),
             local: Cache::builder()
                 .max_capacity(LOCAL_CAPACITY)
                 .time_to_live(limits.window)
@@ -188,49 +188,97 @@ impl LoginThrottle {
     /// Runs `pipeline` on the shared store within [`REDIS_TIMEOUT`], connecting first if
     /// needed.
     async fn run<T: redis::FromRedisValue>(&self, pipeline: redis::Pipeline) -> Result<T, String> {
-        let attempt = async {
-            let conn = self
-                .redis
-                .get_or_try_init(|| async {
-                    redis::Client::open(self.redis_url.as_str())?
-                        .get_connection_manager()
-                        .await
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-            pipeline
-                .query_async::<T>(&mut conn.clone())
-                .await
-                .map_err(|e| e.to_string())
-        };
-        tokio::time::timeout(REDIS_TIMEOUT, attempt)
+        self.redis
+            .run(|mut conn| {
+                let pipeline = &pipeline;
+                async move { pipeline.query_async::<T>(&mut conn).await }
+            })
             .await
-            .map_err(|_| format!("no answer from Redis within {REDIS_TIMEOUT:?}"))?
     }
 }
 
 /// Bounds the password hashes (argon2: ~19 MiB and ~50 ms of a core each) running at once
-/// in this process, so a flood of logins cannot take every core from heartbeats.
+/// in this process, so a flood of logins cannot take every core from heartbeats; and the
+/// requests waiting for one, so a burst is answered 503 at once rather than held in memory.
+/// Registrations hold at most half the slots (at least one), and at most that many wait:
+/// a flood of sign-ups leaves logins a share of the hashing.
 pub struct PasswordHashing {
-    slots: Semaphore,
+    slots: Queue,
+    registrations: Queue,
+}
+
+/// Permits, and at most so many requests waiting for one.
+struct Queue {
+    permits: Semaphore,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+}
+
+impl Queue {
+    fn new(permits: usize) -> Self {
+        Self {
+            permits: Semaphore::new(permits),
+            waiting: AtomicUsize::new(0),
+            max_waiting: permits * WAITING_PER_SLOT,
+        }
+    }
+
+    async fn wait(&self) -> Result<SemaphorePermit<'_>, ApiError> {
+        let unavailable = ApiError::Unavailable {
+            reason: "too many logins at once",
+        };
+        if let Ok(permit) = self.permits.try_acquire() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(unavailable);
+        }
+        let acquired = tokio::time::timeout(HASH_QUEUE_TIMEOUT, self.permits.acquire()).await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        match acquired {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(unavailable),
+        }
+    }
+}
+
+/// Requests that may wait for a hashing slot, per slot.
+const WAITING_PER_SLOT: usize = 16;
+
+/// A hashing slot, held while hashing.
+pub struct HashSlot<'a> {
+    _slot: SemaphorePermit<'a>,
+    _registration: Option<SemaphorePermit<'a>>,
 }
 
 impl PasswordHashing {
     pub fn new(in_flight: usize) -> Self {
+        let slots = in_flight.max(1);
         Self {
-            slots: Semaphore::new(in_flight.max(1)),
+            slots: Queue::new(slots),
+            registrations: Queue::new((slots / 2).max(1)),
         }
     }
 
-    /// A slot to hash in; 503 if none frees up within `HASH_QUEUE_TIMEOUT`.
-    pub async fn slot(&self) -> Result<SemaphorePermit<'_>, ApiError> {
-        let unavailable = ApiError::Unavailable {
-            reason: "too many logins at once",
-        };
-        match tokio::time::timeout(HASH_QUEUE_TIMEOUT, self.slots.acquire()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(unavailable),
-        }
+    /// A slot to hash a login's password in; 503 if too many wait, or none frees up within
+    /// `HASH_QUEUE_TIMEOUT`.
+    pub async fn login_slot(&self) -> Result<HashSlot<'_>, ApiError> {
+        let slot = self.slots.wait().await?;
+        Ok(HashSlot {
+            _slot: slot,
+            _registration: None,
+        })
+    }
+
+    /// A slot to hash a new account's password in, within the registrations' share.
+    pub async fn registration_slot(&self) -> Result<HashSlot<'_>, ApiError> {
+        let registration = self.registrations.wait().await?;
+        let slot = self.slots.wait().await?;
+        Ok(HashSlot {
+            _slot: slot,
+            _registration: Some(registration),
+        })
     }
 }
 
@@ -274,5 +322,31 @@ mod tests {
         assert!(throttle.check("dave", None).await.is_ok());
         throttle.clear("alice").await;
         assert!(throttle.check("alice", None).await.is_ok());
+    }
+
+    #[actix_web::test]
+    async fn a_burst_waits_only_so_long_and_registrations_leave_logins_a_share() {
+        let hashing = PasswordHashing::new(2);
+        let registering = hashing.registration_slot().await.unwrap();
+        // The registrations' share (one of two slots) is taken: a second registration
+        // waits, and a login still hashes at once.
+        let login = tokio::time::timeout(Duration::from_millis(100), hashing.login_slot())
+            .await
+            .expect("a login is not queued behind registrations")
+            .unwrap();
+        let mut waiting = Vec::new();
+        for _ in 0..2 * WAITING_PER_SLOT {
+            waiting.push(Box::pin(hashing.login_slot()));
+        }
+        for slot in &mut waiting {
+            assert!(futures_util::poll!(slot.as_mut()).is_pending());
+        }
+        let refused = hashing.login_slot().await.err().expect("the queue is full");
+        assert!(
+            matches!(refused, ApiError::Unavailable { .. }),
+            "{refused:?}"
+        );
+        drop((registering, login, waiting));
+        assert!(hashing.login_slot().await.is_ok());
     }
 }

@@ -78,7 +78,10 @@ impl Tickets {
 
     async fn run<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, ApiError> {
         self.redis
-            .run(|mut conn| async move { command.query_async::<T>(&mut conn).await })
+            .run(|mut conn| {
+                let command = &command;
+                async move { command.query_async::<T>(&mut conn).await }
+            })
             .await
             .map_err(unavailable)
     }
@@ -96,7 +99,10 @@ impl Tickets {
             .arg(TICKET_TTL.as_millis() as u64)
             .arg(self.per_user);
         self.redis
-            .run(|mut conn| async move { invocation.invoke_async::<i64>(&mut conn).await })
+            .run(|mut conn| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async::<i64>(&mut conn).await }
+            })
             .await
             .map_err(unavailable)?;
         Ok(ticket)

@@ -150,10 +150,7 @@ pub fn log_out(
         else {
             return Ok(None);
         };
-        diesel::sql_query("SELECT pg_notify($1, encode($2, 'hex'))")
-            .bind::<Text, _>(REVOCATIONS_CHANNEL)
-            .bind::<Bytea, _>(&token_hash)
-            .execute(conn)?;
+        announce_revocations(conn, &[token_hash])?;
         let cutoff =
             diesel::dsl::now.into_sql::<diesel::sql_types::Timestamptz>() - timings.window();
         let another_live: bool = diesel::select(diesel::dsl::exists(
@@ -172,6 +169,76 @@ pub fn log_out(
             presence::write_presence(conn, timings, user_id, connection, ChangeReason::Logout)?;
         Ok(Some(LoggedOut { update }))
     })
+}
+
+/// Logout everywhere: revokes every session of the user, announces each revocation, and
+/// marks the user offline. `None` if the user does not exist.
+pub fn log_out_everywhere(
+    conn: &mut PgConnection,
+    timings: Timings,
+    user_id: i64,
+) -> QueryResult<Option<LoggedOut>> {
+    crate::db::transaction(conn, |conn| {
+        if presence::lock_user(conn, user_id)?.is_none() {
+            return Ok(None);
+        }
+        let revoked: Vec<Vec<u8>> = diesel::update(
+            sessions::table
+                .filter(sessions::user_id.eq(user_id))
+                .filter(sessions::revoked_at.is_null()),
+        )
+        .set(sessions::revoked_at.eq(diesel::dsl::now))
+        .returning(sessions::token_hash)
+        .get_results(conn)?;
+        announce_revocations(conn, &revoked)?;
+        let update = presence::write_presence(
+            conn,
+            timings,
+            user_id,
+            Connectivity::Disconnected,
+            ChangeReason::Logout,
+        )?;
+        Ok(Some(LoggedOut { update }))
+    })
+}
+
+/// The most live sessions a user holds: opening one more revokes the least recently used
+/// (a client that logs in on every start and never logs out cannot pile up sessions).
+pub const MAX_SESSIONS_PER_USER: i64 = 100;
+
+/// Revokes the user's sessions beyond the [`MAX_SESSIONS_PER_USER`] most recently used,
+/// announcing each; in the caller's transaction, with the user's row locked.
+pub(crate) fn revoke_beyond_limit(conn: &mut PgConnection, user_id: i64) -> QueryResult<usize> {
+    let beyond: Vec<i64> = sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .filter(sessions::revoked_at.is_null())
+        .order((sessions::last_seen.desc(), sessions::id.desc()))
+        .offset(MAX_SESSIONS_PER_USER)
+        .select(sessions::id)
+        .load(conn)?;
+    if beyond.is_empty() {
+        return Ok(0);
+    }
+    let revoked: Vec<Vec<u8>> =
+        diesel::update(sessions::table.filter(sessions::id.eq_any(&beyond)))
+            .set(sessions::revoked_at.eq(diesel::dsl::now))
+            .returning(sessions::token_hash)
+            .get_results(conn)?;
+    announce_revocations(conn, &revoked)?;
+    Ok(revoked.len())
+}
+
+/// Announces revoked tokens (by hash) on [`REVOCATIONS_CHANNEL`], delivered at commit.
+fn announce_revocations(conn: &mut PgConnection, token_hashes: &[Vec<u8>]) -> QueryResult<()> {
+    if token_hashes.is_empty() {
+        return Ok(());
+    }
+    // `pg_notify` is a function of the migrations' PostgreSQL, called once per row.
+    diesel::sql_query("SELECT pg_notify($1, encode(h, 'hex')) FROM unnest($2::bytea[]) AS h")
+        .bind::<Text, _>(REVOCATIONS_CHANNEL)
+        .bind::<diesel::sql_types::Array<Bytea>, _>(token_hashes)
+        .execute(conn)
+        .map(drop)
 }
 
 /// A dedicated connection listening on [`REVOCATIONS_CHANNEL`]: how an API replica learns

@@ -248,6 +248,7 @@ pub fn open_session(
             return Ok(None);
         }
         let session_id = sessions::create(conn, user_id, &token)?;
+        sessions::revoke_beyond_limit(conn, user_id)?;
         let connected = Connectivity::Connected { active: true };
         let update =
             presence::write_presence(conn, timings, user_id, connected, ChangeReason::Login)?;

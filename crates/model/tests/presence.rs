@@ -243,3 +243,47 @@ fn record(
 ) -> QueryResult<Option<(presence::LiveSession, presence::PresenceUpdate)>> {
     presence::record_activity(conn, TIMINGS, token, ttl, ChangeReason::Activity, true)
 }
+
+#[test]
+fn a_user_holds_at_most_max_sessions_the_least_recently_used_revoked_first() {
+    let db = TestDatabase::new();
+    let id = user(&db, "collector");
+    let mut conn = db.pool().get().unwrap();
+    let first = users::open_session(&mut conn, TIMINGS, id)
+        .unwrap()
+        .unwrap();
+    // The first session is the most recently used one: the next oldest go first.
+    sql_query("UPDATE sessions SET last_seen = now() + interval '1 minute' WHERE id = $1")
+        .bind::<BigInt, _>(first.session_id)
+        .execute(&mut conn)
+        .unwrap();
+    let opened: Vec<_> = (0..=sessions::MAX_SESSIONS_PER_USER)
+        .map(|_| {
+            users::open_session(&mut conn, TIMINGS, id)
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    let live = db.query_i64(&format!(
+        "SELECT count(*) AS n FROM sessions WHERE user_id = {id} AND revoked_at IS NULL"
+    ));
+    assert_eq!(live, sessions::MAX_SESSIONS_PER_USER);
+    let token_works = |token: &str| {
+        presence::find_live_session(&mut conn_of(&db), &sessions::hash_token(token), TTL)
+            .unwrap()
+            .is_some()
+    };
+    assert!(
+        token_works(first.token.expose()),
+        "the most recently used stays"
+    );
+    assert!(!token_works(opened[0].token.expose()));
+    assert!(!token_works(opened[1].token.expose()));
+    assert!(token_works(opened[2].token.expose()));
+}
+
+fn conn_of(
+    db: &TestDatabase,
+) -> diesel::r2d2::PooledConnection<diesel::r2d2::ConnectionManager<PgConnection>> {
+    db.pool().get().unwrap()
+}

@@ -48,10 +48,13 @@ pub async fn overview(state: web::Data<AppState>, _admin: Admin) -> Result<HttpR
     let prefix = state.config_prefix.clone();
     let (workers, queue) = state
         .redis
-        .run(|mut conn| async move {
-            let workers = workers::alive(&mut conn, &prefix).await?;
-            let queue = workers::queue_depth(&mut conn, &prefix).await?;
-            Ok((workers, queue))
+        .run(|mut conn| {
+            let prefix = &prefix;
+            async move {
+                let workers = workers::alive(&mut conn, prefix).await?;
+                let queue = workers::queue_depth(&mut conn, prefix).await?;
+                Ok((workers, queue))
+            }
         })
         .await
         .map_err(|e| {

@@ -79,6 +79,12 @@ pub const ENDPOINTS: &[Endpoint] = &[
     },
     Endpoint {
         method: Method::POST,
+        path: "/api/users/logout-all/",
+        counts_as: CountsAs::Nothing,
+        route: || web::to(users::logout_all),
+    },
+    Endpoint {
+        method: Method::POST,
         path: "/api/users/heartbeat/",
         counts_as: CountsAs::Heartbeat,
         route: || web::to(users::heartbeat),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::admission::Attempt;
 use crate::auth::{Admin, Authenticated, HeartbeatBody};
 use crate::errors::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
@@ -116,13 +117,21 @@ pub struct History {
         (status = 201, description = "Created", body = User),
         (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
         (status = 409, description = "The username is taken", body = ErrorBody),
+        (status = 429, description = "Too many registrations from this address, or for the \
+            whole service; see `Retry-After`", body = ErrorBody),
         (status = 503, description = "Too many password hashes queued, or the database is \
             unavailable; see `Retry-After`", body = ErrorBody)))]
 pub async fn register(
+    req: HttpRequest,
     state: web::Data<AppState>,
     JsonBody(Credentials { username, password }): JsonBody<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    let _slot = state.hashing.slot().await?;
+    let address = req.peer_addr().map(|peer| peer.ip());
+    state
+        .admission
+        .admit(Attempt::Registration, address)
+        .await?;
+    let _slot = state.hashing.registration_slot().await?;
     let (pool, timings) = (state.pool.clone(), state.policy.timings());
     let user = blocking(move || users::register(&pool, timings, &username, &password)).await?;
     Ok(HttpResponse::Created().json(user))
@@ -138,8 +147,9 @@ pub async fn register(
         (status = 200, description = "Logged in", body = LoginResponse),
         (status = 400, description = "Malformed JSON, or a username that breaks the rule", body = ErrorBody),
         (status = 401, description = "Unknown username or wrong password", body = ErrorBody),
-        (status = 429, description = "Too many failed logins for this account or address; \
-            see `Retry-After`", body = ErrorBody),
+        (status = 429, description = "Too many failed logins for this account or address, or \
+            too many logins from this address or for the whole service; see `Retry-After`",
+            body = ErrorBody),
         (status = 503, description = "Too many password hashes queued, or the database is \
             unavailable; see `Retry-After`", body = ErrorBody)))]
 pub async fn login(
@@ -151,7 +161,8 @@ pub async fn login(
     let address = req.peer_addr().map(|peer| peer.ip());
     let throttle = &state.login_throttle;
     throttle.check(&username, address).await?;
-    let slot = state.hashing.slot().await?;
+    state.admission.admit(Attempt::Login, address).await?;
+    let slot = state.hashing.login_slot().await?;
     let (pool, account, timings) = (state.pool.clone(), username.clone(), state.policy.timings());
     let outcome = blocking(move || users::log_in(&pool, timings, &account, &password)).await;
     drop(slot);
@@ -186,6 +197,28 @@ pub async fn logout(
     })
     .await?;
     // Here at once; other replicas as the NOTIFY of the revocation reaches them.
+    state.revoke_session(&caller.token_hash);
+    let change = logged_out.and_then(|out| out.update.change);
+    publish_soon(&state, change.as_ref()).await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Log out everywhere: every session of the caller ends (on every replica, with its
+/// streams and tickets), and the user goes offline.
+#[utoipa::path(post, path = "/api/users/logout-all/", tag = "users", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Every session of the caller is logged out"),
+        (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody)))]
+pub async fn logout_all(
+    state: web::Data<AppState>,
+    caller: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let (user_id, timings) = (caller.user_id(), state.policy.timings());
+    let logged_out = db(&state, move |conn| {
+        sessions::log_out_everywhere(conn, timings, user_id)
+    })
+    .await?;
+    // The caller's own at once; the others as the NOTIFYs reach this and every replica.
     state.revoke_session(&caller.token_hash);
     let change = logged_out.and_then(|out| out.update.change);
     publish_soon(&state, change.as_ref()).await;

@@ -193,3 +193,44 @@ async fn metrics_are_served_apart_from_the_public_address() {
             .contains("presence_api_http_requests_total")
     );
 }
+
+#[actix_web::test]
+async fn logging_out_everywhere_ends_every_session_and_its_streams() {
+    let a = TestApp::spawn().await;
+    let b = a.replica(|_| {}).await;
+    let (id, phone) = a.sign_up("erin").await;
+    let laptop = b.login("erin").await;
+    let (_, bystander) = a.sign_up("frank").await;
+    let query = format!("ids={id}");
+    let mut on_phone = a.open_stream(&query, Some(&phone), None).await.unwrap();
+    let mut on_laptop = b.open_stream(&query, Some(&laptop), None).await.unwrap();
+    let mut watching = b.open_stream(&query, Some(&bystander), None).await.unwrap();
+    for stream in [&mut on_phone, &mut on_laptop, &mut watching] {
+        assert_eq!(
+            stream.next(Duration::from_secs(5)).await.unwrap().event,
+            "snapshot"
+        );
+    }
+    let response = a.post("/api/users/logout-all/", Some(&phone), None).await;
+    assert_eq!(response.status, StatusCode::NO_CONTENT);
+    assert!(on_phone.ends_within(Duration::from_secs(1)).await);
+    assert!(on_laptop.ends_within(Duration::from_secs(1)).await);
+    for (replica, token) in [(&a, &phone), (&b, &laptop), (&a, &laptop), (&b, &phone)] {
+        assert_eq!(
+            replica.get("/api/users/me/", Some(token)).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let status = a
+        .get(&format!("/api/users/{id}/status/"), Some(&bystander))
+        .await;
+    assert_eq!(status.body["presence"], "offline");
+    assert_eq!(
+        a.db.query_i64(&format!(
+            "SELECT count(*) AS n FROM presence_events WHERE user_id = {id} \
+             AND to_status = 'offline' AND reason = 'logout'"
+        )),
+        1
+    );
+    assert!(!watching.ends_within(Duration::from_millis(200)).await);
+}
