@@ -6,7 +6,9 @@ use std::net::TcpListener;
 use actix_web::body::MessageBody;
 use actix_web::dev::Server;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::{Condition, Logger, Next, NormalizePath, TrailingSlash, from_fn};
+use actix_web::middleware::{
+    Condition, DefaultHeaders, Logger, Next, NormalizePath, TrailingSlash, from_fn,
+};
 use actix_web::web::{Bytes, BytesMut};
 use actix_web::{App, HttpMessage, HttpServer, web};
 use futures_util::StreamExt;
@@ -118,6 +120,8 @@ impl Application {
                     read_body_within(body_timeout, req, next)
                 }))
                 .wrap(from_fn(record_metrics))
+                // No browser may read a JSON answer as HTML or script.
+                .wrap(DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
                 .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
                 .wrap(NormalizePath::new(TrailingSlash::Trim))
                 // One line per request; the path only, never the query string or headers.

@@ -85,8 +85,8 @@ impl PresenceChanged {
 /// What caused the changes a write may record.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Causes {
-    /// The reason of a change of presence; `None` when time caused it (the sweep): `sweep`
-    /// to offline, `idle` to away, `expiry` otherwise.
+    /// The reason of a change of presence; `None` when time caused it (the sweep, an
+    /// end): `sweep` to offline, `idle` from online to away, `expiry` otherwise.
     pub presence: Option<ChangeReason>,
     /// The reason when only the custom status or the dnd end changed.
     pub custom: ChangeReason,
@@ -161,9 +161,12 @@ pub(crate) fn record_changes(
             causes.custom
         } else {
             causes.presence.unwrap_or(match now.presence {
+                // Silence, whatever else ended meanwhile.
                 Presence::Offline => ChangeReason::Sweep,
-                Presence::Away => ChangeReason::Idle,
-                Presence::Online | Presence::Dnd => ChangeReason::Expiry,
+                Presence::Away if row.published_presence == Presence::Online => {
+                    ChangeReason::Idle
+                }
+                Presence::Online | Presence::Away | Presence::Dnd => ChangeReason::Expiry,
             })
         };
         changed.push(row.published_presence, reason, now);

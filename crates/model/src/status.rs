@@ -323,6 +323,19 @@ pub fn presence_totals(conn: &mut PgConnection, timings: Timings) -> QueryResult
 pub const STATUS_TEXT_MAX_CHARS: usize = 100;
 pub const STATUS_EMOJI_MAX_CHARS: usize = 32;
 
+/// How far ahead a manual status or a custom status may be set to end: every end is a
+/// scheduled job, so ends far in the future would pile up.
+pub const MAX_END_AHEAD: chrono::TimeDelta = chrono::TimeDelta::days(30);
+
+/// Characters a status text or emoji may not hold: control characters (NUL, newlines, the
+/// terminal's escape), and the bidirectional embeddings, overrides and isolates that make
+/// a text render as another (U+202A–U+202E, U+2066–U+2069).
+fn is_forbidden_in_status(c: char) -> bool {
+    c.is_control()
+        || ('\u{202A}'..='\u{202E}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
 /// A change of one field: left out (`Keep`) keeps the stored value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Change<T> {
@@ -343,7 +356,8 @@ pub struct StatusChange {
 
 impl StatusChange {
     /// Refuses what cannot be stored, naming the field: an end for `auto` or `invisible`,
-    /// an end or expiry not in the future, text or emoji too long.
+    /// an end or expiry not in the future or more than [`MAX_END_AHEAD`] away, text or
+    /// emoji too long or holding control characters or bidirectional overrides.
     pub fn validate(&self, now: DateTime<Utc>) -> Result<(), ValidationError> {
         if let Change::Set((availability, Some(until))) = &self.availability {
             if matches!(availability, Availability::Auto | Availability::Invisible) {
@@ -352,17 +366,10 @@ impl StatusChange {
                     format!("is only for away and dnd, not {}", availability.as_str()),
                 ));
             }
-            if *until <= now {
-                return Err(ValidationError::new("until", "must be in the future"));
-            }
+            check_end("until", *until, now)?;
         }
-        if let Change::Set(Some(expires)) = &self.text_expires_at
-            && *expires <= now
-        {
-            return Err(ValidationError::new(
-                "text_expires_at",
-                "must be in the future",
-            ));
+        if let Change::Set(Some(expires)) = &self.text_expires_at {
+            check_end("text_expires_at", *expires, now)?;
         }
         for (field, value, max) in [
             ("text", &self.text, STATUS_TEXT_MAX_CHARS),
@@ -375,17 +382,34 @@ impl StatusChange {
                         format!("must be at most {max} characters long"),
                     ));
                 }
-                // PostgreSQL text cannot hold NUL.
-                if value.contains('\0') {
+                if value.chars().any(is_forbidden_in_status) {
                     return Err(ValidationError::new(
                         field,
-                        "must not contain NUL characters",
+                        "must not contain control characters or bidirectional overrides",
                     ));
                 }
             }
         }
         Ok(())
     }
+}
+
+/// An end must be in the future, and at most [`MAX_END_AHEAD`] away.
+fn check_end(
+    field: &'static str,
+    end: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), ValidationError> {
+    if end <= now {
+        return Err(ValidationError::new(field, "must be in the future"));
+    }
+    if end > now + MAX_END_AHEAD {
+        return Err(ValidationError::new(
+            field,
+            format!("must be at most {} days ahead", MAX_END_AHEAD.num_days()),
+        ));
+    }
+    Ok(())
 }
 
 /// The outcome of a status change: the user's status (their own view) and what was
@@ -534,13 +558,12 @@ pub fn expire_statuses(
             return Ok(Vec::new());
         }
         let ids: Vec<i64> = ended.iter().map(|row| row.id).collect();
-        crate::events::record_changes(
-            conn,
-            timings,
-            &ids,
-            None,
-            crate::events::Causes::only(ChangeReason::Expiry),
-        )
+        // Time caused these: a user who also went silent is recorded `sweep`.
+        let causes = crate::events::Causes {
+            presence: None,
+            custom: ChangeReason::Expiry,
+        };
+        crate::events::record_changes(conn, timings, &ids, None, causes)
     })
 }
 

@@ -198,3 +198,32 @@ fn every_process_uses_one_set_of_timings() {
     settings::agree_on_timings(&mut conn, other(60, 30)).unwrap();
     assert_eq!(settings::timings(&mut conn).unwrap(), other(60, 30));
 }
+
+#[test]
+fn a_silent_user_whose_dnd_also_ended_is_recorded_swept() {
+    let db = TestDatabase::new();
+    let ids = stale_online_users(&db, 2);
+    // Both told dnd; the first one's dnd has ended too by the time the sweep sees them.
+    db.execute(&format!(
+        "UPDATE users SET availability = 'dnd', published_presence = 'dnd', \
+         availability_until = CASE WHEN id = {} THEN now() - interval '1 second' END",
+        ids[0]
+    ));
+    let mut conn = db.pool().get().unwrap();
+    let run = sweeps::run_sweep(&mut conn, tick(0), "sweep-test")
+        .unwrap()
+        .unwrap();
+    let mut seen: Vec<(i64, &str, &str, &str)> = run
+        .changes
+        .iter()
+        .map(|c| (c.user_id, c.from.as_str(), c.to.as_str(), c.reason.as_str()))
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        [
+            (ids[0], "dnd", "offline", "sweep"),
+            (ids[1], "dnd", "offline", "sweep")
+        ]
+    );
+}

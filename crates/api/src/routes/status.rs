@@ -119,8 +119,12 @@ pub async fn statuses(
     })
     .await?;
     let found: HashSet<i64> = rows.iter().map(|row| row.id).collect();
-    let mut missing: Vec<i64> = ids.into_iter().filter(|id| !found.contains(id)).collect();
-    missing.dedup();
+    // Each missing id once, in the order first asked.
+    let mut reported = HashSet::new();
+    let missing: Vec<i64> = ids
+        .into_iter()
+        .filter(|id| !found.contains(id) && reported.insert(*id))
+        .collect();
     Ok(HttpResponse::Ok().json(Statuses {
         statuses: rows.iter().map(|row| row.shown_to(caller.viewer)).collect(),
         missing,

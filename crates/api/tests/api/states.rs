@@ -412,6 +412,15 @@ async fn statuses_are_looked_up_in_bulk_in_the_order_asked() {
     assert_eq!(response.body["missing"], json!([999_999]));
     assert_eq!(response.body["statuses"][0]["presence"], "offline");
     assert_eq!(response.body["statuses"][1]["presence"], "online");
+    // Each missing id once, in the order first asked, adjacent or not.
+    let repeated = app
+        .post(
+            "/api/users/statuses/",
+            Some(&token),
+            Some(&json!({ "ids": [-1, -2, -1, a, -2] })),
+        )
+        .await;
+    assert_eq!(repeated.body["missing"], json!([-1, -2]));
 
     let many: Vec<i64> = (1..=500).collect();
     let response = app
@@ -448,12 +457,35 @@ async fn statuses_are_looked_up_in_bulk_in_the_order_asked() {
     }
 }
 
+/// A body sent as written (JSON a `Value` cannot hold, such as a key twice).
+async fn raw_json(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> (u16, String) {
+    let port: u16 = app.address.rsplit(':').next().unwrap().parse().unwrap();
+    let (method, path, token, body) = (
+        method.to_owned(),
+        path.to_owned(),
+        token.to_owned(),
+        body.to_owned(),
+    );
+    tokio::task::spawn_blocking(move || {
+        presence_api::testing::raw_http(port, &method, &path, Some(&token), &body)
+    })
+    .await
+    .unwrap()
+}
+
 #[actix_web::test]
 async fn bad_status_changes_are_refused_naming_the_field() {
     let app = spawn().await;
     let (_, token) = app.sign_up("ivan").await;
     let past = (Utc::now() - TimeDelta::minutes(1)).to_rfc3339();
     let future = (Utc::now() + TimeDelta::minutes(1)).to_rfc3339();
+    let far_future = (Utc::now() + TimeDelta::days(31)).to_rfc3339();
     for (body, field) in [
         (json!({ "availability": "busy" }), "availability"),
         (json!({ "availability": "dnd", "until": past }), "until"),
@@ -473,6 +505,18 @@ async fn bad_status_changes_are_refused_naming_the_field() {
         (json!({ "text": 5 }), "text"),
         (json!({ "text": "a\u{0}b" }), "text"),
         (json!({ "emoji": "\u{0}" }), "emoji"),
+        (json!({ "text": "evil\u{202E}txt.exe" }), "text"),
+        (json!({ "text": "ok\u{2066}isolated" }), "text"),
+        (json!({ "text": "line\nbreak" }), "text"),
+        (json!({ "text": "\u{1b}[31mred" }), "text"),
+        (
+            json!({ "availability": "dnd", "until": far_future }),
+            "until",
+        ),
+        (
+            json!({ "text": "x", "text_expires_at": far_future }),
+            "text_expires_at",
+        ),
         (json!({ "mood": "happy" }), "mood"),
     ] {
         let response = app
@@ -499,6 +543,36 @@ async fn bad_status_changes_are_refused_naming_the_field() {
         )
         .await;
     assert_eq!(response.status, StatusCode::OK);
+    // Emoji sequences (a zero-width joiner) and right-to-left text are fine; an end a
+    // month less a minute away too.
+    let response = app
+        .put(
+            "/api/users/me/status/",
+            Some(&token),
+            Some(&json!({ "text": "שלום", "emoji": "👩\u{200D}💻",
+                "text_expires_at": (Utc::now() + TimeDelta::days(30) - TimeDelta::minutes(1)).to_rfc3339() })),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+    // A key given twice is refused, whichever would win.
+    let (status, body) = raw_json(
+        &app,
+        "PUT",
+        "/api/users/me/status/",
+        &token,
+        r#"{"availability": "dnd", "availability": "auto"}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("duplicate key"), "{body}");
+    assert_eq!(
+        app.get("/api/users/me/status/", Some(&token))
+            .await
+            .headers
+            .get("x-content-type-options")
+            .unwrap(),
+        "nosniff"
+    );
     let response = app
         .post(
             "/api/users/heartbeat/",
