@@ -48,11 +48,11 @@ impl Metrics {
         )?)?;
         let jobs_enqueued = registry.register(IntCounter::new(
             "jobs_enqueued_total",
-            "Jobs queued for the worker: a publish nudge per transition, a job per status end",
+            "Asked of the workers: a publish nudge per transition, a job per second of status ends",
         )?)?;
         let enqueue_failures = registry.register(IntCounter::new(
             "job_enqueue_failures_total",
-            "Jobs that could not be queued (Redis down or slow); the worker catches up",
+            "Nudges and jobs that could not be sent (Redis down or slow); the workers catch up",
         )?)?;
         let streams_open = registry.register(IntGauge::new(
             "streams_open",

@@ -24,7 +24,7 @@ use crate::stream::{self, StreamHub};
 use crate::throttle::{LoginThrottle, PasswordHashing};
 use crate::tickets::Tickets;
 use presence_model::jobs::presence_changes_channel;
-use presence_runtime::nudges::{PublishNudges, StatusEnds};
+use presence_runtime::nudges::{Asked, PublishNudges, StatusEnds};
 use presence_runtime::redis_conn::LazyRedis;
 
 /// The longest a request waits for Redis (tickets, the workers' reports) before a 503.
@@ -50,27 +50,21 @@ impl Application {
         let pool = config.database.pool(config.database.database_pool_size);
         let metrics = Metrics::new().map_err(std::io::Error::other)?;
         let (redis_url, prefix) = (&config.redis.redis_url, &config.redis.redis_prefix);
-        let queue = PublishNudges::publish(
-            redis_url,
-            prefix,
-            metrics.jobs_enqueued.clone(),
-            metrics.enqueue_failures.clone(),
-        );
+        let asked = Asked {
+            sent: metrics.jobs_enqueued.clone(),
+            failed: metrics.enqueue_failures.clone(),
+        };
+        let nudges = PublishNudges::new(redis_url, prefix, asked.clone());
         let redis = std::sync::Arc::new(LazyRedis::new(redis_url, REDIS_TIMEOUT));
         let metrics_streams_open = metrics.streams_open.clone();
         let metrics_stream_resyncs = metrics.stream_resyncs.clone();
-        let status_ends = StatusEnds::expiry(
-            redis_url,
-            prefix,
-            metrics.jobs_enqueued.clone(),
-            metrics.enqueue_failures.clone(),
-        );
+        let status_ends = StatusEnds::new(redis_url, prefix, asked);
         let state = web::Data::new(AppState {
             pool,
             metrics,
             sessions: SessionCache::new(&policy),
             activity: ActivityBuffer::default(),
-            queue,
+            nudges,
             status_ends,
             login_throttle: LoginThrottle::new(
                 config.login_limits(),

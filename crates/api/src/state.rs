@@ -19,9 +19,9 @@ pub struct AppState {
     pub metrics: Metrics,
     pub sessions: SessionCache,
     pub activity: ActivityBuffer,
-    /// Publish jobs, queued after each transition.
-    pub queue: PublishNudges,
-    /// Jobs scheduled for the moment a manual or custom status ends.
+    /// Publish nudges, sent after each transition.
+    pub nudges: PublishNudges,
+    /// Jobs scheduled for the seconds in which manual or custom statuses end.
     pub status_ends: StatusEnds,
     pub login_throttle: LoginThrottle,
     /// Quotas of registrations and logins, per address and for the deployment.
@@ -78,6 +78,6 @@ where
 pub(crate) async fn publish_soon(state: &AppState, change: Option<&PresenceChanged>) {
     if let Some(change) = change {
         let what = format!("transition {} of user {}", change.id, change.user_id);
-        state.queue.nudge(&what).await;
+        state.nudges.nudge(&what).await;
     }
 }

@@ -4,7 +4,6 @@
 use crate::config::{Config, DatabaseConfig};
 use crate::startup::Application;
 use actix_web::http::StatusCode;
-use presence_model::jobs::publish_queue;
 use presence_model::testing::TestDatabase;
 use presence_model::users;
 use redis::Commands;
@@ -51,13 +50,9 @@ pub fn remove_redis_keys(redis_url: &str, prefix: &str) {
     if !keys.is_empty() {
         let _: redis::RedisResult<()> = conn.del(&keys);
     }
-    for queue in [
-        publish_queue(prefix),
-        presence_model::jobs::expiry_queue(prefix),
-    ] {
-        let _: redis::RedisResult<()> =
-            conn.zrem("core:apalis:queues:list", format!("{queue}:workers"));
-    }
+    let queue = presence_model::jobs::expiry_queue(prefix);
+    let _: redis::RedisResult<()> =
+        conn.zrem("core:apalis:queues:list", format!("{queue}:workers"));
 }
 
 #[derive(Debug)]

@@ -163,9 +163,7 @@ pub(crate) fn record_changes(
             causes.presence.unwrap_or(match now.presence {
                 // Silence, whatever else ended meanwhile.
                 Presence::Offline => ChangeReason::Sweep,
-                Presence::Away if row.published_presence == Presence::Online => {
-                    ChangeReason::Idle
-                }
+                Presence::Away if row.published_presence == Presence::Online => ChangeReason::Idle,
                 Presence::Online | Presence::Away | Presence::Dnd => ChangeReason::Expiry,
             })
         };

@@ -521,6 +521,54 @@ pub fn set_status(
     })?)
 }
 
+/// The times of the manual and custom status ends within `horizon` from now (each
+/// second once): what the expiry queue must hold jobs for. Served by the partial indexes
+/// on both end columns.
+pub fn ends_within(
+    conn: &mut PgConnection,
+    horizon: chrono::TimeDelta,
+) -> QueryResult<Vec<DateTime<Utc>>> {
+    #[derive(QueryableByName)]
+    struct End {
+        #[diesel(sql_type = Timestamptz)]
+        at: DateTime<Utc>,
+    }
+    // A union of two indexed ranges, truncated to the second: more than the DSL says.
+    let ends: Vec<End> = sql_query(
+        "SELECT DISTINCT date_trunc('second', at) AS at FROM ( \
+           SELECT availability_until AS at FROM users \
+           WHERE availability_until > now() AND availability_until <= now() + $1 \
+           UNION ALL SELECT status_expires_at FROM users \
+           WHERE status_expires_at > now() AND status_expires_at <= now() + $1) AS ends",
+    )
+    .bind::<Interval, _>(horizon)
+    .load(conn)?;
+    Ok(ends.into_iter().map(|end| end.at).collect())
+}
+
+/// How long until the next manual or custom status end before `before`, by the
+/// database's clock (zero for one already due and not yet ended); `None` if there is
+/// none.
+pub fn time_to_next_end(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+) -> QueryResult<Option<std::time::Duration>> {
+    #[derive(QueryableByName)]
+    struct Wait {
+        #[diesel(sql_type = Nullable<diesel::sql_types::Double>)]
+        secs: Option<f64>,
+    }
+    let Wait { secs } = sql_query(
+        "SELECT extract(epoch FROM min(at) - now())::float8 AS secs FROM ( \
+           SELECT min(availability_until) AS at FROM users WHERE availability_until < $1 \
+           UNION ALL SELECT min(status_expires_at) FROM users WHERE status_expires_at < $1 \
+         ) AS ends",
+    )
+    .bind::<Timestamptz, _>(before)
+    .get_result(conn)?;
+    Ok(secs.map(|secs| std::time::Duration::from_secs_f64(secs.max(0.0))))
+}
+
 /// Ends every manual status and custom status whose time has come, and records what
 /// others are shown change (reason `expiry`). Run by the job scheduled for each end, and
 /// by every sweep in case a job was lost; a second run finds nothing to do. Returns the

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use presence_model::jobs::{expiry_queue, publish_queue};
+use presence_model::jobs::expiry_queue;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
@@ -100,22 +100,21 @@ pub struct QueueDepth {
     pub failed: u64,
 }
 
-/// The depth of the publish and expiry queues, from apalis-redis's own keys.
+/// The depth of the expiry queue (the only stored jobs), from apalis-redis's own keys.
 pub async fn queue_depth(
     conn: &mut ConnectionManager,
     prefix: &str,
 ) -> redis::RedisResult<QueueDepth> {
-    let mut pipe = redis::pipe();
-    for queue in [publish_queue(prefix), expiry_queue(prefix)] {
-        let config = apalis_redis::Config::default().queue(&queue);
-        pipe.llen(config.active_jobs_list())
-            .zcard(config.scheduled_jobs_set())
-            .scard(config.dead_jobs_set());
-    }
-    let counts: Vec<u64> = pipe.query_async(conn).await?;
+    let config = apalis_redis::Config::default().queue(expiry_queue(prefix));
+    let (active, scheduled, dead): (u64, u64, u64) = redis::pipe()
+        .llen(config.active_jobs_list())
+        .zcard(config.scheduled_jobs_set())
+        .scard(config.dead_jobs_set())
+        .query_async(conn)
+        .await?;
     Ok(QueueDepth {
-        pending: counts[0] + counts[1] + counts[3] + counts[4],
-        failed: counts[2] + counts[5],
+        pending: active + scheduled,
+        failed: dead,
     })
 }
 

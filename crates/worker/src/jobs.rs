@@ -1,5 +1,6 @@
-//! The worker's jobs: the inactivity sweep (per schedule tick), and publishing the
-//! transitions waiting in the outbox (when a job nudges it, and on a timer).
+//! The worker's jobs: the inactivity sweep (per schedule tick), publishing the
+//! transitions waiting in the outbox (when nudged, and on a timer), and ending statuses
+//! at their moment (a job per second of ends).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,20 +11,22 @@ use apalis_cron::Tick;
 use apalis_redis::ConnectionManager;
 use chrono::{DateTime, Utc};
 use presence_model::events::{self, PresenceChanged};
-use presence_model::jobs::{EndStatuses, PublishPending};
+use presence_model::jobs::{EndStatuses, SCHEDULE_AHEAD};
 use presence_model::sweeps::{self, SweepRun};
 use presence_model::{DbPool, settings, status};
-use presence_runtime::nudges::PublishNudges;
+use presence_runtime::nudges::StatusEnds;
 use presence_runtime::workers::{self, WorkerReport};
 
 use crate::metrics::{self, Metrics};
-use crate::queue::{ExpiryStorage, PublishStorage};
+use crate::queue::ExpiryStorage;
 
 /// How often a worker process vacuums finished jobs (apalis reads the whole job hash to do
-/// it, so not often).
-pub const VACUUM_EVERY: Duration = Duration::from_secs(600);
-/// Finished jobs are kept this long in Redis (for inspection), then vacuumed.
-const KEEP_FINISHED_JOBS: Duration = Duration::from_secs(3600);
+/// it; the expiry queue holds at most one job per second of `SCHEDULE_AHEAD`, so it is
+/// small).
+pub const VACUUM_EVERY: Duration = Duration::from_secs(60);
+/// Finished jobs are kept this long in Redis (a job's use ends when it has run), then
+/// vacuumed.
+const KEEP_FINISHED_JOBS: Duration = Duration::from_secs(60);
 /// Transitions published per Redis round trip (and per outbox transaction).
 const PUBLISH_BATCH: i64 = 1000;
 /// The longest one batch may wait for Redis before the attempt counts as failed.
@@ -48,12 +51,13 @@ pub struct WorkerState {
     pub pool: DbPool,
     pub metrics: Metrics,
     pub redis: ConnectionManager,
-    /// The publish queue this worker consumes.
-    pub jobs: PublishStorage,
     /// The queue of scheduled status ends this worker consumes.
     pub expiries: ExpiryStorage,
-    /// Publish jobs, queued after a sweep.
-    pub nudges: PublishNudges,
+    /// Where this worker queues the ends a sweep finds coming near.
+    pub status_ends: StatusEnds,
+    /// Set when the outbox should be published now (a nudge, a sweep): any number of
+    /// wake-ups while a publication runs make one more run, not many.
+    pub publish_wanted: tokio::sync::Notify,
     /// Where recorded transitions are published.
     pub channel: String,
     /// This process, as `sweep_runs.swept_by` and its report to operators name it.
@@ -119,22 +123,15 @@ impl WorkerState {
         }
     }
 
-    /// Keeps Redis memory bounded: drops finished jobs older than an hour, and the sets of
-    /// finished job ids (kept by apalis for statistics only), of both queues.
+    /// Keeps Redis memory bounded: drops finished jobs older than a minute, and the set of
+    /// finished job ids (kept by apalis for statistics only).
     pub async fn vacuum(&self) -> Result<(), Error> {
-        let queue = |e: apalis_redis::Error| Error::Queue(e.to_string());
-        let mut publish = self.jobs.clone();
         let mut expiry = self.expiries.clone();
-        let removed = publish
+        let removed = expiry
             .vacuum_before(KEEP_FINISHED_JOBS)
             .await
-            .map_err(queue)?
-            + expiry
-                .vacuum_before(KEEP_FINISHED_JOBS)
-                .await
-                .map_err(queue)?;
+            .map_err(|e| Error::Queue(e.to_string()))?;
         redis::cmd("DEL")
-            .arg(publish.get_config().done_jobs_set())
             .arg(expiry.get_config().done_jobs_set())
             .query_async::<()>(&mut self.redis.clone())
             .await?;
@@ -186,8 +183,14 @@ pub async fn sweep_tick(
             .last_successful_sweep
             .set(Utc::now().timestamp_millis() as f64 / 1000.0);
         if !run.changes.is_empty() {
-            let what = format!("{} sweep transitions", run.changes.len());
-            state.nudges.nudge(&what).await;
+            state.publish_wanted.notify_one();
+        }
+        // The ends coming near get their jobs (an end further away had none).
+        let ends = state
+            .db(|conn| Ok(status::ends_within(conn, SCHEDULE_AHEAD)?))
+            .await?;
+        for end in ends {
+            state.status_ends.schedule(end).await;
         }
     }
     Ok(run)
@@ -222,51 +225,86 @@ pub async fn sweep(tick: Tick, state: Data<Arc<WorkerState>>) -> Result<(), BoxD
     }
 }
 
-/// The queued job: publish what the outbox holds. Redelivery is harmless: a second run
-/// finds nothing left, or what arrived since.
-pub async fn publish_job(
-    _job: PublishPending,
-    state: Data<Arc<WorkerState>>,
-) -> Result<(), BoxDynError> {
-    let outcome = state.publish_pending().await;
-    state.metrics.job(metrics::PUBLISH, &outcome);
-    match outcome {
-        Ok(count) => {
-            log::debug!("published {count} presence changes");
-            Ok(())
-        }
-        Err(e) => {
-            log::warn!("publish job failed, will retry: {e}");
-            Err(e.into())
+/// Publishes whenever asked (a nudge, a sweep), until the process stops. Asks that come
+/// while a publication runs make one more run: they coalesce.
+pub async fn publish_when_wanted(state: Arc<WorkerState>) {
+    loop {
+        state.publish_wanted.notified().await;
+        let outcome = state.publish_pending().await;
+        state.metrics.job(metrics::PUBLISH, &outcome);
+        match outcome {
+            Ok(count) => log::debug!("published {count} presence changes"),
+            // The catch-up timer tries again.
+            Err(e) => log::warn!("publishing failed, will retry: {e}"),
         }
     }
 }
 
-/// The scheduled job: end the statuses due at `job.at`. apalis releases it at the start
-/// of that second, so it waits for the moment itself (never long: a job released late
-/// does not wait at all). Redelivery is harmless: nothing is left to end.
+/// Follows the publish nudges (`presence_model::jobs::publish_nudges_channel`) for as
+/// long as the process runs; on every (re)subscription, publishes once, for the nudges
+/// sent while it was not listening.
+pub async fn follow_nudges(state: Arc<WorkerState>, redis_url: String, channel: String) {
+    use futures_util::StreamExt;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match subscribe(&redis_url, &channel).await {
+            Ok(mut nudges) => {
+                backoff = Duration::from_millis(200);
+                state.publish_wanted.notify_one();
+                while nudges.next().await.is_some() {
+                    state.publish_wanted.notify_one();
+                }
+                log::warn!("lost the subscription to publish nudges");
+            }
+            Err(e) => log::warn!("cannot subscribe to publish nudges: {e}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn subscribe(
+    redis_url: &str,
+    channel: &str,
+) -> Result<impl futures_util::Stream<Item = redis::Msg> + use<>, redis::RedisError> {
+    let client = redis::Client::open(redis_url)?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    Ok(pubsub.into_on_message())
+}
+
+/// The scheduled job: end the statuses due within the second `job.at`, each at its
+/// moment. apalis releases it at the start of that second; it ends what is due, waits
+/// for the next end within the second, and so on (a job released late waits for
+/// nothing). Redelivery is harmless: nothing is left to end.
 pub async fn end_statuses(
     job: EndStatuses,
     state: Data<Arc<WorkerState>>,
 ) -> Result<(), BoxDynError> {
-    let early = (job.at - Utc::now()).to_std().unwrap_or_default();
-    tokio::time::sleep(early.min(MAX_EARLY_RELEASE)).await;
-    let outcome = state
-        .db(|conn| {
-            let timings = settings::timings(conn)?;
-            Ok(status::expire_statuses(conn, timings)?)
-        })
-        .await;
-    let outcome = match outcome {
-        Ok(changes) => {
+    let second_ends = job.at + chrono::TimeDelta::seconds(1);
+    let outcome = async {
+        let mut ended = 0;
+        loop {
+            let changes = state
+                .db(|conn| {
+                    let timings = settings::timings(conn)?;
+                    Ok(status::expire_statuses(conn, timings)?)
+                })
+                .await?;
             if !changes.is_empty() {
-                let what = format!("{} status ends", changes.len());
-                state.nudges.nudge(&what).await;
+                ended += changes.len();
+                state.publish_wanted.notify_one();
             }
-            Ok(changes.len())
+            let next = state
+                .db(move |conn| Ok(status::time_to_next_end(conn, second_ends)?))
+                .await?;
+            match next {
+                Some(wait) => tokio::time::sleep(wait.min(MAX_EARLY_RELEASE)).await,
+                None => return Ok::<_, Error>(ended),
+            }
         }
-        Err(e) => Err(e),
-    };
+    }
+    .await;
     state.metrics.job(metrics::EXPIRY, &outcome);
     match outcome {
         Ok(count) => {
@@ -280,8 +318,8 @@ pub async fn end_statuses(
     }
 }
 
-/// The most an expiry job can be released before its moment (apalis schedules to the
-/// second).
+/// The longest an expiry job sleeps before looking again (apalis schedules to the second;
+/// an end moved meanwhile is found at the next look).
 const MAX_EARLY_RELEASE: Duration = Duration::from_secs(2);
 
 /// Runs the catch-up every `interval` until the process stops.

@@ -17,9 +17,9 @@ pub struct Metrics {
     pub jobs_processed: IntCounterVec,
     pub jobs_failed: IntCounterVec,
     pub last_successful_sweep: Gauge,
-    /// Publish jobs this process could not queue (the catch-up publishes regardless).
+    /// Status-end jobs this process could not queue (the sweep ends them regardless).
     pub enqueue_failures: IntCounter,
-    /// Publish jobs this process queued (after sweeps).
+    /// Status-end jobs this process queued (after sweeps, for the ends coming near).
     pub jobs_enqueued: IntCounter,
     pub events_published: IntCounter,
     /// The outbox backlog, as of this process's last catch-up.
@@ -57,11 +57,11 @@ impl Metrics {
         )?)?;
         let enqueue_failures = registry.register(IntCounter::new(
             "job_enqueue_failures_total",
-            "Publish jobs this process could not queue",
+            "Status-end jobs this process could not queue",
         )?)?;
         let jobs_enqueued = registry.register(IntCounter::new(
             "jobs_enqueued_total",
-            "Publish jobs this process queued (after sweeps)",
+            "Status-end jobs this process queued (after sweeps, for the ends coming near)",
         )?)?;
         let events_published = registry.register(IntCounter::new(
             "events_published_total",

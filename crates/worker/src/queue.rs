@@ -1,22 +1,16 @@
-//! The publish queue as the worker consumes it (apalis-redis storage).
+//! The expiry queue as the worker consumes it (apalis-redis storage).
 
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use apalis::prelude::{PollSnapshot, PollStrategy};
 use apalis_redis::{ConnectionManager, RedisStorage};
-use presence_model::jobs::{EndStatuses, PublishPending, expiry_queue, publish_queue};
+use presence_model::jobs::{EndStatuses, expiry_queue};
 
-pub type PublishStorage = RedisStorage<PublishPending>;
 pub type ExpiryStorage = RedisStorage<EndStatuses>;
 
 /// How often an idle worker asks Redis for jobs pushed by other processes.
 pub const JOB_POLL_INTERVAL: Duration = Duration::from_millis(200);
-
-/// The storage of [`PublishPending`] jobs under `prefix`.
-pub fn publish_storage(conn: ConnectionManager, prefix: &str) -> PublishStorage {
-    RedisStorage::new(conn).with_config(config(publish_queue(prefix)))
-}
 
 /// The storage of [`EndStatuses`] jobs under `prefix`.
 pub fn expiry_storage(conn: ConnectionManager, prefix: &str) -> ExpiryStorage {

@@ -9,14 +9,14 @@ use apalis::layers::retry::{BackoffRetryPolicy, HasherRng, RetryPolicy};
 use apalis::prelude::{BackendExt, Monitor, WorkerBuilder, WorkerBuilderExt};
 use apalis_cron::CronScheduler;
 use presence_model::db;
-use presence_model::jobs::presence_changes_channel;
+use presence_model::jobs::{presence_changes_channel, publish_nudges_channel};
 
 use crate::config::Config;
 use crate::jobs::{self, Error, WorkerState};
 use crate::metrics::Metrics;
-use crate::queue::{JOB_POLL_INTERVAL, PollEvery, expiry_storage, publish_storage};
+use crate::queue::{JOB_POLL_INTERVAL, PollEvery, expiry_storage};
 use presence_model::presence::replica_name;
-use presence_runtime::nudges::PublishNudges;
+use presence_runtime::nudges::{Asked, StatusEnds};
 
 /// How long one attempt to reach Redis at startup may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -29,11 +29,13 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 pub async fn connect(config: &Config) -> Result<Arc<WorkerState>, Error> {
     let metrics = Metrics::new().map_err(|e| Error::Startup(e.to_string()))?;
     let redis = apalis_redis::connect(config.redis.redis_url.as_str()).await?;
-    let nudges = PublishNudges::publish(
+    let status_ends = StatusEnds::new(
         &config.redis.redis_url,
         &config.redis.redis_prefix,
-        metrics.jobs_enqueued.clone(),
-        metrics.enqueue_failures.clone(),
+        Asked {
+            sent: metrics.jobs_enqueued.clone(),
+            failed: metrics.enqueue_failures.clone(),
+        },
     );
     Ok(Arc::new(WorkerState {
         pool: db::build_pool(
@@ -42,9 +44,9 @@ pub async fn connect(config: &Config) -> Result<Arc<WorkerState>, Error> {
             POOL_CHECKOUT_TIMEOUT,
         ),
         metrics,
-        jobs: publish_storage(redis.clone(), &config.redis.redis_prefix),
         expiries: expiry_storage(redis.clone(), &config.redis.redis_prefix),
-        nudges,
+        status_ends,
+        publish_wanted: tokio::sync::Notify::new(),
         redis,
         channel: presence_changes_channel(&config.redis.redis_prefix),
         name: replica_name("worker"),
@@ -76,7 +78,7 @@ fn retry_policy() -> BackoffRetryPolicy<ExponentialBackoff> {
     RetryPolicy::retries(5).with_backoff(backoff)
 }
 
-/// Runs the sweep schedule, the publish and expiry consumers and the publishing catch-up
+/// Runs the sweep schedule, the expiry consumer, publishing (nudged, and the catch-up)
 /// until `shutdown` resolves, then lets the job in hand finish (up to `SHUTDOWN_GRACE`).
 pub async fn run(
     config: Config,
@@ -126,11 +128,16 @@ pub async fn run(
     let state_for_report = state.clone();
     let sweep_state = state.clone();
     let sweep_name = replica_name("sweep");
-    let consumer_name = replica_name("publish");
     let expiry_name = replica_name("expiry");
     let expiry_state = state.clone();
     tokio::spawn(jobs::vacuum_periodically(state.clone(), jobs::VACUUM_EVERY));
     tokio::spawn(jobs::report_periodically(state.clone()));
+    tokio::spawn(jobs::publish_when_wanted(state.clone()));
+    tokio::spawn(jobs::follow_nudges(
+        state.clone(),
+        config.redis.redis_url.clone(),
+        publish_nudges_channel(&config.redis.redis_prefix),
+    ));
     tokio::spawn(jobs::catch_up_periodically(
         state.clone(),
         config.publish_catch_up(),
@@ -146,22 +153,6 @@ pub async fn run(
         })
         .register(move |restarts| {
             // A restarted worker must not reuse a name Redis still holds.
-            let pause = Duration::from_secs(1).min(Duration::from_millis(200) * restarts as u32);
-            let backend = state
-                .jobs
-                .clone()
-                .poll_with_strategy(PollEvery::new(JOB_POLL_INTERVAL))
-                .before_start(move |_| async move {
-                    tokio::time::sleep(pause).await;
-                    Ok(())
-                });
-            WorkerBuilder::new(format!("{consumer_name}-{restarts}"))
-                .backend(backend)
-                .data(state.clone())
-                .retry(retry_policy())
-                .build(jobs::publish_job)
-        })
-        .register(move |restarts| {
             let pause = Duration::from_secs(1).min(Duration::from_millis(200) * restarts as u32);
             let backend = expiry_state
                 .expiries

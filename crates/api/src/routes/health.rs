@@ -26,7 +26,7 @@ pub async fn healthz() -> HttpResponse {
     (status = 200, description = "Both dependencies answer", body = Readiness),
     (status = 503, description = "A dependency failed; its check says how", body = Readiness)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    readiness::readyz(&state.pool, state.queue.ping()).await
+    readiness::readyz(&state.pool, state.nudges.ping()).await
 }
 
 /// Prometheus metrics of this process (text format), on `METRICS_LISTEN_ADDR` only: the

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use presence_api::testing::{
-    OwnPostgres, PASSWORD, RedisKeys, TestApp, eventually, raw_http as http, spawn_api, wait_until,
+    OwnPostgres, OwnRedis, PASSWORD, RedisKeys, TestApp, eventually, raw_http as http, spawn_api,
+    wait_until,
 };
 use presence_model::testing::TestDatabase;
 
@@ -129,4 +130,125 @@ fn a_revocation_made_while_a_replica_was_not_listening_still_reaches_it() {
         let (status, log) = replica.terminate(Duration::from_secs(15));
         assert!(status.is_some_and(|s| s.success()), "{log}");
     }
+}
+
+/// Every key Redis holds under the app's prefix.
+fn redis_keys(redis_url: &str, prefix: &str) -> Vec<String> {
+    let mut conn = redis::Client::open(redis_url)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut conn)
+        .unwrap();
+    keys.sort();
+    keys
+}
+
+#[actix_web::test]
+async fn the_first_uses_of_redis_after_it_restarts_succeed_on_every_replica() {
+    let mut redis = OwnRedis::start();
+    let url = redis.url();
+    let a = TestApp::spawn_with(|config| config.redis.redis_url = url.clone()).await;
+    let b = a.replica(|_| {}).await;
+    let (_, token) = a.sign_up("alice").await;
+    let soon = || (chrono::Utc::now() + chrono::TimeDelta::seconds(30)).to_rfc3339();
+    let dnd = serde_json::json!({ "availability": "dnd", "until": soon() });
+    for app in [&a, &b] {
+        // Every connection a replica holds to Redis is open: tickets, nudges, end jobs.
+        assert_eq!(
+            app.post("/api/presence/tickets/", Some(&token), None)
+                .await
+                .status,
+            StatusCode::CREATED
+        );
+        assert_eq!(
+            app.put("/api/users/me/status/", Some(&token), Some(&dnd))
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+    let failures =
+        async |app: &TestApp| app.metric("presence_api_job_enqueue_failures_total").await;
+    assert_eq!(failures(&a).await + failures(&b).await, 0.0);
+
+    redis.kill();
+    redis.start_again();
+    for app in [&a, &b] {
+        let ticket = app.post("/api/presence/tickets/", Some(&token), None).await;
+        assert_eq!(ticket.status, StatusCode::CREATED, "{}", ticket.body);
+        // A new end (a job) and a transition (a nudge), each on its held connection.
+        let dnd = serde_json::json!({ "availability": "dnd", "until": soon() });
+        assert_eq!(
+            app.put("/api/users/me/status/", Some(&token), Some(&dnd))
+                .await
+                .status,
+            StatusCode::OK
+        );
+        let auto = serde_json::json!({ "availability": "auto" });
+        assert_eq!(
+            app.put("/api/users/me/status/", Some(&token), Some(&auto))
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(failures(&a).await + failures(&b).await, 0.0);
+    let keys = redis_keys(&url, &a.config.redis.redis_prefix);
+    assert!(
+        keys.iter().any(|key| key.contains(":expiry:")),
+        "the end jobs were queued: {keys:?}"
+    );
+}
+
+#[actix_web::test]
+async fn status_ends_far_ahead_and_repeated_changes_leave_nothing_behind_in_redis() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.sign_up("hoarder").await;
+    let prefix = app.config.redis.redis_prefix.clone();
+    let before = redis_keys(&app.config.redis.redis_url, &prefix);
+    // 300 ends between an hour and 29 days ahead, then `auto`: none of them is a job yet
+    // (a sweep queues an end when it comes within `SCHEDULE_AHEAD`), and no status change
+    // leaves a publish job behind.
+    for hours in 1..=300 {
+        let until = chrono::Utc::now() + chrono::TimeDelta::hours(hours * 2);
+        let body = serde_json::json!({ "availability": "dnd", "until": until.to_rfc3339() });
+        let response = app
+            .put("/api/users/me/status/", Some(&token), Some(&body))
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+    }
+    let auto = serde_json::json!({ "availability": "auto" });
+    app.put("/api/users/me/status/", Some(&token), Some(&auto))
+        .await;
+    assert_eq!(redis_keys(&app.config.redis.redis_url, &prefix), before);
+
+    // Ends within the horizon share one job per second.
+    let second = chrono::Utc::now() + chrono::TimeDelta::seconds(90);
+    for n in 0..50 {
+        let until = second + chrono::TimeDelta::milliseconds(n);
+        let body = serde_json::json!({ "availability": "dnd", "until": until.to_rfc3339() });
+        app.put("/api/users/me/status/", Some(&token), Some(&body))
+            .await;
+    }
+    let mut conn = redis::Client::open(app.config.redis.redis_url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // apalis-redis's set of scheduled jobs.
+    let scheduled_jobs = format!("{}:scheduled", presence_model::jobs::expiry_queue(&prefix));
+    let scheduled: i64 = redis::cmd("ZCARD")
+        .arg(scheduled_jobs)
+        .query(&mut conn)
+        .unwrap();
+    assert!(
+        (1..=2).contains(&scheduled),
+        "{scheduled} jobs for ends within one or two seconds"
+    );
+    assert_eq!(
+        app.metric("presence_api_job_enqueue_failures_total").await,
+        0.0
+    );
 }

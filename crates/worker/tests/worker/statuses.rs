@@ -138,3 +138,75 @@ async fn the_published_channel_tells_an_invisible_user_from_a_logged_out_one_in_
     );
     assert_eq!(back["status_text"], "hiding");
 }
+
+#[actix_web::test]
+async fn ends_in_one_second_share_a_job_and_each_ends_at_its_moment() {
+    let (app, _worker, mut messages) = app_worker_and_channel().await;
+    let (early, early_token) = app.sign_up("early").await;
+    let (late, late_token) = app.sign_up("late").await;
+    // Two ends in one second, 600 ms apart: one job, woken for each.
+    let second = Utc::now().timestamp() + 3;
+    let early_until = DateTime::from_timestamp(second, 150_000_000).unwrap();
+    let late_until = DateTime::from_timestamp(second, 750_000_000).unwrap();
+    for (token, until) in [(&early_token, early_until), (&late_token, late_until)] {
+        let body = json!({ "availability": "dnd", "until": until.to_rfc3339() });
+        let response = app
+            .put("/api/users/me/status/", Some(token), Some(&body))
+            .await;
+        assert_eq!(response.status, actix_web::http::StatusCode::OK);
+    }
+    for (user, until) in [(early, early_until), (late, late_until)] {
+        let ended = loop {
+            let event = next_of(&mut messages, user).await;
+            if event["reason"] == "expiry" {
+                break event;
+            }
+        };
+        let at: DateTime<Utc> = serde_json::from_value(ended["at"].clone()).unwrap();
+        assert!(at >= until, "ended at {at}, before {until}");
+        assert!(
+            at - until <= TimeDelta::milliseconds(400),
+            "ended at {at}, {until} was due"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_sweep_queues_the_job_of_an_end_that_came_near() {
+    let app = TestApp::spawn().await;
+    let (id, _) = app.sign_up("patient").await;
+    // As an end set long ago, beyond `SCHEDULE_AHEAD`, is now: near, with no job.
+    app.db.execute(&format!(
+        "UPDATE users SET availability = 'dnd', availability_until = now() + interval '4 seconds' \
+         WHERE id = {id}"
+    ));
+    let due: i64 = app.db.query_i64(&format!(
+        "SELECT extract(epoch FROM date_trunc('second', availability_until))::bigint AS n \
+         FROM users WHERE id = {id}"
+    ));
+    let _worker = crate::helpers::WorkerEnv {
+        database_url: app.db.url(),
+        redis_prefix: &app.config.redis.redis_prefix,
+        schedule: "* * * * * *",
+        timings: app.config.timings(),
+    }
+    .spawn();
+    let mut conn = redis::Client::open(app.config.redis.redis_url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let scheduled_jobs = format!(
+        "{}:scheduled",
+        presence_model::jobs::expiry_queue(&app.config.redis.redis_prefix)
+    );
+    let queued = crate::helpers::eventually(Duration::from_secs(3), || {
+        redis::cmd("ZSCORE")
+            .arg(&scheduled_jobs)
+            .arg(format!("end-{due}"))
+            .query::<Option<f64>>(&mut conn)
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    assert!(queued, "the sweep queued end-{due}");
+}
