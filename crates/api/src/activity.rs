@@ -87,7 +87,7 @@ fn merge(pending: &mut HashMap<i64, Touch>, touch: Touch) {
 /// the sweep from taking users whose activity is still here.
 pub async fn flush(state: &web::Data<AppState>) {
     let _one_at_a_time = state.activity.flushing.lock().await;
-    let flushed_through = Utc::now();
+    let flushed_through = presence_model::clock::now();
     let touches = state.activity.take_pending();
     let count = touches.len();
     let replica = state.activity.replica.clone();

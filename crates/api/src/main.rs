@@ -105,6 +105,14 @@ fn serve(config: Config) -> Result<()> {
     migrate(&config.database)?;
     let mut conn = config.database.pool(1).get()?;
     settings::agree_on_timings(&mut conn, config.timings())?;
+    // Times this process stamps are read by the database's clock (re-measured every
+    // second by the revocation listener).
+    let offset = presence_model::clock::calibrate(&mut conn)?;
+    if offset.abs() > chrono::TimeDelta::seconds(1) {
+        log::warn!(
+            "this machine's clock is {offset} off the database's; stamping by the database's"
+        );
+    }
     drop(conn);
     actix_web::rt::System::new().block_on(async {
         let app = Application::build(&config)?;

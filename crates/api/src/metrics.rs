@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use actix_web::http::Method;
 use presence_runtime::metrics::MetricsRegistry;
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts};
 
 pub struct Metrics {
     registry: MetricsRegistry,
@@ -16,6 +16,8 @@ pub struct Metrics {
     pub enqueue_failures: IntCounter,
     pub streams_open: IntGauge,
     pub stream_resyncs: IntCounter,
+    /// The database's clock minus this process's, as last measured.
+    pub clock_offset: Gauge,
 }
 
 impl Metrics {
@@ -54,6 +56,11 @@ impl Metrics {
             "job_enqueue_failures_total",
             "Nudges and jobs that could not be sent (Redis down or slow); the workers catch up",
         )?)?;
+        let clock_offset = registry.register(Gauge::new(
+            "clock_offset_seconds",
+            "The database's clock minus this process's (this process stamps times by the \
+             database's)",
+        )?)?;
         let streams_open = registry.register(IntGauge::new(
             "streams_open",
             "Presence streams (server-sent events) open on this process",
@@ -73,6 +80,7 @@ impl Metrics {
             in_flight,
             jobs_enqueued,
             enqueue_failures,
+            clock_offset,
         })
     }
 

@@ -144,7 +144,14 @@ async fn listen(
     loop {
         let check = checked.elapsed() >= LISTENER_CHECK;
         let polled = web::block(move || {
-            let now = check.then(|| listener.database_time()).transpose();
+            // The round trip that proves the connection alive also reads the database's
+            // clock, which every time this process stamps is read by.
+            let now = check
+                .then(|| {
+                    let offset = listener.calibrate_clock()?;
+                    listener.database_time().map(|now| (now, offset))
+                })
+                .transpose();
             let revoked = now.and_then(|now| Ok((now, listener.poll()?)));
             (listener, revoked)
         })
@@ -157,9 +164,13 @@ async fn listen(
             Ok((_, Err(e))) => return e.to_string(),
             Err(e) => return e.to_string(),
         };
-        if let Some(now) = now {
+        if let Some((now, offset)) = now {
             *alive_at = Some(now);
             checked = Instant::now();
+            state
+                .metrics
+                .clock_offset
+                .set(offset.num_microseconds().unwrap_or(0) as f64 / 1e6);
         }
         for token_hash in revoked {
             state.revoke_session(&token_hash);

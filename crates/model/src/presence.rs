@@ -285,11 +285,12 @@ impl CountsAs {
     }
 }
 
-/// The time of activity happening now, at the precision PostgreSQL stores (microseconds),
-/// so a time the API answers from memory equals the one it later reads back.
+/// The time of activity happening now, by the database's clock (see [`crate::clock`]), at
+/// the precision PostgreSQL stores (microseconds), so a time the API answers from memory
+/// equals the one it later reads back.
 pub fn activity_time() -> DateTime<Utc> {
     use chrono::SubsecRound;
-    Utc::now().trunc_subsecs(6)
+    crate::clock::now().trunc_subsecs(6)
 }
 
 /// A live session, looked up by its token without writing anything, with what decides

@@ -270,6 +270,11 @@ impl RevocationListener {
             .get_result(&mut self.conn)
     }
 
+    /// [`crate::clock::calibrate`] on this connection.
+    pub fn calibrate_clock(&mut self) -> QueryResult<chrono::TimeDelta> {
+        crate::clock::calibrate(&mut self.conn)
+    }
+
     /// Token hashes of the sessions revoked at or after `since` (database clock): the
     /// announcements a replica may have missed while it was not listening.
     pub fn revoked_since(&mut self, since: DateTime<Utc>) -> QueryResult<Vec<Vec<u8>>> {

@@ -102,3 +102,81 @@ fn sigterm_finishes_the_request_in_flight_then_exits() {
         1
     );
 }
+
+/// libfaketime, from Debian's `faketime` (installed by `.ci/run`).
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+fn json_field(body: &str, field: &str) -> serde_json::Value {
+    let value: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    value[field].clone()
+}
+
+#[test]
+fn an_api_whose_clock_is_behind_the_databases_keeps_heartbeating_users_online() {
+    assert!(
+        std::path::Path::new(FAKETIME).exists(),
+        "apt-get install faketime"
+    );
+    let db = TestDatabase::new();
+    let _keys = RedisKeys::of(&db);
+    // This API's clock runs 8 s behind PostgreSQL's: as long as the window.
+    let server = spawn_api(
+        API,
+        &db,
+        &[
+            ("LD_PRELOAD", FAKETIME),
+            ("FAKETIME", "-8s"),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("OFFLINE_AFTER_SECS", "8"),
+            ("AWAY_AFTER_SECS", "8"),
+            ("LAST_SEEN_FLUSH_MS", "500"),
+            ("HEARTBEAT_INTERVAL_MS", "1000"),
+        ],
+    );
+    let (port, metrics_port) = (server.port(), server.metrics_port());
+    let credentials =
+        |name: &str| format!(r#"{{"username": "{name}", "password": "password123"}}"#);
+    let mut tokens = Vec::new();
+    for name in ["skewed", "observer"] {
+        let (status, _) = raw_http(
+            port,
+            "POST",
+            "/api/users/register/",
+            None,
+            &credentials(name),
+        );
+        assert_eq!(status, 201);
+        let (status, body) = raw_http(port, "POST", "/api/users/login/", None, &credentials(name));
+        assert_eq!(status, 200, "{body}");
+        tokens.push(json_field(&body, "token").as_str().unwrap().to_owned());
+    }
+    let id = db.query_i64("SELECT id AS n FROM users WHERE username = 'skewed'");
+    // It measured the offset (the database is ahead).
+    assert!(wait_until(Duration::from_secs(5), || {
+        let (_, text) = raw_http(metrics_port, "GET", "/metrics", None, "");
+        metric_value(&text, "presence_api_clock_offset_seconds") > 7.0
+    }));
+    // Heartbeats at the client's pace for longer than the window, every one answered
+    // with the user online to others.
+    let mut samples = Vec::new();
+    let pace = std::time::Instant::now();
+    for beat in 0..12u32 {
+        let (status, _) = raw_http(port, "POST", "/api/users/heartbeat/", Some(&tokens[0]), "");
+        assert_eq!(status, 200);
+        let (_, body) = raw_http(
+            port,
+            "GET",
+            &format!("/api/users/{id}/status/"),
+            Some(&tokens[1]),
+            "",
+        );
+        samples.push(json_field(&body, "presence"));
+        let next = Duration::from_secs(1) * (beat + 1);
+        std::thread::sleep(next.saturating_sub(pace.elapsed()));
+    }
+    assert!(
+        samples.iter().all(|p| p == "online"),
+        "{samples:?}\n{}",
+        server.log()
+    );
+}
