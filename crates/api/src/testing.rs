@@ -206,11 +206,12 @@ impl TestApp {
         crate::activity::flush(&self.state).await;
     }
 
-    /// Runs the sweep's work now, as a tick would (without claiming one); the transitions
-    /// it recorded.
+    /// Runs the sweep's work now, as a tick would (without claiming one, and with no
+    /// outage behind it); the transitions it recorded.
     pub fn sweep(&self) -> Vec<presence_model::events::PresenceChanged> {
         let mut conn = self.db.pool().get().expect("connection");
-        presence_model::presence::sweep(&mut conn, self.config.timings()).expect("sweep")
+        presence_model::presence::sweep(&mut conn, self.config.timings(), chrono::TimeDelta::zero())
+            .expect("sweep")
     }
 
     /// Drops the app's cached sessions, as their trust running out would.

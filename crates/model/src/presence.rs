@@ -178,10 +178,12 @@ pub fn record_activity(
     })
 }
 
-/// The inactivity sweep, as of `at`: the earlier of now and the oldest promise of the API
-/// replicas that reported within the last window (see [`flush_last_seen`]), so activity a
-/// replica holds but could not write yet (PostgreSQL was down, say) never gets its user
-/// moved; a replica silent for a whole window is presumed gone.
+/// The inactivity sweep, as of `at`: the earlier of now less `unheard` (the recent time
+/// in which nothing could be heard, see [`crate::sweeps::unheard_time`]) and the oldest
+/// promise of the API replicas that reported within the last window (see
+/// [`flush_last_seen`]), so activity a replica holds but could not write yet (PostgreSQL
+/// was down, say) never gets its user moved; a replica silent for a whole window is
+/// presumed gone.
 ///
 /// 1. A connected user's `active_at` falls back to the latest use on a session still
 ///    connected: a device closed without logging out stops counting as use once it is
@@ -192,7 +194,11 @@ pub fn record_activity(
 ///    changed: `sweep` to offline, `idle` to away.
 ///
 /// Returns the transitions recorded.
-pub fn sweep(conn: &mut PgConnection, timings: Timings) -> QueryResult<Vec<PresenceChanged>> {
+pub fn sweep(
+    conn: &mut PgConnection,
+    timings: Timings,
+    unheard: TimeDelta,
+) -> QueryResult<Vec<PresenceChanged>> {
     #[derive(QueryableByName)]
     struct At {
         #[diesel(sql_type = Timestamptz)]
@@ -205,10 +211,11 @@ pub fn sweep(conn: &mut PgConnection, timings: Timings) -> QueryResult<Vec<Prese
     }
     let window = timings.window();
     let At { at } = sql_query(
-        "SELECT LEAST(now(), (SELECT min(flushed_through) FROM activity_flushes \
-                              WHERE reported_at > now() - $1)) AS at",
+        "SELECT LEAST(now() - $2, (SELECT min(flushed_through) FROM activity_flushes \
+                                   WHERE reported_at > now() - $1)) AS at",
     )
     .bind::<Interval, _>(window)
+    .bind::<Interval, _>(unheard)
     .get_result(conn)?;
     sql_query(
         "UPDATE users u SET active_at = connected.active_at \

@@ -1,8 +1,9 @@
 //! The inactivity sweep, run once per schedule tick across all worker replicas.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
+use diesel::sql_types::Timestamptz;
 
 use crate::Error;
 use crate::db::clock_timestamp;
@@ -33,6 +34,89 @@ pub fn recent_sweeps(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<Swe
         .load(conn)
 }
 
+/// How much of the recent past nobody could be heard in: silence during an outage is not
+/// silence. Every gap between two sweeps (and since the last one) longer than `period`
+/// means PostgreSQL, or every worker, was down for the excess; walking back from now, the
+/// excesses are added up until a `window` of time in which users could be heard is
+/// covered. The sweep counts a user silent only for the time it could have heard them, so
+/// an outage of any length takes nobody offline who heartbeats again within a heartbeat
+/// interval of the recovery; one who really left is taken a window of heard time after
+/// they left, later than without the outage by the outage's length at most.
+pub fn unheard_time(
+    conn: &mut PgConnection,
+    window: TimeDelta,
+    period: TimeDelta,
+) -> QueryResult<TimeDelta> {
+    /// Runs read per round trip; after an outage, the ticks it missed run in a burst.
+    const PAGE: i64 = 200;
+    /// Runs read at most: past that, what is left unheard is not counted.
+    const MOST: usize = 20_000;
+    let now: DateTime<Utc> =
+        diesel::select(diesel::dsl::now.into_sql::<Timestamptz>()).get_result(conn)?;
+    let mut walk = Walk::from(now, window, period);
+    let mut read = 0;
+    loop {
+        let page: Vec<DateTime<Utc>> = sweep_runs::table
+            .filter(sweep_runs::finished_at.is_not_null())
+            .filter(sweep_runs::started_at.lt(walk.later))
+            .order(sweep_runs::started_at.desc())
+            .limit(PAGE)
+            .select(sweep_runs::started_at)
+            .load(conn)?;
+        read += page.len();
+        let exhausted = page.len() < PAGE as usize || read >= MOST;
+        for start in page {
+            if walk.step(start) {
+                return Ok(walk.unheard);
+            }
+        }
+        if exhausted {
+            return Ok(walk.unheard);
+        }
+    }
+}
+
+/// The walk back over the sweeps' start times that [`unheard_time`] makes.
+#[derive(Debug, Clone, Copy)]
+pub struct Walk {
+    /// The start of the later sweep of the gap being looked at (first: now).
+    later: DateTime<Utc>,
+    heard: TimeDelta,
+    unheard: TimeDelta,
+    window: TimeDelta,
+    period: TimeDelta,
+}
+
+impl Walk {
+    pub fn from(now: DateTime<Utc>, window: TimeDelta, period: TimeDelta) -> Self {
+        Self {
+            later: now,
+            heard: TimeDelta::zero(),
+            unheard: TimeDelta::zero(),
+            window,
+            period,
+        }
+    }
+
+    /// Takes the next earlier sweep's start; returns whether a window of heard time is
+    /// covered (the walk is over).
+    pub fn step(&mut self, start: DateTime<Utc>) -> bool {
+        let gap = self.later - start;
+        if gap > self.period {
+            self.unheard += gap - self.period;
+            self.heard += self.period;
+        } else {
+            self.heard += gap;
+        }
+        self.later = start;
+        self.heard >= self.window
+    }
+
+    pub fn unheard(&self) -> TimeDelta {
+        self.unheard
+    }
+}
+
 /// A sweep this process executed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SweepRun {
@@ -53,7 +137,9 @@ impl SweepRun {
 }
 
 /// Runs the sweep for `tick_at` as `replica` unless some replica already has: `None` then.
-/// The timings are the ones stored in `settings`, shared with the API.
+/// The timings are the ones stored in `settings`, shared with the API; `period` is the
+/// time between two ticks, which tells an outage from the schedule (see
+/// [`unheard_time`]).
 ///
 /// Claiming the tick (a unique row in `sweep_runs`), sweeping and recording the
 /// transitions in the outbox happen in one transaction.
@@ -63,10 +149,12 @@ impl SweepRun {
 pub fn run_sweep(
     conn: &mut PgConnection,
     tick_at: DateTime<Utc>,
+    period: TimeDelta,
     replica: &str,
 ) -> Result<Option<SweepRun>, Error> {
     let timings = crate::settings::timings(conn)?;
     Ok(crate::db::transaction(conn, |conn| {
+        let unheard = unheard_time(conn, timings.window(), period)?;
         let claimed: Option<(i64, DateTime<Utc>)> = diesel::insert_into(sweep_runs::table)
             .values((
                 sweep_runs::tick_at.eq(tick_at),
@@ -83,7 +171,7 @@ pub fn run_sweep(
         let run = SweepRun {
             tick_at,
             started_at,
-            changes: presence::sweep(conn, timings)?,
+            changes: presence::sweep(conn, timings, unheard)?,
         };
         diesel::update(sweep_runs::table.find(run_id))
             .set((
@@ -94,4 +182,46 @@ pub fn run_sweep(
             .execute(conn)?;
         Ok(Some(run))
     })?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    /// What is unheard as of `now`, walking back over runs started at `starts` seconds.
+    fn unheard(now: i64, starts: impl IntoIterator<Item = i64>) -> TimeDelta {
+        let mut walk = Walk::from(at(now), TimeDelta::seconds(8), TimeDelta::seconds(1));
+        for start in starts {
+            if walk.step(at(start)) {
+                break;
+            }
+        }
+        walk.unheard()
+    }
+
+    #[test]
+    fn only_gaps_longer_than_the_period_count_and_only_back_to_a_window_of_heard_time() {
+        let seconds = TimeDelta::seconds;
+        // On schedule: nothing unheard.
+        assert_eq!(unheard(20, (0..20).rev()), seconds(0));
+        // Runs at 0..=10, then none until 21 (PostgreSQL down), then 21 and 22: 10 s unheard.
+        assert_eq!(
+            unheard(23, [22, 21].into_iter().chain((0..=10).rev())),
+            seconds(10)
+        );
+        // The ticks missed meanwhile, run in a burst on recovery, hear nothing.
+        let burst = std::iter::repeat_n(21, 30);
+        assert_eq!(unheard(22, burst.chain((0..=10).rev())), seconds(10));
+        // Once a window of heard time has passed since, the outage no longer counts.
+        assert_eq!(
+            unheard(31, (21..=30).rev().chain((0..=10).rev())),
+            seconds(0)
+        );
+        // No sweep ever: nothing to go by.
+        assert_eq!(unheard(5, []), seconds(0));
+    }
 }

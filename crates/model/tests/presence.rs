@@ -30,7 +30,7 @@ fn user(db: &TestDatabase, name: &str) -> i64 {
 
 /// Runs the sweep; the users it took offline, in id order.
 fn swept(conn: &mut PgConnection) -> QueryResult<Vec<i64>> {
-    let mut ids: Vec<i64> = presence::sweep(conn, TIMINGS)?
+    let mut ids: Vec<i64> = presence::sweep(conn, TIMINGS, TimeDelta::zero())?
         .into_iter()
         .filter(|change| change.to == Presence::Offline)
         .map(|change| change.user_id)

@@ -6,6 +6,9 @@ use presence_model::settings::Timings;
 use presence_model::testing::{TIMINGS, TestDatabase, register};
 use presence_model::{Error, events, presence, settings, sweeps, users};
 
+/// The time between two ticks of the schedule these tests pretend to follow.
+const PERIOD: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
 fn tick(second: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000 + second, 0).unwrap()
 }
@@ -31,7 +34,7 @@ fn a_tick_is_swept_once_and_recorded() {
     let ids = stale_online_users(&db, 3);
     let mut conn = db.pool().get().unwrap();
 
-    let run = sweeps::run_sweep(&mut conn, tick(0), "sweep-test")
+    let run = sweeps::run_sweep(&mut conn, tick(0), PERIOD, "sweep-test")
         .unwrap()
         .unwrap();
     let mut swept: Vec<i64> = run.changes.iter().map(|c| c.user_id).collect();
@@ -47,10 +50,10 @@ fn a_tick_is_swept_once_and_recorded() {
     );
 
     assert_eq!(
-        sweeps::run_sweep(&mut conn, tick(0), "sweep-test").unwrap(),
+        sweeps::run_sweep(&mut conn, tick(0), PERIOD, "sweep-test").unwrap(),
         None
     );
-    let next = sweeps::run_sweep(&mut conn, tick(1), "sweep-test")
+    let next = sweeps::run_sweep(&mut conn, tick(1), PERIOD, "sweep-test")
         .unwrap()
         .unwrap();
     assert!(next.changes.is_empty());
@@ -76,7 +79,8 @@ fn concurrent_replicas_sweep_a_tick_once() {
             .map(|_| {
                 let pool = db.pool().clone();
                 scope.spawn(move || {
-                    sweeps::run_sweep(&mut pool.get().unwrap(), tick(7), "sweep-test").unwrap()
+                    sweeps::run_sweep(&mut pool.get().unwrap(), tick(7), PERIOD, "sweep-test")
+                        .unwrap()
                 })
             })
             .collect();
@@ -119,7 +123,7 @@ fn the_outbox_is_published_in_id_order_once_and_kept_when_publishing_fails() {
     let db = TestDatabase::new();
     let ids = stale_online_users(&db, 3);
     let mut conn = db.pool().get().unwrap();
-    sweeps::run_sweep(&mut conn, tick(0), "sweep-test").unwrap();
+    sweeps::run_sweep(&mut conn, tick(0), PERIOD, "sweep-test").unwrap();
     assert_eq!(
         events::unpublished_backlog(&mut conn).unwrap().0,
         6,
@@ -166,7 +170,7 @@ fn every_process_uses_one_set_of_timings() {
     let mut conn = db.pool().get().unwrap();
     // The sweep has no timings of its own: it waits for an API to store them.
     assert!(matches!(
-        sweeps::run_sweep(&mut conn, tick(0), "sweep-test"),
+        sweeps::run_sweep(&mut conn, tick(0), PERIOD, "sweep-test"),
         Err(Error::TimingsUnknown)
     ));
     settings::agree_on_timings(&mut conn, TIMINGS).unwrap();
@@ -210,7 +214,7 @@ fn a_silent_user_whose_dnd_also_ended_is_recorded_swept() {
         ids[0]
     ));
     let mut conn = db.pool().get().unwrap();
-    let run = sweeps::run_sweep(&mut conn, tick(0), "sweep-test")
+    let run = sweeps::run_sweep(&mut conn, tick(0), PERIOD, "sweep-test")
         .unwrap()
         .unwrap();
     let mut seen: Vec<(i64, &str, &str, &str)> = run

@@ -65,7 +65,8 @@ pub struct WorkerState {
     /// The Redis prefix, for the report.
     pub prefix: String,
     pub started_at: DateTime<Utc>,
-    /// The time between two ticks of the sweep schedule, for the report.
+    /// The time between two ticks of the sweep schedule: for the report, and for the sweep
+    /// to tell an outage (a longer gap between sweeps) from the schedule.
     pub sweep_every_secs: u64,
 }
 
@@ -167,7 +168,9 @@ pub async fn sweep_tick(
     let run = state
         .db({
             let name = state.name.clone();
-            move |conn| sweeps::run_sweep(conn, tick_at, &name)
+            let period =
+                chrono::TimeDelta::seconds(i64::try_from(state.sweep_every_secs).unwrap_or(60));
+            move |conn| sweeps::run_sweep(conn, tick_at, period, &name)
         })
         .await?;
     if let Some(run) = &run {

@@ -73,3 +73,73 @@ async fn transitions_made_while_redis_is_down_are_published_when_it_returns() {
     let (status, log) = worker.terminate(Duration::from_secs(25));
     assert!(status.is_some_and(|s| s.success()), "{log}");
 }
+
+/// An outage of PostgreSQL longer than the window, under heartbeats: silence during an
+/// outage is not silence, so nobody who heartbeats again after it is swept, while a user
+/// who really left is swept once a window of heard time has passed.
+#[actix_web::test]
+async fn an_outage_longer_than_the_window_sweeps_nobody_who_heartbeats_after_it() {
+    use presence_api::testing::OwnPostgres;
+    use presence_model::testing::TestDatabase;
+
+    let postgres = OwnPostgres::start();
+    let app = TestApp::spawn_on(TestDatabase::on_server(&postgres.url()), |config| {
+        config.offline_after_secs = 8;
+        // Clients beat every 3 s: after the outage, sweeps (every second) come first.
+        config.heartbeat_interval_ms = 3000;
+        config.database.database_pool_timeout_ms = 300;
+    })
+    .await;
+    let _worker = WorkerEnv {
+        database_url: app.db.url(),
+        redis_prefix: &app.config.redis.redis_prefix,
+        schedule: "* * * * * *",
+        timings: app.config.timings(),
+    }
+    .spawn();
+    let mut heartbeating = Vec::new();
+    for name in ["ann", "ben", "cat"] {
+        heartbeating.push(app.sign_up(name).await);
+    }
+    let (left, _) = app.sign_up("gone").await;
+    let beat = async || {
+        for (_, token) in &heartbeating {
+            // Answered 503 while PostgreSQL is down: the client just beats again.
+            let _ = app.post("/api/users/heartbeat/", Some(token), None).await;
+        }
+    };
+    let swept_at = |ids: &[i64]| {
+        let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+        app.db.query_i64(&format!(
+            "SELECT count(*) AS n FROM presence_events WHERE to_status = 'offline' \
+             AND user_id IN ({})",
+            ids.join(",")
+        ))
+    };
+    // The client's cadence, a heartbeat every 3 s: a pace, not a wait for anything.
+    let mut pace = actix_web::rt::time::interval(Duration::from_secs(1));
+    let mut second = 0;
+    let mut tick = async || {
+        pace.tick().await;
+        second += 1;
+        if second % 3 == 0 {
+            beat().await;
+        }
+    };
+    for _ in 0..6 {
+        tick().await;
+    }
+    postgres.stop();
+    for _ in 0..16 {
+        tick().await;
+    }
+    postgres.start_again();
+    let mut gone_swept = false;
+    for _ in 0..14 {
+        tick().await;
+        gone_swept = gone_swept || swept_at(&[left]) == 1;
+    }
+    let ids: Vec<i64> = heartbeating.iter().map(|(id, _)| *id).collect();
+    assert_eq!(swept_at(&ids), 0, "a user who kept heartbeating was swept");
+    assert!(gone_swept, "the user who left was swept after the outage");
+}
