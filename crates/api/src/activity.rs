@@ -92,7 +92,7 @@ pub async fn flush(state: &web::Data<AppState>) {
     let count = touches.len();
     let replica = state.activity.replica.clone();
     let pool = state.pool.clone();
-    let session_granularity = state.policy.session_granularity();
+    let session_granularity = state.policy().session_granularity();
     let result = web::block(move || {
         let written = pool
             .get()
@@ -138,7 +138,7 @@ pub async fn flush_and_forget(state: &web::Data<AppState>) {
 /// Flushes every flush interval until the server stops.
 pub async fn flush_periodically(state: web::Data<AppState>) {
     let period = state
-        .policy
+        .policy()
         .flush_interval()
         .to_std()
         .unwrap_or(Duration::from_secs(10));

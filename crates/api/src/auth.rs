@@ -115,7 +115,7 @@ async fn authenticate(
     counts_as: CountsAs,
     declared_active: Option<bool>,
 ) -> Result<Authenticated, ApiError> {
-    let (policy, ttl) = (state.policy, state.session_ttl);
+    let (policy, ttl) = (state.policy(), state.session_ttl);
     let token_hash = sessions::hash_token(&token);
     let now = presence::activity_time();
     let reason = counts_as.reason();

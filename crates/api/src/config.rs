@@ -242,32 +242,43 @@ impl Config {
         }
     }
 
-    pub fn last_seen_flush(&self) -> TimeDelta {
-        TimeDelta::milliseconds(self.last_seen_flush_ms.into())
-    }
-
     /// The presence policy these settings make, or why they are refused (naming the
     /// settings to change).
     pub fn policy(&self) -> Result<PresencePolicy, String> {
-        PresencePolicy::new(
+        policy_for(
             self.timings(),
-            self.last_seen_flush(),
-            TimeDelta::milliseconds(self.heartbeat_interval_ms.into()),
+            self.last_seen_flush_ms,
+            self.heartbeat_interval_ms,
         )
-        .map_err(|unsafe_timings| {
-            format!(
-                "LAST_SEEN_FLUSH_MS ({}) + HEARTBEAT_INTERVAL_MS ({}) = {} ms must be at most \
-                 half of OFFLINE_AFTER_SECS ({} s) and of AWAY_AFTER_SECS ({} s), or users \
-                 who keep sending heartbeats could be marked offline or away: lower the \
-                 intervals or raise the timeouts",
-                unsafe_timings.flush_ms,
-                unsafe_timings.heartbeat_ms,
-                unsafe_timings.flush_ms + unsafe_timings.heartbeat_ms,
-                unsafe_timings.window_secs,
-                unsafe_timings.away_after_secs
-            )
-        })
     }
+}
+
+/// The presence policy of `timings` for a process flushing every `flush_ms` whose clients
+/// beat every `heartbeat_ms`, or why it is refused, naming the settings to change: for
+/// `serve`, and for `migrate` before it stores new timings.
+pub fn policy_for(
+    timings: Timings,
+    flush_ms: u32,
+    heartbeat_ms: u32,
+) -> Result<PresencePolicy, String> {
+    PresencePolicy::new(
+        timings,
+        TimeDelta::milliseconds(flush_ms.into()),
+        TimeDelta::milliseconds(heartbeat_ms.into()),
+    )
+    .map_err(|unsafe_timings| {
+        format!(
+            "LAST_SEEN_FLUSH_MS ({}) + HEARTBEAT_INTERVAL_MS ({}) = {} ms must be at most \
+             half of OFFLINE_AFTER_SECS ({} s) and of AWAY_AFTER_SECS ({} s), or users \
+             who keep sending heartbeats could be marked offline or away: lower the \
+             intervals or raise the timeouts",
+            unsafe_timings.flush_ms,
+            unsafe_timings.heartbeat_ms,
+            unsafe_timings.flush_ms + unsafe_timings.heartbeat_ms,
+            unsafe_timings.window_secs,
+            unsafe_timings.away_after_secs
+        )
+    })
 }
 
 #[cfg(test)]

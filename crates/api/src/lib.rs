@@ -17,3 +17,4 @@ pub mod stream;
 pub mod testing;
 pub mod throttle;
 pub mod tickets;
+pub mod timings;

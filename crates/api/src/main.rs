@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use presence_api::config::{
-    Config, DEFAULT_AWAY_AFTER_SECS, DEFAULT_OFFLINE_AFTER_SECS, DatabaseConfig,
+    Config, DEFAULT_AWAY_AFTER_SECS, DEFAULT_OFFLINE_AFTER_SECS, DatabaseConfig, policy_for,
 };
 use presence_api::startup::Application;
 use presence_model::{db, settings, users};
@@ -34,6 +34,12 @@ enum Command {
         /// The away timeout to store for every process (see `serve`).
         #[arg(long, env = "AWAY_AFTER_SECS")]
         away_after_secs: Option<u32>,
+        /// The fleet's flush interval: new timings must be safe with it (see `serve`).
+        #[arg(long, env = "LAST_SEEN_FLUSH_MS", default_value_t = 10_000)]
+        last_seen_flush_ms: u32,
+        /// The fleet's heartbeat interval: new timings must be safe with it (see `serve`).
+        #[arg(long, env = "HEARTBEAT_INTERVAL_MS", default_value_t = 30_000)]
+        heartbeat_interval_ms: u32,
     },
     /// Make a user admin, creating it if needed. The password comes from ADMIN_PASSWORD,
     /// else from the first line of standard input.
@@ -56,6 +62,8 @@ fn main() -> ExitCode {
             database,
             offline_after_secs,
             away_after_secs,
+            last_seen_flush_ms,
+            heartbeat_interval_ms,
         } => migrate(&database).and_then(|()| {
             if offline_after_secs.is_none() && away_after_secs.is_none() {
                 return Ok(());
@@ -70,6 +78,8 @@ fn main() -> ExitCode {
                     .or(stored.map(|t| t.away_after_secs))
                     .unwrap_or(DEFAULT_AWAY_AFTER_SECS),
             };
+            // Running replicas adopt them within a second: they must be safe for them.
+            policy_for(timings, last_seen_flush_ms, heartbeat_interval_ms)?;
             settings::store_timings(&mut conn, timings)?;
             log::info!(
                 "timings set for every process: offline after {} s, away after {} s",

@@ -77,7 +77,7 @@ impl Application {
                 prefix,
             ),
             hashing: PasswordHashing::new(config.password_hashes_in_flight()),
-            policy,
+            policy: std::sync::RwLock::new(policy),
             session_ttl: config.session_ttl(),
             streams: std::sync::Arc::new(StreamHub::new(
                 config.streams.settings(),
@@ -135,6 +135,11 @@ impl Application {
         actix_web::rt::spawn(session_cache::listen_for_revocations(
             app_state.clone(),
             config.database.url.database_url.clone(),
+        ));
+        actix_web::rt::spawn(crate::timings::follow_timings(
+            app_state.clone(),
+            config.last_seen_flush_ms,
+            config.heartbeat_interval_ms,
         ));
         actix_web::rt::spawn(stream::follow_published_changes(
             app_state.clone(),

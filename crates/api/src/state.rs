@@ -27,8 +27,9 @@ pub struct AppState {
     /// Quotas of registrations and logins, per address and for the deployment.
     pub admission: crate::admission::Admission,
     pub hashing: PasswordHashing,
-    /// The window, the flush interval and what follows from them.
-    pub policy: PresencePolicy,
+    /// The window, the flush interval and what follows from them: the timings stored in
+    /// the database, adopted as they change (see `crate::timings`).
+    pub policy: std::sync::RwLock<PresencePolicy>,
     pub session_ttl: TimeDelta,
     /// The live streams of this process.
     pub streams: std::sync::Arc<crate::stream::StreamHub>,
@@ -41,6 +42,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The presence policy in force now.
+    pub fn policy(&self) -> PresencePolicy {
+        *self.policy.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A session was revoked (logged out), here or on another replica: its cached entry
     /// goes, and so does every stream it opened.
     pub fn revoke_session(&self, token_hash: &[u8]) {

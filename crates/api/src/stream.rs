@@ -532,7 +532,7 @@ impl Live {
     /// before it is dropped.
     async fn snapshot(&mut self) -> Result<Bytes, ApiError> {
         let ids = self.ids.clone();
-        let timings = self.state.policy.timings();
+        let timings = self.state.policy().timings();
         let snapshot = db(&self.state, move |conn| {
             events::snapshot(conn, timings, ids.as_deref())
         })

@@ -4,8 +4,8 @@
 //! decide both what readers are shown (the API) and whom the sweep moves (the worker).
 //! Two processes with two values would disagree silently, so they live here: the first
 //! API to start on a database stores its own, later ones refuse to start with others,
-//! `presence-api migrate` changes them deliberately, and the worker reads them for every
-//! sweep.
+//! `presence-api migrate` changes them deliberately (running APIs adopt the change within
+//! a second), and the worker reads them for every sweep.
 
 use chrono::TimeDelta;
 use diesel::pg::PgConnection;
@@ -88,7 +88,7 @@ pub fn agree_on_timings(conn: &mut PgConnection, timings: Timings) -> Result<(),
 }
 
 /// Sets the timings for every process (`presence-api migrate`): the deliberate way to
-/// change them. Running APIs keep the ones they started with until restarted.
+/// change them. Running APIs adopt them within a second; the worker at its next sweep.
 pub fn store_timings(conn: &mut PgConnection, timings: Timings) -> QueryResult<()> {
     for (name, _, value) in timings.rows() {
         diesel::insert_into(settings::table)

@@ -37,7 +37,7 @@ pub struct Overview {
         (status = 503, description = "PostgreSQL or Redis is unreachable; see `Retry-After`",
             body = ErrorBody)))]
 pub async fn overview(state: web::Data<AppState>, _admin: Admin) -> Result<HttpResponse, ApiError> {
-    let timings = state.policy.timings();
+    let timings = state.policy().timings();
     let (presence, sweeps) = db(&state, move |conn| {
         Ok::<_, presence_model::Error>((
             status::presence_totals(conn, timings)?,

@@ -33,7 +33,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// request counters would let anyone who can reach the API tell, say, an invisible user's
 /// status change from a logout.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let timings = state.policy.timings();
+    let timings = state.policy().timings();
     match db(&state, move |conn| status::presence_counts(conn, timings)).await {
         Ok(counts) => state.metrics.users_online.set(counts.count),
         Err(e) => log::warn!("metrics: could not count online users: {e}"),

@@ -29,7 +29,7 @@ pub async fn status(
     caller: Authenticated,
     user_id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let (user_id, timings) = (user_id.into_inner(), state.policy.timings());
+    let (user_id, timings) = (user_id.into_inner(), state.policy().timings());
     let row = db(&state, move |conn| {
         status::shown_status(conn, timings, user_id)
     })
@@ -47,7 +47,7 @@ pub async fn own_status(
     state: web::Data<AppState>,
     caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let (user_id, timings) = (caller.user_id(), state.policy.timings());
+    let (user_id, timings) = (caller.user_id(), state.policy().timings());
     let row = db(&state, move |conn| {
         status::shown_status(conn, timings, user_id)
     })
@@ -112,7 +112,7 @@ pub async fn statuses(
             message: format!("must hold 1 to {MAX_BULK_IDS} ids, not {}", ids.len()),
         });
     }
-    let timings = state.policy.timings();
+    let timings = state.policy().timings();
     let asked = ids.clone();
     let rows = db(&state, move |conn| {
         status::shown_statuses(conn, timings, &asked)
@@ -141,7 +141,7 @@ pub async fn online_count(
     state: web::Data<AppState>,
     _caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let timings = state.policy.timings();
+    let timings = state.policy().timings();
     let counts = db(&state, move |conn| status::presence_counts(conn, timings)).await?;
     Ok(HttpResponse::Ok().json(counts))
 }
@@ -215,7 +215,7 @@ pub async fn set_status(
     JsonBody(update): JsonBody<StatusUpdate>,
 ) -> Result<HttpResponse, ApiError> {
     let change = update.into_change()?;
-    let (user_id, timings) = (caller.user_id(), state.policy.timings());
+    let (user_id, timings) = (caller.user_id(), state.policy().timings());
     let set = db(&state, move |conn| {
         status::set_status(conn, timings, user_id, &change)
     })

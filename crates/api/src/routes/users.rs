@@ -132,7 +132,7 @@ pub async fn register(
         .admit(Attempt::Registration, address)
         .await?;
     let _slot = state.hashing.registration_slot().await?;
-    let (pool, timings) = (state.pool.clone(), state.policy.timings());
+    let (pool, timings) = (state.pool.clone(), state.policy().timings());
     let user = blocking(move || users::register(&pool, timings, &username, &password)).await?;
     Ok(HttpResponse::Created().json(user))
 }
@@ -163,7 +163,11 @@ pub async fn login(
     throttle.check(&username, address).await?;
     state.admission.admit(Attempt::Login, address).await?;
     let slot = state.hashing.login_slot().await?;
-    let (pool, account, timings) = (state.pool.clone(), username.clone(), state.policy.timings());
+    let (pool, account, timings) = (
+        state.pool.clone(),
+        username.clone(),
+        state.policy().timings(),
+    );
     let outcome = blocking(move || users::log_in(&pool, timings, &account, &password)).await;
     drop(slot);
     let logged_in = match outcome {
@@ -191,7 +195,7 @@ pub async fn logout(
     state: web::Data<AppState>,
     caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let (session_id, timings) = (caller.session_id, state.policy.timings());
+    let (session_id, timings) = (caller.session_id, state.policy().timings());
     let logged_out = db(&state, move |conn| {
         sessions::log_out(conn, timings, session_id)
     })
@@ -213,7 +217,7 @@ pub async fn logout_all(
     state: web::Data<AppState>,
     caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let (user_id, timings) = (caller.user_id(), state.policy.timings());
+    let (user_id, timings) = (caller.user_id(), state.policy().timings());
     let logged_out = db(&state, move |conn| {
         sessions::log_out_everywhere(conn, timings, user_id)
     })
@@ -239,8 +243,8 @@ pub async fn heartbeat(state: web::Data<AppState>, caller: Authenticated) -> Htt
     HttpResponse::Ok().json(HeartbeatResponse {
         online_status: OnlineStatus::Online,
         last_seen: caller.last_seen,
-        heartbeat_interval_ms: state.policy.heartbeat_interval().num_milliseconds(),
-        away_after_secs: state.policy.timings().away_after_secs,
+        heartbeat_interval_ms: state.policy().heartbeat_interval().num_milliseconds(),
+        away_after_secs: state.policy().timings().away_after_secs,
     })
 }
 
@@ -253,7 +257,7 @@ pub async fn me(
     state: web::Data<AppState>,
     caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let (timings, viewer) = (state.policy.timings(), caller.viewer);
+    let (timings, viewer) = (state.policy().timings(), caller.viewer);
     let user = db(&state, move |conn| {
         users::user(conn, timings, viewer.user_id, viewer)
     })
@@ -311,7 +315,7 @@ pub async fn all_users(
         after_id,
         limit,
     };
-    let (timings, viewer) = (state.policy.timings(), admin.viewer);
+    let (timings, viewer) = (state.policy().timings(), admin.viewer);
     let page = db(&state, move |conn| {
         users::list_users(conn, timings, viewer, &user_query)
     })

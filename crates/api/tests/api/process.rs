@@ -180,3 +180,79 @@ fn an_api_whose_clock_is_behind_the_databases_keeps_heartbeating_users_online() 
         server.log()
     );
 }
+
+/// `presence-api migrate` on `db` with `env`: whether it succeeded, and its log.
+fn migrate(db: &TestDatabase, env: &[(&str, &str)]) -> (bool, String) {
+    let output = std::process::Command::new(API)
+        .arg("migrate")
+        .env("DATABASE_URL", db.url())
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .output()
+        .expect("migrate runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[actix_web::test]
+async fn migrate_refuses_unsafe_timings_and_running_replicas_adopt_safe_ones() {
+    use actix_web::http::StatusCode;
+    use presence_api::testing::{TestApp, eventually};
+
+    let a = TestApp::spawn().await;
+    let b = a.replica(|_| {}).await;
+    let (id, token) = a.sign_up("steady").await;
+    let fleet = [
+        ("LAST_SEEN_FLUSH_MS", "100"),
+        ("HEARTBEAT_INTERVAL_MS", "100"),
+    ];
+    let db = a.db.clone();
+    let stored = || {
+        db.query_i64("SELECT value::bigint AS n FROM settings WHERE name = 'offline_after_secs'")
+    };
+
+    // A window shorter than twice the fleet's intervals: refused, nothing stored.
+    let (ok, log) = migrate(&a.db, &[fleet[0], fleet[1], ("OFFLINE_AFTER_SECS", "0")]);
+    assert!(!ok, "{log}");
+    let (ok, log) = migrate(&a.db, &[("OFFLINE_AFTER_SECS", "1")]);
+    assert!(!ok && log.contains("HEARTBEAT_INTERVAL_MS"), "{log}");
+    assert_eq!(stored(), 120);
+
+    // A safe change: both replicas adopt it within a second or so.
+    let (ok, log) = migrate(
+        &a.db,
+        &[
+            fleet[0],
+            fleet[1],
+            ("OFFLINE_AFTER_SECS", "90"),
+            ("AWAY_AFTER_SECS", "200"),
+        ],
+    );
+    assert!(ok, "{log}");
+    assert_eq!(stored(), 90);
+    let (_, beater) = b.sign_up("beater").await;
+    for replica in [&a, &b] {
+        let adopted = eventually(Duration::from_secs(3), async || {
+            let beat = replica
+                .post("/api/users/heartbeat/", Some(&beater), None)
+                .await;
+            beat.body["away_after_secs"] == 200
+        })
+        .await;
+        assert!(adopted, "the replica adopted the stored timings");
+    }
+    // Silent for 100 s: offline under the new window of 90 s, on both.
+    a.db.execute(&format!(
+        "UPDATE users SET last_seen = now() - interval '100 seconds' WHERE id = {id}"
+    ));
+    for replica in [&a, &b] {
+        let status = replica
+            .get(&format!("/api/users/{id}/status/"), Some(&beater))
+            .await;
+        assert_eq!(status.status, StatusCode::OK);
+        assert_eq!(status.body["presence"], "offline", "{}", status.body);
+    }
+    drop(token);
+}

@@ -213,8 +213,10 @@ async fn a_manual_dnd_beats_activity_shows_only_while_connected_and_ends_on_time
     let own = app.get("/api/users/me/status/", Some(&token)).await;
     assert_eq!(own.body["availability"], "auto");
 
-    // Offline wins over a manual status.
+    // Offline wins over a manual status. (The activity deferred so far is written first,
+    // so no flush lands after the silence set here.)
     set_status(&app, &token, json!({ "availability": "dnd" })).await;
+    app.flush().await;
     app.db.execute(&format!(
         "UPDATE users SET last_seen = now() - interval '1 hour' WHERE id = {id}"
     ));
