@@ -33,6 +33,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::errors::ApiError;
 use crate::state::{AppState, db};
+use presence_runtime::redis_conn::{Followed, follow_channel};
 
 /// The most users an admin's stream of everyone may hold unsent before it is resynced.
 const MAX_PENDING_ALL: usize = 10_000;
@@ -652,40 +653,24 @@ pub async fn follow_published_changes(
     redis_url: String,
     channel: String,
 ) {
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match subscribe(&redis_url, &channel).await {
-            Ok(mut messages) => {
-                state.streams.following.store(true, Ordering::Release);
-                if state.streams.open() > 0 {
-                    log::info!("streams: subscribed to published changes; resyncing open streams");
-                    state.streams.resync_all();
-                }
-                backoff = Duration::from_millis(200);
-                while let Some(message) = messages.next().await {
-                    match serde_json::from_slice::<PresenceChanged>(message.get_payload_bytes()) {
-                        Ok(change) => state.streams.dispatch(&change),
-                        Err(e) => log::warn!("streams: unreadable published change: {e}"),
-                    }
-                }
-                state.streams.following.store(false, Ordering::Release);
-                log::warn!("streams: lost the subscription to published changes");
+    let streams = &state.streams;
+    follow_channel(&redis_url, &channel, |followed| match followed {
+        Followed::Subscribed => {
+            streams.following.store(true, Ordering::Release);
+            if streams.open() > 0 {
+                log::info!("streams: subscribed to published changes; resyncing open streams");
+                streams.resync_all();
             }
-            Err(e) => log::warn!("streams: cannot subscribe to published changes: {e}"),
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-async fn subscribe(
-    redis_url: &str,
-    channel: &str,
-) -> Result<impl futures_util::Stream<Item = redis::Msg> + use<>, redis::RedisError> {
-    let client = redis::Client::open(redis_url)?;
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
-    Ok(pubsub.into_on_message())
+        Followed::Message(message) => {
+            match serde_json::from_slice::<PresenceChanged>(message.get_payload_bytes()) {
+                Ok(change) => streams.dispatch(&change),
+                Err(e) => log::warn!("streams: unreadable published change: {e}"),
+            }
+        }
+        Followed::Lost => streams.following.store(false, Ordering::Release),
+    })
+    .await;
 }
 
 /// The process's limit of open files (`/proc/self/limits`), if it can be read.

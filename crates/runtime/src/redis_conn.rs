@@ -71,3 +71,45 @@ impl LazyRedis {
         }
     }
 }
+
+/// What a follower of a pub/sub channel is told.
+pub enum Followed {
+    /// (Re)subscribed: whatever was published while nobody listened was missed.
+    Subscribed,
+    Message(redis::Msg),
+    /// The subscription was lost; it is made again after a backoff.
+    Lost,
+}
+
+/// Follows `channel` for as long as the process runs, telling `on` of each message and of
+/// each (re)subscription and loss; reconnects with backoff (200 ms doubling to 5 s).
+pub async fn follow_channel(redis_url: &str, channel: &str, mut on: impl FnMut(Followed)) {
+    use futures_util::StreamExt;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match subscribe(redis_url, channel).await {
+            Ok(mut messages) => {
+                backoff = Duration::from_millis(200);
+                on(Followed::Subscribed);
+                while let Some(message) = messages.next().await {
+                    on(Followed::Message(message));
+                }
+                on(Followed::Lost);
+                log::warn!("lost the subscription to {channel}");
+            }
+            Err(e) => log::warn!("cannot subscribe to {channel}: {e}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn subscribe(
+    redis_url: &str,
+    channel: &str,
+) -> Result<impl futures_util::Stream<Item = redis::Msg> + use<>, redis::RedisError> {
+    let client = redis::Client::open(redis_url)?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    Ok(pubsub.into_on_message())
+}

@@ -15,6 +15,7 @@ use presence_model::jobs::{EndStatuses, SCHEDULE_AHEAD};
 use presence_model::sweeps::{self, SweepRun};
 use presence_model::{DbPool, settings, status};
 use presence_runtime::nudges::StatusEnds;
+use presence_runtime::redis_conn::{Followed, follow_channel};
 use presence_runtime::workers::{self, WorkerReport};
 
 use crate::metrics::{self, Metrics};
@@ -247,33 +248,12 @@ pub async fn publish_when_wanted(state: Arc<WorkerState>) {
 /// long as the process runs; on every (re)subscription, publishes once, for the nudges
 /// sent while it was not listening.
 pub async fn follow_nudges(state: Arc<WorkerState>, redis_url: String, channel: String) {
-    use futures_util::StreamExt;
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match subscribe(&redis_url, &channel).await {
-            Ok(mut nudges) => {
-                backoff = Duration::from_millis(200);
-                state.publish_wanted.notify_one();
-                while nudges.next().await.is_some() {
-                    state.publish_wanted.notify_one();
-                }
-                log::warn!("lost the subscription to publish nudges");
-            }
-            Err(e) => log::warn!("cannot subscribe to publish nudges: {e}"),
+    follow_channel(&redis_url, &channel, |followed| {
+        if !matches!(followed, Followed::Lost) {
+            state.publish_wanted.notify_one();
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-async fn subscribe(
-    redis_url: &str,
-    channel: &str,
-) -> Result<impl futures_util::Stream<Item = redis::Msg> + use<>, redis::RedisError> {
-    let client = redis::Client::open(redis_url)?;
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
-    Ok(pubsub.into_on_message())
+    })
+    .await;
 }
 
 /// The scheduled job: end the statuses due within the second `job.at`, each at its

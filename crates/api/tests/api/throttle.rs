@@ -1,13 +1,24 @@
 //! Failed logins are limited per account across replicas, and per process when Redis is
-//! unreachable.
+//! unreachable; registrations and logins have quotas per address and per deployment, and
+//! a flood of registrations leaves logins their share of hashing.
 
 use actix_web::http::StatusCode;
 use presence_api::testing::{PASSWORD, TestApp};
 use serde_json::json;
 
 async fn attempt(app: &TestApp, username: &str, password: &str) -> (StatusCode, Option<u64>) {
+    credentials(app, "/api/users/login/", username, password).await
+}
+
+/// Posts `{username, password}` to `path`: the status and `Retry-After`, if any.
+async fn credentials(
+    app: &TestApp,
+    path: &str,
+    username: &str,
+    password: &str,
+) -> (StatusCode, Option<u64>) {
     let body = json!({ "username": username, "password": password });
-    let response = app.post("/api/users/login/", None, Some(&body)).await;
+    let response = app.post(path, None, Some(&body)).await;
     let retry_after = response
         .headers
         .get("retry-after")
@@ -88,13 +99,7 @@ async fn failed_logins_are_limited_per_address() {
 }
 
 async fn register(app: &TestApp, username: &str) -> (StatusCode, Option<u64>) {
-    let body = json!({ "username": username, "password": PASSWORD });
-    let response = app.post("/api/users/register/", None, Some(&body)).await;
-    let retry_after = response
-        .headers
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().parse().unwrap());
-    (response.status, retry_after)
+    credentials(app, "/api/users/register/", username, PASSWORD).await
 }
 
 #[actix_web::test]
