@@ -253,13 +253,24 @@ async def change_statuses(port, changers, seconds):
         async def put(n):
             nonlocal made
             _, token = changers[n]
-            reader, writer = connections[n % len(connections)]
             body = json.dumps({"text": f"busy {second}"}).encode()
-            writer.write(f"PUT /api/users/me/status/ HTTP/1.1\r\nHost: bench\r\n"
-                         f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
-                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-            await writer.drain()
-            head = await reader.readuntil(b"\r\n\r\n")
+            request = (f"PUT /api/users/me/status/ HTTP/1.1\r\nHost: bench\r\n"
+                       f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                       f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            for _ in range(3):
+                reader, writer = connections[n % len(connections)]
+                try:
+                    writer.write(request)
+                    await writer.drain()
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    break
+                except (OSError, asyncio.IncompleteReadError):
+                    # The server closed a connection idle past its keep-alive (5 s) while
+                    # the storm slowed the rest of the round: reconnect, as HTTP clients do.
+                    connections[n % len(connections)] = await asyncio.open_connection(
+                        "127.0.0.1", port)
+            else:
+                raise RuntimeError("a status change found no connection")
             length = int([line for line in head.split(b"\r\n")
                           if line.lower().startswith(b"content-length")][0].split(b":")[1])
             await reader.readexactly(length)

@@ -23,7 +23,9 @@ pub struct Ticket {
 /// an `Authorization` header (a token never goes in a URL).
 #[utoipa::path(post, path = "/api/presence/tickets/", tag = "stream", security(("bearer" = [])),
     responses(
-        (status = 201, description = "A ticket, good once for 60 s", body = Ticket),
+        (status = 201, description = "A ticket, good once for 60 s while this session is \
+            live; the user's oldest live ticket past `TICKETS_PER_USER` is invalidated",
+            body = Ticket),
         (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody),
         (status = 503, description = "Redis is unreachable; see `Retry-After`", body = ErrorBody)))]
 pub async fn ticket(
@@ -95,7 +97,8 @@ fn parse_ids(ids: &str) -> Result<Vec<i64>, ApiError> {
 /// snapshot when changes could not all be given; a comment every 15 s. A reconnect with
 /// `Last-Event-ID` (browsers send it) gets exactly the changes after it, or, past
 /// `STREAM_RESUME_SECS`, `resync` and a snapshot. Statuses are what everyone but admins
-/// and the user is shown.
+/// and the user is shown. The stream ends when its session is logged out, or when a newer
+/// stream of the same session takes its place at a limit. `HEAD` is 405.
 #[utoipa::path(get, path = "/api/presence/stream/", tag = "stream", security((), ("bearer" = [])),
     params(StreamQuery,
         ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this revision")),
@@ -104,7 +107,8 @@ fn parse_ids(ids: &str) -> Result<Vec<i64>, ApiError> {
             body = String),
         (status = 400, description = "No ids, more than 500, not numbers, an unknown \
             parameter (a token in the URL, say)", body = ErrorBody),
-        (status = 401, description = "No, unknown, used or expired ticket or token", body = ErrorBody),
+        (status = 401, description = "No, unknown, used, expired or invalidated ticket, or \
+            a ticket or token whose session logged out", body = ErrorBody),
         (status = 403, description = "`scope=all` asked by a non-admin", body = ErrorBody),
         (status = 429, description = "Too many streams of this user; see `Retry-After`", body = ErrorBody),
         (status = 503, description = "This process holds all the streams it may, or Redis \
