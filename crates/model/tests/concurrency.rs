@@ -235,3 +235,37 @@ fn manual_statuses_racing_logins_activity_and_logouts_keep_one_chain_of_transiti
         assert_eq!(shown.presence, told, "trial {trial}: {events:?}");
     }
 }
+
+#[test]
+fn logging_out_everywhere_racing_logins_leaves_the_user_online_exactly_if_a_session_lives() {
+    let db = TestDatabase::new();
+    for trial in 0..10 {
+        let id = register(&db, &format!("everywhere{trial}"));
+        users::open_session(&mut db.pool().get().unwrap(), TIMINGS, id)
+            .unwrap()
+            .unwrap();
+        // Two logouts everywhere and six logins, released together.
+        let outcomes = at_once(&db, 8, |i, conn| {
+            if i % 4 == 0 {
+                sessions::log_out_everywhere(conn, TIMINGS, id)
+                    .map(|out| out.is_some())
+                    .map_err(|e| e.to_string())
+            } else {
+                users::open_session(conn, TIMINGS, id)
+                    .map(|opened| opened.is_some())
+                    .map_err(|e| e.to_string())
+            }
+        });
+        assert!(outcomes.iter().all(|o| o == &Ok(true)), "{outcomes:?}");
+        assert_consistent(&db, id);
+        let live = db.query_i64(&format!(
+            "SELECT count(*) AS n FROM sessions WHERE user_id = {id} AND revoked_at IS NULL"
+        ));
+        let online = stored_status(&db, id) == "online";
+        assert_eq!(
+            online,
+            live > 0,
+            "trial {trial}: online {online}, {live} live sessions"
+        );
+    }
+}
