@@ -10,7 +10,6 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use chrono::{DateTime, Utc};
 use presence_model::presence::{self, CountsAs, LiveSession};
 use presence_model::sessions;
-use presence_model::status::Viewer;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -34,8 +33,9 @@ const MAX_TOKEN_LEN: usize = 256;
 /// The caller, authenticated by a live session, with their presence just refreshed.
 pub struct Authenticated {
     pub session_id: i64,
-    /// The caller, as what they may see depends on it.
-    pub viewer: Viewer,
+    pub user_id: i64,
+    /// Whether the caller may use the admins' endpoints.
+    pub is_admin: bool,
     /// The caller's `last_seen`: this request, if it counted as activity.
     pub last_seen: Option<DateTime<Utc>>,
     /// Key of the session cache, so logout can drop the entry at once.
@@ -50,17 +50,11 @@ impl Authenticated {
     ) -> Self {
         Self {
             session_id: live.session_id,
-            viewer: Viewer {
-                user_id: live.user_id,
-                is_admin: live.is_admin,
-            },
+            user_id: live.user_id,
+            is_admin: live.is_admin,
             last_seen,
             token_hash,
         }
-    }
-
-    pub fn user_id(&self) -> i64 {
-        self.viewer.user_id
     }
 }
 
@@ -189,7 +183,7 @@ impl FromRequest for Admin {
         let authenticated = Authenticated::from_request(req, payload);
         Box::pin(async move {
             let caller = authenticated.await?;
-            if caller.viewer.is_admin {
+            if caller.is_admin {
                 Ok(Self(caller))
             } else {
                 Err(ApiError::Forbidden)

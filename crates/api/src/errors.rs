@@ -5,7 +5,8 @@
 //!   one input field is to blame. `code` is stable for clients; `message` is for people.
 //! - Bad input is the client's fault and says so: 400 names the field or the JSON problem,
 //!   413 and 415 say what the body must be. Bad input never panics and never yields a 500.
-//! - 401 means "who are you?" (no, unknown, expired or revoked token; bad credentials),
+//! - 401 means "who are you?" (no, unknown, expired or revoked token; bad credentials;
+//!   a stream ticket used or expired, each with its own code, see [`ErrorCode`]),
 //!   403 "not allowed for you", 404 "no such thing", 405 "not with this method" (with
 //!   `Allow`), 408 "your body never came" (and the connection is closed), 409 "conflicts
 //!   with what exists", 429 "too many failed logins, or too many streams of yours, wait"
@@ -37,6 +38,10 @@ pub enum ApiError {
     Invalid { field: String, message: String },
     #[error("send a valid token as `Authorization: Bearer <token>`")]
     Unauthenticated,
+    #[error("this ticket was used already: get a new one")]
+    TicketUsed,
+    #[error("this ticket expired, or was never issued: get a new one")]
+    TicketExpired,
     #[error("invalid username or password")]
     InvalidCredentials,
     #[error("only admins may do this")]
@@ -76,24 +81,52 @@ impl ApiError {
         Self::Internal(e.into())
     }
 
-    fn code(&self) -> &'static str {
+    fn code(&self) -> ErrorCode {
         match self {
-            Self::BadRequest(_) => "bad_request",
-            Self::Invalid { .. } => "invalid_field",
-            Self::Unauthenticated => "unauthenticated",
-            Self::InvalidCredentials => "invalid_credentials",
-            Self::Forbidden => "forbidden",
-            Self::NotFound(_) => "not_found",
-            Self::MethodNotAllowed { .. } => "method_not_allowed",
-            Self::RequestTimeout => "request_timeout",
-            Self::TooManyRequests { .. } => "too_many_requests",
-            Self::Unavailable { .. } => "unavailable",
-            Self::UsernameTaken => "username_taken",
-            Self::PayloadTooLarge => "payload_too_large",
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::Internal(_) => "internal_error",
+            Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::Invalid { .. } => ErrorCode::InvalidField,
+            Self::Unauthenticated => ErrorCode::Unauthenticated,
+            Self::TicketUsed => ErrorCode::TicketUsed,
+            Self::TicketExpired => ErrorCode::TicketExpired,
+            Self::InvalidCredentials => ErrorCode::InvalidCredentials,
+            Self::Forbidden => ErrorCode::Forbidden,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
+            Self::RequestTimeout => ErrorCode::RequestTimeout,
+            Self::TooManyRequests { .. } => ErrorCode::TooManyRequests,
+            Self::Unavailable { .. } => ErrorCode::Unavailable,
+            Self::UsernameTaken => ErrorCode::UsernameTaken,
+            Self::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            Self::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            Self::Internal(_) => ErrorCode::InternalError,
         }
     }
+}
+
+/// What went wrong, stable for clients to act on (`message` is for people). A 401 says
+/// what to do next: `unauthenticated` (no token, or its session is unknown, expired or
+/// logged out: log in again), `ticket_used` or `ticket_expired` (the stream's ticket is
+/// spent: get a new one from `POST /api/presence/tickets/`, with the token), or
+/// `invalid_credentials` (login: wrong username or password).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    InvalidField,
+    Unauthenticated,
+    TicketUsed,
+    TicketExpired,
+    InvalidCredentials,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    RequestTimeout,
+    UsernameTaken,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    TooManyRequests,
+    Unavailable,
+    InternalError,
 }
 
 impl From<ValidationError> for ApiError {
@@ -144,15 +177,10 @@ pub struct ErrorBody {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// Stable, snake_case: `bad_request`, `invalid_field`, `unauthenticated`,
-    /// `invalid_credentials`, `forbidden`, `not_found`, `method_not_allowed`,
-    /// `request_timeout`, `username_taken`, `payload_too_large`, `unsupported_media_type`,
-    /// `too_many_requests`, `unavailable`, `internal_error`.
-    code: &'static str,
+    code: ErrorCode,
     /// For people; may change.
     message: String,
-    /// The input field to blame, when there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The input field to blame (with `invalid_field`); `null` otherwise.
     field: Option<String>,
 }
 
@@ -160,7 +188,10 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) | Self::Invalid { .. } => StatusCode::BAD_REQUEST,
-            Self::Unauthenticated | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::Unauthenticated
+            | Self::TicketUsed
+            | Self::TicketExpired
+            | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

@@ -121,20 +121,14 @@ pub fn deserialize_naming_fields<T: DeserializeOwned>(
     })
 }
 
-/// A body that may be left out: `None` when empty or JSON `null`, else JSON as
-/// [`JsonBody`] reads it.
+/// A body that may be left out: `None` when empty, else JSON as [`JsonBody`] reads it.
+/// Anything sent is a body, so whitespace alone (no JSON) and JSON `null` (no `T`) are a
+/// 400 like any other bad body: the document says "this object, or no body".
 pub fn optional_json<T: DeserializeOwned>(body: &[u8]) -> Result<Option<T>, ApiError> {
-    // JSON's own whitespace only (a form feed is not, and is a 400 like any bad JSON).
-    if body
-        .iter()
-        .all(|byte| matches!(byte, b' ' | b'\t' | b'\n' | b'\r'))
-    {
+    if body.is_empty() {
         return Ok(None);
     }
     let UniqueKeys(value) = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
-    if value.is_null() {
-        return Ok(None);
-    }
     deserialize_naming_fields(value).map(Some)
 }

@@ -27,7 +27,7 @@ use actix_web::web::Bytes;
 use chrono::TimeDelta;
 use futures_util::StreamExt;
 use presence_model::events::{self, PresenceChanged, ResumeRefused};
-use presence_model::status::{UserStatus, Viewer};
+use presence_model::status::PublicStatus;
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
@@ -64,7 +64,7 @@ pub enum Refused {
 #[derive(Default)]
 struct Pending {
     /// User id → (revision, status): the latest only.
-    changes: HashMap<i64, (i64, UserStatus)>,
+    changes: HashMap<i64, (i64, PublicStatus)>,
     /// Changes up to this revision are already in what the stream sent.
     floor: i64,
     /// What was held was dropped: the stream owes its client a new snapshot.
@@ -97,7 +97,7 @@ impl Subscriber {
 
     /// Holds a change for the next batch; returns whether it made the stream give up on
     /// what it held (it stalled, or holds too much).
-    fn offer(&self, revision: i64, status: &UserStatus, settings: &StreamSettings) -> bool {
+    fn offer(&self, revision: i64, status: &PublicStatus, settings: &StreamSettings) -> bool {
         let mut pending = self.pending();
         if revision <= pending.floor || pending.resync {
             return false;
@@ -384,16 +384,45 @@ impl Drop for Subscription {
     }
 }
 
-#[derive(Serialize)]
-struct SnapshotData<'a> {
+/// The data of an `event: snapshot`: the watched users' statuses, as of a revision.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = StreamSnapshot)]
+pub struct SnapshotData<'a> {
+    /// The revision the statuses are as of (also the event's `id`).
     rev: i64,
-    users: &'a [UserStatus],
+    /// Each watched user that exists, once, in id order.
+    users: &'a [PublicStatus],
 }
 
-#[derive(Serialize)]
-struct ChangesData<'a> {
+/// The data of an `event: presence`: the latest status of each user that changed.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = StreamChanges)]
+pub struct ChangesData<'a> {
+    /// The revision of the last change (also the event's `id`).
     rev: i64,
-    changes: &'a [UserStatus],
+    /// Each changed user once, in the order of their latest change.
+    changes: &'a [PublicStatus],
+}
+
+/// Why a stream starts over from a snapshot (the data of an `event: resync`).
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResyncReason {
+    /// `Last-Event-ID` is older than `STREAM_RESUME_SECS`.
+    TooOld,
+    /// `Last-Event-ID` is a revision never given.
+    UnknownRevision,
+    /// More changes followed `Last-Event-ID` than a snapshot would hold.
+    TooManyChanges,
+    /// The client read too slowly, or this replica missed published changes.
+    SlowOrMissed,
+}
+
+/// The data of an `event: resync`; a `snapshot` follows.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = StreamResync)]
+pub struct ResyncData {
+    reason: ResyncReason,
 }
 
 fn event(name: &str, id: Option<i64>, data: &impl Serialize) -> Bytes {
@@ -412,7 +441,7 @@ fn retry_frame() -> Bytes {
 
 /// What a stream was asked for.
 pub struct StreamRequest {
-    pub viewer: Viewer,
+    pub user_id: i64,
     /// The session it is opened with: the stream ends when that session is revoked.
     pub session: SessionKey,
     /// `None`: every user (admins only; checked by the caller).
@@ -439,7 +468,7 @@ pub async fn open(
         return Err(OpenError::Refused(Refused::TooManyForProcess));
     }
     let subscription = hub
-        .subscribe(request.viewer.user_id, request.session, request.ids.clone())
+        .subscribe(request.user_id, request.session, request.ids.clone())
         .map_err(OpenError::Refused)?;
     let mut live = Live {
         state: state.clone(),
@@ -494,7 +523,7 @@ impl Live {
         match resumed {
             Some(Ok(frame)) => frames.extend_from_slice(&frame),
             Some(Err(why)) => {
-                frames.extend_from_slice(&event("resync", None, &Reason { reason: why }));
+                frames.extend_from_slice(&event("resync", None, &ResyncData { reason: why }));
                 frames.extend_from_slice(&self.snapshot().await?);
             }
             None => frames.extend_from_slice(&self.snapshot().await?),
@@ -503,7 +532,7 @@ impl Live {
     }
 
     /// The changes after `after`, coalesced, as one `presence` event (nothing if none).
-    async fn resume(&mut self, after: i64) -> Result<Result<Vec<u8>, &'static str>, ApiError> {
+    async fn resume(&mut self, after: i64) -> Result<Result<Vec<u8>, ResyncReason>, ApiError> {
         let (ids, reach) = (self.ids.clone(), self.settings().resume_reach);
         let changes = db(&self.state, move |conn| {
             events::changes_since(conn, after, ids.as_deref(), reach, MAX_RESUME_CHANGES)
@@ -511,11 +540,11 @@ impl Live {
         .await?;
         let changes = match changes {
             Ok(changes) => changes,
-            Err(ResumeRefused::TooOld) => return Ok(Err("too_old")),
-            Err(ResumeRefused::Unknown) => return Ok(Err("unknown_revision")),
-            Err(ResumeRefused::TooMany) => return Ok(Err("too_many_changes")),
+            Err(ResumeRefused::TooOld) => return Ok(Err(ResyncReason::TooOld)),
+            Err(ResumeRefused::Unknown) => return Ok(Err(ResyncReason::UnknownRevision)),
+            Err(ResumeRefused::TooMany) => return Ok(Err(ResyncReason::TooManyChanges)),
         };
-        let mut latest: HashMap<i64, (i64, UserStatus)> = HashMap::new();
+        let mut latest: HashMap<i64, (i64, PublicStatus)> = HashMap::new();
         let mut floor = after;
         for change in &changes {
             let revision = change.revision.unwrap_or(after);
@@ -539,10 +568,10 @@ impl Live {
         })
         .await?;
         self.settle(snapshot.revision);
-        let users: Vec<UserStatus> = snapshot
+        let users: Vec<PublicStatus> = snapshot
             .users
             .iter()
-            .map(|row| row.shown_to(Viewer::PUBLIC))
+            .map(presence_model::status::ShownRow::shown_to_others)
             .collect();
         let data = SnapshotData {
             rev: snapshot.revision,
@@ -577,8 +606,8 @@ impl Live {
                 let mut frames = event(
                     "resync",
                     None,
-                    &Reason {
-                        reason: "slow_or_missed",
+                    &ResyncData {
+                        reason: ResyncReason::SlowOrMissed,
                     },
                 )
                 .to_vec();
@@ -623,17 +652,12 @@ impl Live {
     }
 }
 
-#[derive(Serialize)]
-struct Reason {
-    reason: &'static str,
-}
-
 /// A `presence` event: the latest status of each user, with the revision of the last.
-fn changes_frame(latest: HashMap<i64, (i64, UserStatus)>) -> Bytes {
-    let mut changes: Vec<(i64, UserStatus)> = latest.into_values().collect();
+fn changes_frame(latest: HashMap<i64, (i64, PublicStatus)>) -> Bytes {
+    let mut changes: Vec<(i64, PublicStatus)> = latest.into_values().collect();
     changes.sort_unstable_by_key(|(revision, _)| *revision);
     let rev = changes.last().map_or(0, |(revision, _)| *revision);
-    let statuses: Vec<UserStatus> = changes.into_iter().map(|(_, status)| status).collect();
+    let statuses: Vec<PublicStatus> = changes.into_iter().map(|(_, status)| status).collect();
     event(
         "presence",
         Some(rev),

@@ -4,8 +4,10 @@
 //! `?ticket=`: 256 random bits, good once, for 60 seconds, for that user only.
 //!
 //! Tickets live in Redis, so any replica redeems what another issued; only their SHA-256
-//! is stored, and `GETDEL` makes a second use fail even when two replicas race. No
-//! ticket is ever logged (the access log has the path only).
+//! is stored, and redeeming replaces the value by a mark of use in one script, so a
+//! second use fails even when two replicas race, and says so (`ticket_used`, not
+//! `ticket_expired`) until the ticket would have expired. No ticket is ever logged (the
+//! access log has the path only).
 //!
 //! A ticket stands for the *session* that asked for it (its token's hash), not for the
 //! user: redeeming it checks that session as a request's token is checked, so a ticket
@@ -39,6 +41,15 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
 ";
 
+/// Redeems a ticket: its value, marked used for the rest of its life; `used` if it was;
+/// nil if it is unknown or expired.
+const REDEEM: &str = r"
+local value = redis.call('GET', KEYS[1])
+if not value or value == 'used' then return value end
+redis.call('SET', KEYS[1], 'used', 'KEEPTTL')
+return value
+";
+
 /// What a redeemed ticket stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Redeemed {
@@ -52,6 +63,25 @@ pub struct Tickets {
     prefix: String,
     per_user: u32,
     issue: redis::Script,
+    redeem: redis::Script,
+}
+
+/// Why a ticket opens nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spent {
+    /// Redeemed before.
+    Used,
+    /// Expired, invalidated by newer ones, or never issued.
+    Expired,
+}
+
+impl From<Spent> for ApiError {
+    fn from(spent: Spent) -> Self {
+        match spent {
+            Spent::Used => Self::TicketUsed,
+            Spent::Expired => Self::TicketExpired,
+        }
+    }
 }
 
 impl Tickets {
@@ -61,6 +91,7 @@ impl Tickets {
             prefix: prefix.to_owned(),
             per_user,
             issue: redis::Script::new(ISSUE),
+            redeem: redis::Script::new(REDEEM),
         }
     }
 
@@ -74,16 +105,6 @@ impl Tickets {
 
     fn user_key(&self, user_id: i64) -> String {
         format!("{}:tickets-of:{user_id}", self.prefix)
-    }
-
-    async fn run<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, ApiError> {
-        self.redis
-            .run(|mut conn| {
-                let command = &command;
-                async move { command.query_async::<T>(&mut conn).await }
-            })
-            .await
-            .map_err(unavailable)
     }
 
     /// A new ticket for the session of `user_id` whose token hashes to `token_hash`.
@@ -108,16 +129,26 @@ impl Tickets {
         Ok(ticket)
     }
 
-    /// What a ticket stands for, consuming it; `None` if it is unknown, used, expired or
-    /// invalidated by newer ones.
-    pub async fn redeem(&self, ticket: &str) -> Result<Option<Redeemed>, ApiError> {
+    /// What a ticket stands for, consuming it.
+    pub async fn redeem(&self, ticket: &str) -> Result<Result<Redeemed, Spent>, ApiError> {
         if ticket.is_empty() || ticket.len() > 64 {
-            return Ok(None);
+            return Ok(Err(Spent::Expired));
         }
-        let mut command = redis::cmd("GETDEL");
-        command.arg(self.key(ticket));
-        let value: Option<String> = self.run(command).await?;
-        Ok(value.as_deref().and_then(parse_redeemed))
+        let mut invocation = self.redeem.prepare_invoke();
+        invocation.key(self.key(ticket));
+        let value: Option<String> = self
+            .redis
+            .run(|mut conn| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await
+            .map_err(unavailable)?;
+        Ok(match value.as_deref() {
+            None => Err(Spent::Expired),
+            Some("used") => Err(Spent::Used),
+            Some(value) => parse_redeemed(value).ok_or(Spent::Expired),
+        })
     }
 }
 

@@ -9,9 +9,12 @@
 // The token lives in this module's memory only, is sent only in Authorization headers,
 // and is never logged. A stream is opened with a single-use ticket (EventSource cannot
 // send headers); after a drop it reconnects with a fresh ticket and the last event id,
-// so it gets exactly what it missed. No dependencies; served by the API it talks to.
+// so it gets exactly what it missed, retrying with backoff and jitter for as long as the
+// outage lasts. When the session has ended (a 401 `unauthenticated`) everything stops
+// and `onSessionEnd` is called: log in again. No dependencies; served by the API it
+// talks to, with TypeScript declarations beside it (presence-client.d.ts).
 
-let config = null; // { baseUrl, token }
+let config = null; // { baseUrl, token, onSessionEnd }
 let heartbeat = null; // { timer, intervalMs, awayAfterMs }
 let lastUse = Date.now();
 const subscriptions = new Set();
@@ -39,19 +42,24 @@ async function call(method, path, body) {
     },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
-  if (response.status === 401) {
-    stop();
-    throw new Error("presence-client: the session has ended");
-  }
   const text = await response.text();
   const json = text ? JSON.parse(text) : null;
   if (!response.ok) {
     const error = new Error(json?.error?.message ?? `HTTP ${response.status}`);
     error.status = response.status;
-    error.field = json?.error?.field;
+    error.code = json?.error?.code ?? null;
+    error.field = json?.error?.field ?? null;
+    if (error.code === "unauthenticated") sessionEnded();
     throw error;
   }
   return json;
+}
+
+function sessionEnded() {
+  const onSessionEnd = config?.onSessionEnd;
+  stop();
+  config = null;
+  if (onSessionEnd) onSessionEnd();
 }
 
 async function beat() {
@@ -80,10 +88,10 @@ function onVisibility() {
 }
 
 /** Starts heartbeats for the session of `token` (the first at once). */
-export function start({ baseUrl = "", token }) {
+export function start({ baseUrl = "", token, onSessionEnd }) {
   if (!token) throw new Error("presence-client: start() needs a token");
   stop();
-  config = { baseUrl: baseUrl.replace(/\/$/, ""), token };
+  config = { baseUrl: baseUrl.replace(/\/$/, ""), token, onSessionEnd };
   heartbeat = { timer: null, intervalMs: 30_000, awayAfterMs: 300_000 };
   noteUse();
   if (typeof document !== "undefined") {
@@ -135,6 +143,7 @@ export function subscribe(ids, onChange, { all = false } = {}) {
   let lastEventId = null;
   let closed = false;
   let retryTimer = null;
+  let failures = 0; // reconnects since the last event received
   const subscription = {
     statuses,
     get lastEventId() {
@@ -164,9 +173,12 @@ export function subscribe(ids, onChange, { all = false } = {}) {
       if (lastEventId !== null) query.set("last_event_id", String(lastEventId));
       source = new EventSource(`${config.baseUrl}/api/presence/stream/?${query}`);
     } catch (error) {
+      // The session has ended (`unauthenticated`: everything stopped), or the API is out
+      // of reach: try again later, for as long as it takes.
       return reconnect();
     }
     const remember = (event) => {
+      failures = 0;
       if (event.lastEventId) lastEventId = Number(event.lastEventId);
     };
     source.addEventListener("snapshot", (event) => {
@@ -186,9 +198,13 @@ export function subscribe(ids, onChange, { all = false } = {}) {
     });
   }
 
+  // Backoff with full jitter: 2 s, doubling per failure up to 30 s, each a random share
+  // of it, so clients dropped together do not come back together.
   function reconnect() {
     if (closed) return;
-    retryTimer = setTimeout(open, 2000 + Math.random() * 3000);
+    const ceiling = Math.min(30_000, 2000 * 2 ** Math.min(failures, 4));
+    failures += 1;
+    retryTimer = setTimeout(open, 1000 + Math.random() * ceiling);
   }
 
   open();

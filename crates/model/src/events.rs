@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::schema::{presence_events, users};
 use crate::settings::Timings;
-use crate::status::{Presence, ShownRow, UserStatus, Viewer, shown_columns};
+use crate::status::{Presence, PublicStatus, ShownRow, shown_columns};
 
 crate::text_enum::text_enum! {
     /// What caused a transition.
@@ -65,8 +65,8 @@ pub struct PresenceChanged {
 impl PresenceChanged {
     /// The user's status object after this change, as everyone but admins and the user
     /// is shown it.
-    pub fn status(&self) -> UserStatus {
-        UserStatus {
+    pub fn status(&self) -> PublicStatus {
+        PublicStatus {
             id: self.user_id,
             presence: self.to,
             online_status: self.to.online_status(),
@@ -74,10 +74,6 @@ impl PresenceChanged {
             status_text: self.status_text.clone(),
             status_emoji: self.status_emoji.clone(),
             dnd_until: self.dnd_until,
-            invisible: None,
-            availability: None,
-            availability_until: None,
-            status_expires_at: None,
         }
     }
 }
@@ -119,7 +115,7 @@ struct PublishedRow {
 /// Records, for each of `user_ids`, a transition if what others are shown of them (as of
 /// `at`, or now) differs from what they were last told, and remembers it as told. Called
 /// in the transaction of every presence write, after the write; locks the rows in id
-/// order. What others are shown is [`ShownRow::shown_to`] of [`Viewer::PUBLIC`], so an
+/// order. What others are shown is [`ShownRow::shown_to_others`], so an
 /// invisible user's transitions are exactly a logged-out user's.
 pub(crate) fn record_changes(
     conn: &mut PgConnection,
@@ -141,7 +137,7 @@ pub(crate) fn record_changes(
     .load(conn)?;
     let mut changed = Changed::default();
     for row in rows {
-        let now = row.shown.shown_to(Viewer::PUBLIC);
+        let now = row.shown.shown_to_others();
         let told = (
             row.published_presence,
             &row.published_status_text,
@@ -181,7 +177,7 @@ pub(crate) fn record_changes(
          told AS ( \
            UPDATE users u SET published_presence = c.to_status, \
              published_status_text = c.status_text, published_status_emoji = c.status_emoji, \
-             published_dnd_until = c.dnd_until, changed_at = now() \
+             published_dnd_until = c.dnd_until \
            FROM changed c WHERE u.id = c.user_id) \
          INSERT INTO presence_events (user_id, from_status, to_status, reason, at, last_seen, \
                                       status_text, status_emoji, dnd_until) \
@@ -216,7 +212,7 @@ struct Changed {
 }
 
 impl Changed {
-    fn push(&mut self, from: Presence, reason: ChangeReason, now: UserStatus) {
+    fn push(&mut self, from: Presence, reason: ChangeReason, now: PublicStatus) {
         self.user_ids.push(now.id);
         self.from.push(from);
         self.to.push(now.presence);

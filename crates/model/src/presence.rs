@@ -218,7 +218,7 @@ pub fn sweep(
     .bind::<Interval, _>(unheard)
     .get_result(conn)?;
     sql_query(
-        "UPDATE users u SET active_at = connected.active_at \
+        "UPDATE users u SET active_at = connected.active_at, changed_at = now() \
          FROM (SELECT s.user_id, max(s.active_at) AS active_at \
                FROM users c JOIN sessions s ON s.user_id = c.id \
                WHERE c.online_status = 'online' AND s.revoked_at IS NULL \
@@ -231,7 +231,9 @@ pub fn sweep(
     .bind::<Interval, _>(timings.session_granularity())
     .execute(conn)?;
     sql_query(
-        "UPDATE users SET online_status = 'offline', changed_at = now() \
+        // Shown offline already (by the window), so no `changed_at`: nothing an admin is
+        // shown changes.
+        "UPDATE users SET online_status = 'offline' \
          WHERE online_status = 'online' AND last_seen < $2 - $1",
     )
     .bind::<Interval, _>(window)

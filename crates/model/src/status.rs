@@ -7,7 +7,7 @@
 //! instead, in which an invisible user is exactly a user who logged out when they went
 //! invisible: offline, `last_seen` frozen then, no custom status (others see a custom
 //! status only while its user is connected). Both views are read in one query
-//! ([`shown_columns!`]); [`Viewer`] picks which one a caller gets.
+//! ([`shown_columns!`]); [`ShownRow`] gives each viewer theirs.
 
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
@@ -123,25 +123,12 @@ pub struct ShownRow {
     status_expires_at: Option<DateTime<Utc>>,
 }
 
-/// Who is asking: decides whether the truth about an invisible user is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Viewer {
-    pub user_id: i64,
-    pub is_admin: bool,
-}
-
-impl Viewer {
-    /// Someone who is neither an admin nor any user in particular: what is published.
-    pub const PUBLIC: Self = Self {
-        user_id: 0,
-        is_admin: false,
-    };
-}
-
-/// A user's status object, as one viewer is shown it.
+/// A user's status as everyone but admins and the user is shown it: the stream, the
+/// status lookups and the published history. An invisible user is shown exactly as a user
+/// who logged out. Every field is always sent (`null` when empty).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct UserStatus {
+pub struct PublicStatus {
     pub id: i64,
     pub presence: Presence,
     /// `online` while the presence is online, away or dnd: for clients that know only two
@@ -152,26 +139,35 @@ pub struct UserStatus {
     pub status_emoji: Option<String>,
     /// When a do-not-disturb ends, if it has an end.
     pub dnd_until: Option<DateTime<Utc>>,
-    /// Admins only: whether the user is invisible to everyone else.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub invisible: Option<bool>,
-    /// The user's own manual status, shown to them only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub availability: Option<Availability>,
-    /// When the user's own manual away or dnd ends; shown to them only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+}
+
+/// A user's status as admins are shown it (the admins' list): the truth, in the shape
+/// of [`PublicStatus`], with whether the user is invisible to everyone else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AdminStatus {
+    #[serde(flatten)]
+    pub status: PublicStatus,
+    pub invisible: bool,
+}
+
+/// A user's status as they are shown it themselves: the truth, with the manual status
+/// and the ends only they see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OwnStatus {
+    #[serde(flatten)]
+    pub status: PublicStatus,
+    pub availability: Availability,
+    /// When a manual away or dnd ends.
     pub availability_until: Option<DateTime<Utc>>,
-    /// When the user's own custom status ends; shown to them only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// When the custom status ends.
     pub status_expires_at: Option<DateTime<Utc>>,
 }
 
 impl ShownRow {
-    /// The status object `viewer` is shown: the truth for the user and admins, the public
-    /// view for everyone else.
-    pub fn shown_to(&self, viewer: Viewer) -> UserStatus {
-        let own = viewer.user_id == self.id;
-        let truth = own || viewer.is_admin;
+    /// The true status, or the public one, in the public shape.
+    fn status(&self, truth: bool) -> PublicStatus {
         let (presence, last_seen) = if truth {
             (self.presence, self.last_seen)
         } else {
@@ -180,7 +176,7 @@ impl ShownRow {
         // Others see a custom status only while the user is connected, so a user who
         // logged out and an invisible one look the same.
         let custom = truth || presence != Presence::Offline;
-        UserStatus {
+        PublicStatus {
             id: self.id,
             presence,
             online_status: presence.online_status(),
@@ -190,12 +186,29 @@ impl ShownRow {
             dnd_until: self
                 .availability_until
                 .filter(|_| presence == Presence::Dnd),
-            invisible: viewer
-                .is_admin
-                .then_some(self.availability == Availability::Invisible),
-            availability: own.then_some(self.availability),
-            availability_until: self.availability_until.filter(|_| own),
-            status_expires_at: self.status_expires_at.filter(|_| own),
+        }
+    }
+
+    /// What everyone but admins and the user is shown.
+    pub fn shown_to_others(&self) -> PublicStatus {
+        self.status(false)
+    }
+
+    /// What admins are shown.
+    pub fn shown_to_admins(&self) -> AdminStatus {
+        AdminStatus {
+            status: self.status(true),
+            invisible: self.availability == Availability::Invisible,
+        }
+    }
+
+    /// What the user is shown of themselves.
+    pub fn shown_to_self(&self) -> OwnStatus {
+        OwnStatus {
+            status: self.status(true),
+            availability: self.availability,
+            availability_until: self.availability_until,
+            status_expires_at: self.status_expires_at,
         }
     }
 }
@@ -416,7 +429,7 @@ fn check_end(
 /// recorded for others, if anything they are shown changed.
 #[derive(Debug, Clone)]
 pub struct StatusSet {
-    pub status: UserStatus,
+    pub status: OwnStatus,
     pub change: Option<PresenceChanged>,
     /// When this status next ends by itself (an availability's `until`, a text's expiry):
     /// the time to schedule its expiry for.
@@ -511,10 +524,7 @@ pub fn set_status(
             .flatten()
             .min();
         Ok(Some(StatusSet {
-            status: after.shown_to(Viewer {
-                user_id,
-                is_admin: false,
-            }),
+            status: after.shown_to_self(),
             change,
             next_expiry,
         }))
@@ -646,35 +656,56 @@ mod tests {
     #[test]
     fn an_invisible_user_is_shown_to_others_as_logged_out() {
         let invisible = row(Availability::Invisible);
-        let public = invisible.shown_to(Viewer::PUBLIC);
+        let public = invisible.shown_to_others();
         assert_eq!(public.presence, Presence::Offline);
         assert_eq!(public.online_status, OnlineStatus::Offline);
         assert_eq!(public.last_seen, invisible.public_last_seen);
         assert_eq!((public.status_text, public.status_emoji), (None, None));
-        assert_eq!((public.invisible, public.availability), (None, None));
-        let other = Viewer {
-            user_id: 8,
-            is_admin: false,
+        let admin = invisible.shown_to_admins();
+        assert_eq!(
+            (admin.status.presence, admin.invisible),
+            (Presence::Online, true)
+        );
+        assert_eq!(admin.status.status_text.as_deref(), Some("lunch"));
+        let own = invisible.shown_to_self();
+        assert_eq!(
+            (own.status.presence, own.availability),
+            (Presence::Online, Availability::Invisible)
+        );
+    }
+
+    #[test]
+    fn every_view_sends_every_field() {
+        let visible = row(Availability::Auto);
+        let keys = |value: serde_json::Value| -> Vec<String> {
+            value.as_object().unwrap().keys().cloned().collect()
         };
+        let public = [
+            "dnd_until",
+            "id",
+            "last_seen",
+            "online_status",
+            "presence",
+            "status_emoji",
+            "status_text",
+        ];
         assert_eq!(
-            serde_json::to_value(invisible.shown_to(other)).unwrap(),
-            serde_json::to_value(invisible.shown_to(Viewer::PUBLIC)).unwrap()
+            keys(serde_json::to_value(visible.shown_to_others()).unwrap()),
+            public
         );
-        let admin = invisible.shown_to(Viewer {
-            user_id: 1,
-            is_admin: true,
-        });
+        let mut admin = public.to_vec();
+        admin.push("invisible");
+        admin.sort_unstable();
         assert_eq!(
-            (admin.presence, admin.invisible),
-            (Presence::Online, Some(true))
+            keys(serde_json::to_value(visible.shown_to_admins()).unwrap()),
+            admin
         );
-        let own = invisible.shown_to(Viewer {
-            user_id: 7,
-            is_admin: false,
-        });
+        let mut own = public.to_vec();
+        own.extend(["availability", "availability_until", "status_expires_at"]);
+        own.sort_unstable();
         assert_eq!(
-            (own.presence, own.availability, own.invisible),
-            (Presence::Online, Some(Availability::Invisible), None)
+            keys(serde_json::to_value(visible.shown_to_self()).unwrap()),
+            own
         );
     }
 

@@ -129,6 +129,5 @@ pub const TIMINGS: crate::settings::Timings = crate::settings::Timings {
 pub fn register(db: &TestDatabase, name: &str) -> i64 {
     crate::users::register(db.pool(), TIMINGS, name, "password123")
         .expect("register")
-        .status
-        .id
+        .id()
 }

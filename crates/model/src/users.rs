@@ -9,7 +9,7 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Bool, Interval, Nullable, Text, Timestamptz};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
 use crate::events::ChangeReason;
@@ -17,19 +17,48 @@ use crate::presence::{self, Connectivity, OnlineStatus};
 use crate::schema::users;
 use crate::sessions::{self, SessionToken};
 use crate::settings::Timings;
-use crate::status::{Presence, ShownRow, UserStatus, Viewer, shown_columns};
+use crate::status::{AdminStatus, OwnStatus, Presence, ShownRow, shown_columns};
 use crate::{DbPool, Error};
 
-/// A user as the API shows them: the account (never the password hash) and the status
-/// object as the viewer is shown it (see [`crate::status`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A user's account as the API shows it (never the password hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct User {
+pub struct Account {
     pub username: String,
     pub is_admin: bool,
     pub created_at: DateTime<Utc>,
+}
+
+/// The caller themselves: their account and their own status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Me {
     #[serde(flatten)]
-    pub status: UserStatus,
+    pub account: Account,
+    #[serde(flatten)]
+    pub status: OwnStatus,
+}
+
+impl Me {
+    pub fn id(&self) -> i64 {
+        self.status.status.id
+    }
+}
+
+/// A user in the admins' list: their account and the status admins are shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ListedUser {
+    #[serde(flatten)]
+    pub account: Account,
+    #[serde(flatten)]
+    pub status: AdminStatus,
+}
+
+impl ListedUser {
+    pub fn id(&self) -> i64 {
+        self.status.status.id
+    }
 }
 
 /// A user row as read, before a viewer is known.
@@ -46,23 +75,17 @@ pub struct UserRow {
 }
 
 impl UserRow {
-    pub fn shown_to(&self, viewer: Viewer) -> User {
-        User {
+    fn account(&self) -> Account {
+        Account {
             username: self.username.clone(),
             is_admin: self.is_admin,
             created_at: self.created_at,
-            status: self.shown.shown_to(viewer),
         }
     }
 }
 
-/// One user, as `viewer` is shown them; `None` for an unknown id.
-pub fn user(
-    conn: &mut PgConnection,
-    timings: Timings,
-    user_id: i64,
-    viewer: Viewer,
-) -> QueryResult<Option<User>> {
+/// A user as they are shown themselves; `None` for an unknown id.
+pub fn me(conn: &mut PgConnection, timings: Timings, user_id: i64) -> QueryResult<Option<Me>> {
     let row: Option<UserRow> = diesel::sql_query(concat!(
         "SELECT username, is_admin, created_at, ",
         shown_columns!("now()"),
@@ -73,7 +96,10 @@ pub fn user(
     .bind::<diesel::sql_types::BigInt, _>(user_id)
     .get_result(conn)
     .optional()?;
-    Ok(row.map(|row| row.shown_to(viewer)))
+    Ok(row.map(|row| Me {
+        account: row.account(),
+        status: row.shown.shown_to_self(),
+    }))
 }
 
 pub const USERNAME_MAX_CHARS: usize = 150;
@@ -157,7 +183,7 @@ pub fn register(
     timings: Timings,
     username: &str,
     password: &str,
-) -> Result<User, Error> {
+) -> Result<Me, Error> {
     validate_username(username)?;
     validate_password(password)?;
     if username_taken(&mut *pool.get()?, username)? {
@@ -178,11 +204,7 @@ pub fn register(
             }
             e => Error::from(e),
         })?;
-    let viewer = Viewer {
-        user_id: id,
-        is_admin: false,
-    };
-    user(&mut conn, timings, id, viewer)?.ok_or(Error::UnknownUser(id))
+    me(&mut conn, timings, id)?.ok_or(Error::UnknownUser(id))
 }
 
 /// A successful login: the new session's token, the user as they see themselves, and
@@ -191,7 +213,7 @@ pub fn register(
 pub struct LoggedIn {
     pub token: SessionToken,
     pub session_id: i64,
-    pub user: User,
+    pub user: Me,
     pub update: presence::PresenceUpdate,
 }
 
@@ -239,10 +261,6 @@ pub fn open_session(
     user_id: i64,
 ) -> Result<Option<LoggedIn>, Error> {
     let token = SessionToken::generate()?;
-    let viewer = Viewer {
-        user_id,
-        is_admin: false,
-    };
     crate::db::transaction(conn, |conn| {
         if presence::lock_user(conn, user_id)?.is_none() {
             return Ok(None);
@@ -252,7 +270,7 @@ pub fn open_session(
         let connected = Connectivity::Connected { active: true };
         let update =
             presence::write_presence(conn, timings, user_id, connected, ChangeReason::Login)?;
-        let user = user(conn, timings, user_id, viewer)?;
+        let user = me(conn, timings, user_id)?;
         Ok(user.map(|user| (session_id, user, update)))
     })
     .map(|opened| {
@@ -305,38 +323,61 @@ pub struct UserQuery {
     pub presence: Option<Presence>,
     /// Only users whose name starts with this, whatever the case.
     pub name_prefix: Option<String>,
-    /// Only users whose shown status or `last_seen` may have changed since then.
+    /// Only users whose shown status changed at or after then: a previous page's `as_of`.
     pub changed_since: Option<DateTime<Utc>>,
     /// Only users with a greater id: the cursor of the previous page.
     pub after_id: Option<i64>,
     pub limit: i64,
 }
 
-/// A page of users, and the database time it was read at (the `changed_since` to ask
-/// for next time).
+/// A page of users, and the time to ask for changes since next time.
 #[derive(Debug, Clone)]
 pub struct UserPage {
-    pub users: Vec<User>,
+    pub users: Vec<ListedUser>,
     pub as_of: DateTime<Utc>,
-    /// Where the next page starts, if this one is full.
+    /// Where the next page starts, if there is another row.
     pub next_after_id: Option<i64>,
 }
 
-/// How far before `changed_since` a changes query looks: a write that committed after the
-/// previous page was read can carry a `changed_at` a little older than that page's
-/// `as_of` (its transaction started first). Rows seen twice are harmless; missed are not.
+/// How far before the read a page's `as_of` is put when the database hides other roles'
+/// transactions from ours (see [`poll_time`]).
 pub const CHANGED_SINCE_SLACK: TimeDelta = TimeDelta::seconds(5);
 
-/// Users ordered by id, filtered by `query` on the truth (this is the admins' list), as
-/// `viewer` is shown them. A changes query (`changed_since`) costs in proportion to
-/// the changes: it reads the `changed_at` index, plus the users whom time alone moved
-/// since then, with no write at all: connected users whose `last_seen` crossed the
-/// window's edge or whose `active_at` crossed the away edge (the partial indexes of
-/// connected users), and manual or custom statuses that ended.
+/// The `as_of` of a page about to be read: the start of the oldest transaction open in
+/// this database, or now. A write's `changed_at` is its transaction's start, so every
+/// write the page cannot see (still open, or committed after the page's snapshot) has a
+/// `changed_at` at or after it, and the next poll finds it. The cost is repeats: a user
+/// written while a transaction older than the read was open comes back once more, the
+/// slack being the longest transaction then open (writes are short; a sweep of many users
+/// is the longest). Only if the database hides other roles' sessions from this one
+/// (without `pg_read_all_stats`) does it fall back to [`CHANGED_SINCE_SLACK`] before now.
+fn poll_time(conn: &mut PgConnection) -> QueryResult<DateTime<Utc>> {
+    #[derive(QueryableByName)]
+    struct AsOf {
+        #[diesel(sql_type = Timestamptz)]
+        as_of: DateTime<Utc>,
+    }
+    diesel::sql_query(
+        "SELECT CASE WHEN bool_or(query = '<insufficient privilege>') THEN now() - $1 \
+                ELSE least(now(), min(xact_start)) END AS as_of \
+         FROM pg_stat_activity \
+         WHERE datname = current_database() AND backend_type = 'client backend'",
+    )
+    .bind::<Interval, _>(CHANGED_SINCE_SLACK)
+    .get_result::<AsOf>(conn)
+    .map(|row| row.as_of)
+}
+
+/// Users ordered by id, filtered by `query` on the truth, as admins are shown them. A
+/// changes query (`changed_since`) returns the users whose shown status changed since
+/// then: written (`changed_at`, which only writes that change what admins are shown
+/// move), or moved by time alone with no write: connected users whose `last_seen` crossed
+/// the window's edge or whose `active_at` crossed the away edge (the partial indexes of
+/// connected users), and manual or custom statuses that reached their end. It costs in
+/// proportion to the changes.
 pub fn list_users(
     conn: &mut PgConnection,
     timings: Timings,
-    viewer: Viewer,
     query: &UserQuery,
 ) -> QueryResult<UserPage> {
     // A name prefix no username can start with matches nothing (and a NUL in it could
@@ -345,60 +386,63 @@ pub fn list_users(
         .name_prefix
         .as_deref()
         .is_some_and(|prefix| !prefix.chars().all(username_char));
-    conn.transaction(|conn| {
-        if impossible {
-            let as_of =
-                diesel::select(diesel::dsl::now.into_sql::<Timestamptz>()).get_result(conn)?;
-            return Ok(UserPage {
-                users: Vec::new(),
-                as_of,
-                next_after_id: None,
-            });
-        }
-        let rows: Vec<UserRow> = diesel::sql_query(concat!(
-            "SELECT username, is_admin, created_at, ",
-            shown_columns!("now()"),
-            " FROM users WHERE id > $3 AND ($4::timestamptz IS NULL \
-               OR changed_at > $4::timestamptz - $6 \
-               OR presence_went_offline_since(online_status, last_seen, $1, \
-                                              $4::timestamptz - $6) \
-               OR (online_status = 'online' AND active_at >= $4::timestamptz - $6 - $2 \
-                   AND active_at < now() - $2) \
-               OR availability_until BETWEEN $4::timestamptz - $6 AND now() \
-               OR status_expires_at BETWEEN $4::timestamptz - $6 AND now()) \
-             AND ($7::text IS NULL OR $7 = 'offline' \
-                  OR presence_shown_online(online_status, last_seen, $1)) \
-             AND ($7::text IS NULL \
-                  OR (presence_of(",
-            crate::status::presence_args!("now()"),
-            ") <> 'offline') = ($7 = 'online')) \
-             AND ($8::text IS NULL OR $8 = 'offline' \
-                  OR presence_shown_online(online_status, last_seen, $1)) \
-             AND ($8::text IS NULL OR presence_of(",
-            crate::status::presence_args!("now()"),
-            ") = $8) \
-             AND ($9::text IS NULL OR lower(username) LIKE $9) \
-             ORDER BY id LIMIT $5"
-        ))
-        .bind::<Interval, _>(timings.window())
-        .bind::<Interval, _>(timings.away_after())
-        .bind::<diesel::sql_types::BigInt, _>(query.after_id.unwrap_or(0))
-        .bind::<Nullable<Timestamptz>, _>(query.changed_since)
-        .bind::<diesel::sql_types::BigInt, _>(query.limit)
-        .bind::<Interval, _>(CHANGED_SINCE_SLACK)
-        .bind::<Nullable<Text>, _>(query.status)
-        .bind::<Nullable<Text>, _>(query.presence)
-        .bind::<Nullable<Text>, _>(query.name_prefix.as_deref().map(like_prefix))
-        .load(conn)?;
-        let users: Vec<User> = rows.iter().map(|row| row.shown_to(viewer)).collect();
-        let as_of = diesel::select(diesel::dsl::now.into_sql::<Timestamptz>()).get_result(conn)?;
-        let full = i64::try_from(rows.len()).is_ok_and(|n| n == query.limit);
-        let next_after_id = full.then(|| rows.last().map(|row| row.shown.id)).flatten();
-        Ok(UserPage {
-            users,
+    // The time first, then the rows (a later statement, so a later snapshot).
+    let as_of = poll_time(conn)?;
+    if impossible {
+        return Ok(UserPage {
+            users: Vec::new(),
             as_of,
-            next_after_id,
+            next_after_id: None,
+        });
+    }
+    let mut rows: Vec<UserRow> = diesel::sql_query(concat!(
+        "SELECT username, is_admin, created_at, ",
+        shown_columns!("now()"),
+        " FROM users WHERE id > $3 AND ($4::timestamptz IS NULL \
+           OR changed_at >= $4::timestamptz \
+           OR presence_went_offline_since(online_status, last_seen, $1, $4::timestamptz) \
+           OR (online_status = 'online' AND active_at >= $4::timestamptz - $2 \
+               AND active_at < now() - $2) \
+           OR availability_until BETWEEN $4::timestamptz AND now() \
+           OR status_expires_at BETWEEN $4::timestamptz AND now()) \
+         AND ($6::text IS NULL OR $6 = 'offline' \
+              OR presence_shown_online(online_status, last_seen, $1)) \
+         AND ($6::text IS NULL \
+              OR (presence_of(",
+        crate::status::presence_args!("now()"),
+        ") <> 'offline') = ($6 = 'online')) \
+         AND ($7::text IS NULL OR $7 = 'offline' \
+              OR presence_shown_online(online_status, last_seen, $1)) \
+         AND ($7::text IS NULL OR presence_of(",
+        crate::status::presence_args!("now()"),
+        ") = $7) \
+         AND ($8::text IS NULL OR lower(username) LIKE $8) \
+         ORDER BY id LIMIT $5"
+    ))
+    .bind::<Interval, _>(timings.window())
+    .bind::<Interval, _>(timings.away_after())
+    .bind::<diesel::sql_types::BigInt, _>(query.after_id.unwrap_or(0))
+    .bind::<Nullable<Timestamptz>, _>(query.changed_since)
+    // One more than a page: whether there is a next page.
+    .bind::<diesel::sql_types::BigInt, _>(query.limit.saturating_add(1))
+    .bind::<Nullable<Text>, _>(query.status)
+    .bind::<Nullable<Text>, _>(query.presence)
+    .bind::<Nullable<Text>, _>(query.name_prefix.as_deref().map(like_prefix))
+    .load(conn)?;
+    let more = rows.len() > usize::try_from(query.limit).unwrap_or(usize::MAX);
+    rows.truncate(usize::try_from(query.limit).unwrap_or(usize::MAX));
+    let next_after_id = more.then(|| rows.last().map(|row| row.shown.id)).flatten();
+    let users = rows
+        .iter()
+        .map(|row| ListedUser {
+            account: row.account(),
+            status: row.shown.shown_to_admins(),
         })
+        .collect();
+    Ok(UserPage {
+        users,
+        as_of,
+        next_after_id,
     })
 }
 

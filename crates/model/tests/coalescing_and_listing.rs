@@ -3,7 +3,6 @@
 use chrono::{TimeDelta, Utc};
 use presence_model::policy::PresencePolicy;
 use presence_model::presence::Touch;
-use presence_model::status::Viewer;
 use presence_model::testing::{TIMINGS, TestDatabase, register};
 use presence_model::users::{self, UserQuery};
 use presence_model::{OnlineStatus, presence, sessions};
@@ -27,11 +26,6 @@ fn touch(session_id: i64, at: chrono::DateTime<Utc>) -> Touch {
         active_at: Some(at),
     }
 }
-
-const ADMIN: Viewer = Viewer {
-    user_id: 0,
-    is_admin: true,
-};
 
 #[test]
 fn live_sessions_are_found_without_writing() {
@@ -157,8 +151,7 @@ fn users_are_listed_in_pages_and_by_changes() {
     let ids: Vec<i64> = (0..5).map(|n| register(&db, &format!("user{n}"))).collect();
     db.execute("UPDATE users SET changed_at = now() - interval '1 hour'");
     let mut conn = db.pool().get().unwrap();
-    let page =
-        |conn: &mut _, query: &UserQuery| users::list_users(conn, TIMINGS, ADMIN, query).unwrap();
+    let page = |conn: &mut _, query: &UserQuery| users::list_users(conn, TIMINGS, query).unwrap();
 
     let first = page(
         &mut conn,
@@ -168,7 +161,7 @@ fn users_are_listed_in_pages_and_by_changes() {
         },
     );
     assert_eq!(
-        first.users.iter().map(|u| u.status.id).collect::<Vec<_>>(),
+        first.users.iter().map(|u| u.id()).collect::<Vec<_>>(),
         &ids[..2]
     );
     assert_eq!(first.next_after_id, Some(ids[1]));
@@ -181,13 +174,12 @@ fn users_are_listed_in_pages_and_by_changes() {
         },
     );
     assert_eq!(
-        last.users.iter().map(|u| u.status.id).collect::<Vec<_>>(),
+        last.users.iter().map(|u| u.id()).collect::<Vec<_>>(),
         &ids[2..]
     );
     assert_eq!(
-        last.next_after_id,
-        Some(ids[4]),
-        "a full page has a next cursor"
+        last.next_after_id, None,
+        "a full page with no row after it has no next cursor"
     );
     let past_end = page(
         &mut conn,
@@ -212,7 +204,7 @@ fn users_are_listed_in_pages_and_by_changes() {
         )
         .users
         .iter()
-        .map(|u| u.status.id)
+        .map(|u| u.id())
         .collect::<Vec<_>>()
     };
     assert!(changes(&mut conn).is_empty());
@@ -240,4 +232,65 @@ fn users_are_listed_in_pages_and_by_changes() {
         ids[0]
     ));
     assert_eq!(changes(&mut conn), vec![ids[0], ids[1], ids[3]]);
+}
+
+/// Writes that commit after a poll read, with a `changed_at` from before it (their
+/// transaction started first), are what a changes poll can miss: slow ones, racing a
+/// poller that chains each page's `as_of` into the next. The last text each user was seen
+/// with is the one they have.
+#[test]
+fn a_changes_poll_misses_no_write_that_commits_after_it() {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let db = TestDatabase::new();
+    let ids: Vec<i64> = (0..4)
+        .map(|n| register(&db, &format!("racer{n}")))
+        .collect();
+    let query = |since| UserQuery {
+        limit: 100,
+        changed_since: since,
+        ..Default::default()
+    };
+    let mut conn = db.pool().get().unwrap();
+    let start = users::list_users(&mut conn, TIMINGS, &query(None)).unwrap();
+    let done = AtomicBool::new(false);
+    let mut seen: HashMap<i64, Option<String>> = HashMap::new();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut conn = db.pool().get().unwrap();
+            for round in 0..60 {
+                let id = ids[round % ids.len()];
+                // `changed_at` is the transaction's start; it commits 20 ms later.
+                diesel::connection::SimpleConnection::batch_execute(
+                    &mut *conn,
+                    &format!(
+                        "BEGIN; UPDATE users SET status_text = 'round {round}', \
+                         changed_at = now() WHERE id = {id}; SELECT pg_sleep(0.02); COMMIT"
+                    ),
+                )
+                .unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+        });
+        let mut as_of = start.as_of;
+        loop {
+            let last = done.load(Ordering::SeqCst);
+            let page = users::list_users(&mut conn, TIMINGS, &query(Some(as_of))).unwrap();
+            for user in &page.users {
+                seen.insert(user.id(), user.status.status.status_text.clone());
+            }
+            as_of = page.as_of;
+            if last {
+                break;
+            }
+        }
+    });
+    let truth: HashMap<i64, Option<String>> = users::list_users(&mut conn, TIMINGS, &query(None))
+        .unwrap()
+        .users
+        .iter()
+        .map(|user| (user.id(), user.status.status.status_text.clone()))
+        .collect();
+    assert_eq!(seen, truth);
 }

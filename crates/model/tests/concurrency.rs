@@ -169,7 +169,7 @@ fn interleaved_logins_logouts_and_activity_leave_the_truth() {
 
 #[test]
 fn manual_statuses_racing_logins_activity_and_logouts_keep_one_chain_of_transitions() {
-    use presence_model::status::{self, Availability, Change, StatusChange, Viewer};
+    use presence_model::status::{self, Availability, Change, StatusChange};
     let db = TestDatabase::new();
     let availabilities = [
         Availability::Dnd,
@@ -231,7 +231,7 @@ fn manual_statuses_racing_logins_activity_and_logouts_keep_one_chain_of_transiti
         let shown = status::shown_status(&mut conn, TIMINGS, id)
             .unwrap()
             .unwrap()
-            .shown_to(Viewer::PUBLIC);
+            .shown_to_others();
         assert_eq!(shown.presence, told, "trial {trial}: {events:?}");
     }
 }

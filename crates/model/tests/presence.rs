@@ -6,7 +6,7 @@ use diesel::sql_query;
 use diesel::sql_types::{BigInt, Interval};
 use presence_model::events::ChangeReason;
 use presence_model::settings::Timings;
-use presence_model::status::{self, Presence, Viewer};
+use presence_model::status::{self, Presence};
 use presence_model::testing::TestDatabase;
 use presence_model::{OnlineStatus, presence, sessions, users};
 
@@ -16,16 +16,11 @@ const TIMINGS: Timings = Timings {
     offline_after_secs: 120,
     away_after_secs: 300,
 };
-const ADMIN: Viewer = Viewer {
-    user_id: 0,
-    is_admin: true,
-};
 
 fn user(db: &TestDatabase, name: &str) -> i64 {
     users::register(db.pool(), TIMINGS, name, "password123")
         .unwrap()
-        .status
-        .id
+        .id()
 }
 
 /// Runs the sweep; the users it took offline, in id order.
@@ -39,10 +34,10 @@ fn swept(conn: &mut PgConnection) -> QueryResult<Vec<i64>> {
     Ok(ids)
 }
 
-fn shown(conn: &mut PgConnection, id: i64) -> Option<status::UserStatus> {
+fn shown(conn: &mut PgConnection, id: i64) -> Option<status::PublicStatus> {
     status::shown_status(conn, TIMINGS, id)
         .unwrap()
-        .map(|row| row.shown_to(Viewer::PUBLIC))
+        .map(|row| row.shown_to_others())
 }
 
 fn set_last_seen_ago(conn: &mut PgConnection, user_id: i64, ago: TimeDelta) {
@@ -112,8 +107,8 @@ fn readers_never_see_online_past_the_window_even_without_a_sweep() {
             limit: 10,
             ..Default::default()
         };
-        let page = users::list_users(&mut conn, TIMINGS, ADMIN, &query).unwrap();
-        page.users.iter().map(|u| u.status.id).collect::<Vec<_>>()
+        let page = users::list_users(&mut conn, TIMINGS, &query).unwrap();
+        page.users.iter().map(|u| u.id()).collect::<Vec<_>>()
     };
     assert_eq!(ids(OnlineStatus::Online), vec![fresh]);
     assert_eq!(ids(OnlineStatus::Offline), vec![stale]);

@@ -51,7 +51,8 @@ pub async fn connect(config: &Config) -> Result<Arc<WorkerState>, Error> {
         channel: presence_changes_channel(&config.redis.redis_prefix),
         name: replica_name("worker"),
         prefix: config.redis.redis_prefix.clone(),
-        started_at: chrono::Utc::now(),
+        // Microseconds, as every time the API answers (PostgreSQL's precision).
+        started_at: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6),
         sweep_every_secs: sweep_period_secs(&config.sweep_schedule),
     }))
 }

@@ -1,5 +1,6 @@
 //! The browser files the API serves from its binary: the operator page (`/admin/`) and
-//! the chat frontend's client (`/static/presence-client.js`). No CDN, no build step.
+//! the chat frontend's client (`/static/presence-client.js`, with its TypeScript
+//! declarations). No CDN, no build step.
 //!
 //! Every one goes out with a strict Content-Security-Policy (scripts and styles from
 //! this origin only, no inline code, never framed) and `nosniff`.
@@ -60,5 +61,16 @@ pub async fn presence_client() -> HttpResponse {
     file(
         "text/javascript; charset=utf-8",
         include_str!("../../static/presence-client.js"),
+    )
+}
+
+/// The client's TypeScript declarations, beside it: `/// <reference path>` or copy them.
+#[utoipa::path(get, path = "/static/presence-client.d.ts", tag = "frontend",
+    responses((status = 200, description = "TypeScript declarations of presence-client.js",
+        content_type = "text/plain", body = String)))]
+pub async fn presence_client_types() -> HttpResponse {
+    file(
+        "text/plain; charset=utf-8",
+        include_str!("../../static/presence-client.d.ts"),
     )
 }

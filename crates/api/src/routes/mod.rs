@@ -175,6 +175,12 @@ pub const ENDPOINTS: &[Endpoint] = &[
     },
     Endpoint {
         method: Method::GET,
+        path: "/static/presence-client.d.ts",
+        counts_as: CountsAs::Activity,
+        route: || web::to(frontend::presence_client_types),
+    },
+    Endpoint {
+        method: Method::GET,
         path: "/api/users/{id}/presence-history/",
         counts_as: CountsAs::Activity,
         route: || web::to(users::presence_history),

@@ -1,12 +1,14 @@
 //! Statuses: one user's, many users' at once, the counts, and the caller's own manual
-//! status. What each caller is shown is the model's rule (`status::ShownRow::shown_to`).
+//! status. Lookups answer what everyone but admins and the user is shown
+//! (`ShownRow::shown_to_others`), whoever asks: admins read the truth from the admins'
+//! list, users their own from `/me`.
 
 use std::collections::HashSet;
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use presence_model::status::{
-    self, Availability, Change, MAX_BULK_IDS, PresenceCounts, StatusChange, UserStatus,
+    self, Availability, Change, MAX_BULK_IDS, OwnStatus, PresenceCounts, PublicStatus, StatusChange,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
@@ -16,17 +18,17 @@ use crate::errors::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 use crate::state::{AppState, db, publish_soon};
 
-/// One user's status object.
+/// One user's status, as everyone but admins and the user is shown it.
 #[utoipa::path(get, path = "/api/users/{id}/status/", tag = "status", security(("bearer" = [])),
     params(("id" = i64, Path, description = "User id")),
     responses(
-        (status = 200, description = "The status", body = UserStatus),
+        (status = 200, description = "The status", body = PublicStatus),
         (status = 400, description = "The id is not a number", body = ErrorBody),
         (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody)))]
 pub async fn status(
     state: web::Data<AppState>,
-    caller: Authenticated,
+    _caller: Authenticated,
     user_id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let (user_id, timings) = (user_id.into_inner(), state.policy().timings());
@@ -35,25 +37,25 @@ pub async fn status(
     })
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("no user with id {user_id}")))?;
-    Ok(HttpResponse::Ok().json(row.shown_to(caller.viewer)))
+    Ok(HttpResponse::Ok().json(row.shown_to_others()))
 }
 
-/// The caller's own status object (with their `availability`).
+/// The caller's own status (with their `availability` and its end).
 #[utoipa::path(get, path = "/api/users/me/status/", tag = "status", security(("bearer" = [])),
     responses(
-        (status = 200, description = "The caller's status", body = UserStatus),
+        (status = 200, description = "The caller's status", body = OwnStatus),
         (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody)))]
 pub async fn own_status(
     state: web::Data<AppState>,
     caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let (user_id, timings) = (caller.user_id(), state.policy().timings());
+    let (user_id, timings) = (caller.user_id, state.policy().timings());
     let row = db(&state, move |conn| {
         status::shown_status(conn, timings, user_id)
     })
     .await?
     .ok_or(ApiError::Unauthenticated)?;
-    Ok(HttpResponse::Ok().json(row.shown_to(caller.viewer)))
+    Ok(HttpResponse::Ok().json(row.shown_to_self()))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -86,12 +88,13 @@ impl<'de> Deserialize<'de> for UserId {
 #[derive(Serialize, ToSchema)]
 pub struct Statuses {
     /// The known users' statuses, in the order asked.
-    statuses: Vec<UserStatus>,
+    statuses: Vec<PublicStatus>,
     /// The ids asked for that are no user's.
     missing: Vec<i64>,
 }
 
-/// The statuses of up to 500 users, in one query.
+/// The statuses of up to 500 users, in one query, as everyone but admins and each user
+/// is shown them.
 #[utoipa::path(post, path = "/api/users/statuses/", tag = "status", security(("bearer" = [])),
     request_body = StatusesQuery,
     responses(
@@ -102,7 +105,7 @@ pub struct Statuses {
         (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody)))]
 pub async fn statuses(
     state: web::Data<AppState>,
-    caller: Authenticated,
+    _caller: Authenticated,
     JsonBody(StatusesQuery { ids }): JsonBody<StatusesQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let ids: Vec<i64> = ids.into_iter().map(|UserId(id)| id).collect();
@@ -126,7 +129,7 @@ pub async fn statuses(
         .filter(|id| !found.contains(id) && reported.insert(*id))
         .collect();
     Ok(HttpResponse::Ok().json(Statuses {
-        statuses: rows.iter().map(|row| row.shown_to(caller.viewer)).collect(),
+        statuses: rows.iter().map(status::ShownRow::shown_to_others).collect(),
         missing,
     }))
 }
@@ -205,7 +208,7 @@ impl StatusUpdate {
 #[utoipa::path(put, path = "/api/users/me/status/", tag = "status", security(("bearer" = [])),
     request_body = StatusUpdate,
     responses(
-        (status = 200, description = "The caller's status", body = UserStatus),
+        (status = 200, description = "The caller's status", body = OwnStatus),
         (status = 400, description = "An unknown availability, an end in the past or for \
             `auto`/`invisible`, a text too long, or an unknown field", body = ErrorBody),
         (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody)))]
@@ -215,7 +218,7 @@ pub async fn set_status(
     JsonBody(update): JsonBody<StatusUpdate>,
 ) -> Result<HttpResponse, ApiError> {
     let change = update.into_change()?;
-    let (user_id, timings) = (caller.user_id(), state.policy().timings());
+    let (user_id, timings) = (caller.user_id, state.policy().timings());
     let set = db(&state, move |conn| {
         status::set_status(conn, timings, user_id, &change)
     })

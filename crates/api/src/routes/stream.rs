@@ -34,7 +34,7 @@ pub async fn ticket(
 ) -> Result<HttpResponse, ApiError> {
     let ticket = state
         .tickets
-        .issue(caller.user_id(), &caller.token_hash)
+        .issue(caller.user_id, &caller.token_hash)
         .await?;
     Ok(HttpResponse::Created().json(Ticket {
         ticket,
@@ -58,8 +58,10 @@ pub struct StreamQuery {
     #[param(pattern = "^-?[0-9]{1,18}(,-?[0-9]{1,18}){0,499}$")]
     ids: Option<String>,
     /// `all`: every user, for admins.
+    #[param(inline)]
     scope: Option<Scope>,
-    /// From `POST /api/presence/tickets/`; or send `Authorization: Bearer` instead.
+    /// The `ticket` security scheme, for an `EventSource` that cannot send
+    /// `Authorization: Bearer`: from `POST /api/presence/tickets/`, good once.
     ticket: Option<String>,
     /// Resume after this revision, for clients that cannot send `Last-Event-ID` (a new
     /// `EventSource`, opened with a new ticket); the header wins.
@@ -91,24 +93,31 @@ fn parse_ids(ids: &str) -> Result<Vec<i64>, ApiError> {
 
 /// The presence of some users, live: `text/event-stream`.
 ///
-/// First `event: snapshot` (`{"rev", "users": [status objects]}`), then `event: presence`
-/// (`{"rev", "changes": [status objects]}`, `id` = `rev`) at most once per
-/// `STREAM_BATCH_MS`, each user's latest status only; `event: resync` followed by a new
-/// snapshot when changes could not all be given; a comment every 15 s. A reconnect with
-/// `Last-Event-ID` (browsers send it) gets exactly the changes after it, or, past
-/// `STREAM_RESUME_SECS`, `resync` and a snapshot. Statuses are what everyone but admins
-/// and the user is shown. The stream ends when its session is logged out, or when a newer
+/// First `event: snapshot` ([`StreamSnapshot`](#/components/schemas/StreamSnapshot)), then
+/// `event: presence` (`StreamChanges`) at most once per `STREAM_BATCH_MS`, each user's
+/// latest status only, `id` being the revision; `event: resync` (`StreamResync`) followed
+/// by a new snapshot when changes could not all be given; a comment every
+/// `STREAM_KEEPALIVE_MS`. A reconnect with `Last-Event-ID` gets exactly the changes after
+/// it, or, past `STREAM_RESUME_SECS`, `resync` and a snapshot. Statuses are what everyone
+/// but admins and the user is shown. Open it with a bearer token (a fetch-based
+/// `EventSource` can send the header, and then resumes by itself) or a ticket (a
+/// browser's `EventSource`: a ticket is good once, so reconnect with a new ticket and
+/// `last_event_id`). The stream ends when its session is logged out, or when a newer
 /// stream of the same session takes its place at a limit. `HEAD` is 405.
-#[utoipa::path(get, path = "/api/presence/stream/", tag = "stream", security((), ("bearer" = [])),
+#[utoipa::path(get, path = "/api/presence/stream/", tag = "stream", security(("bearer" = [])),
     params(StreamQuery,
-        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this revision")),
+        ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]{1,18}$",
+            description = "Resume after this revision: the `id` of the last event received \
+                (an `EventSource` sends it by itself when it reconnects)")),
     responses(
-        (status = 200, description = "The event stream", content_type = "text/event-stream",
-            body = String),
+        (status = 200, description = "The event stream, one `StreamEvent` at a time",
+            content_type = "text/event-stream", body = String,
+            headers(("Cache-Control" = String, description = "`no-cache, no-store`"))),
         (status = 400, description = "No ids, more than 500, not numbers, an unknown \
             parameter (a token in the URL, say)", body = ErrorBody),
-        (status = 401, description = "No, unknown, used, expired or invalidated ticket, or \
-            a ticket or token whose session logged out", body = ErrorBody),
+        (status = 401, description = "`ticket_used` or `ticket_expired` (also unknown or \
+            invalidated): get a new ticket; `unauthenticated` (no token or ticket, or the \
+            session of either is logged out or expired): log in again", body = ErrorBody),
         (status = 403, description = "`scope=all` asked by a non-admin", body = ErrorBody),
         (status = 429, description = "Too many streams of this user; see `Retry-After`", body = ErrorBody),
         (status = 503, description = "This process holds all the streams it may, or Redis \
@@ -141,11 +150,7 @@ pub async fn stream(
     };
     let caller = match ticket {
         Some(ticket) => {
-            let redeemed = state
-                .tickets
-                .redeem(&ticket)
-                .await?
-                .ok_or(ApiError::Unauthenticated)?;
+            let redeemed = state.tickets.redeem(&ticket).await??;
             // The session that minted it must still be live (not logged out, not expired).
             let session = auth::live_session(&state, redeemed.token_hash.clone()).await?;
             if session.live.user_id != redeemed.user_id {
@@ -155,8 +160,7 @@ pub async fn stream(
         }
         None => Authenticated::from_request(&req, &mut actix_web::dev::Payload::None).await?,
     };
-    let viewer = caller.viewer;
-    if ids.is_none() && !viewer.is_admin {
+    if ids.is_none() && !caller.is_admin {
         return Err(ApiError::Forbidden);
     }
     let last_event_id = req
@@ -166,7 +170,7 @@ pub async fn stream(
         .and_then(|value| value.trim().parse().ok())
         .or(last_event_id_param);
     let request = StreamRequest {
-        viewer,
+        user_id: caller.user_id,
         session: caller.token_hash,
         ids,
         last_event_id,

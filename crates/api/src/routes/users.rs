@@ -5,7 +5,7 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use presence_model::events::PresenceChanged;
 use presence_model::status::Presence;
-use presence_model::users::{User, UserQuery};
+use presence_model::users::{ListedUser, Me, UserQuery};
 use presence_model::{OnlineStatus, events, sessions, users};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -38,7 +38,7 @@ pub struct Credentials {
 pub struct LoginResponse {
     /// The bearer token of the new session: send it as `Authorization: Bearer <token>`.
     token: String,
-    user: User,
+    user: Me,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -55,13 +55,14 @@ pub struct HeartbeatResponse {
 #[derive(Serialize, ToSchema)]
 pub struct UserList {
     /// Ordered by id.
-    users: Vec<User>,
+    users: Vec<ListedUser>,
     /// How many users this page holds.
     count: usize,
-    /// Pass as `cursor` to get the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Pass as `cursor` to get the next page; `null` when no user follows this page.
+    #[schema(pattern = "^[0-9]{1,18}$")]
     next: Option<String>,
-    /// When this page was read: pass it as `changed_since` on the next poll.
+    /// Pass as `changed_since` on the next poll: every change this page could not see
+    /// happened at or after it.
     as_of: DateTime<Utc>,
 }
 
@@ -86,9 +87,11 @@ pub struct AllUsersQuery {
     /// The `next` of the previous page.
     #[param(pattern = "^[0-9]{1,18}$")]
     cursor: Option<String>,
-    /// RFC 3339: only users whose presence, status or `last_seen` changed since (give the
-    /// previous response's `as_of`). A few users may be returned twice across polls, never
-    /// missed.
+    /// RFC 3339, the previous page's `as_of`: only users whose status as admins are shown
+    /// it (presence, `last_seen`, custom status, dnd end, invisibility) changed at or
+    /// after it, by a write or by time alone (the window, the away timeout, an end). Users
+    /// left alone never come back; one changed while a transaction older than the read was
+    /// open (a sweep, at most a few seconds) may come back once more.
     changed_since: Option<DateTime<Utc>>,
 }
 
@@ -114,7 +117,7 @@ pub struct History {
 /// Create an account.
 #[utoipa::path(post, path = "/api/users/register/", tag = "users", request_body = Credentials,
     responses(
-        (status = 201, description = "Created", body = User),
+        (status = 201, description = "Created", body = Me),
         (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
         (status = 409, description = "The username is taken", body = ErrorBody),
         (status = 429, description = "Too many registrations from this address, or for the \
@@ -217,7 +220,7 @@ pub async fn logout_all(
     state: web::Data<AppState>,
     caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let (user_id, timings) = (caller.user_id(), state.policy().timings());
+    let (user_id, timings) = (caller.user_id, state.policy().timings());
     let logged_out = db(&state, move |conn| {
         sessions::log_out_everywhere(conn, timings, user_id)
     })
@@ -251,35 +254,40 @@ pub async fn heartbeat(state: web::Data<AppState>, caller: Authenticated) -> Htt
 /// The caller, with their own status (`availability` included).
 #[utoipa::path(get, path = "/api/users/me/", tag = "users", security(("bearer" = [])),
     responses(
-        (status = 200, description = "The caller", body = User),
+        (status = 200, description = "The caller", body = Me),
         (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody)))]
 pub async fn me(
     state: web::Data<AppState>,
     caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let (timings, viewer) = (state.policy().timings(), caller.viewer);
-    let user = db(&state, move |conn| {
-        users::user(conn, timings, viewer.user_id, viewer)
-    })
-    .await?
-    .ok_or(ApiError::Unauthenticated)?;
+    let (timings, user_id) = (state.policy().timings(), caller.user_id);
+    let user = db(&state, move |conn| users::me(conn, timings, user_id))
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
     Ok(HttpResponse::Ok().json(user))
 }
 
 /// The admin panel's poll: every user, fresh from the database, never cached on the way.
 #[utoipa::path(get, path = "/api/users/all-users/", tag = "users", security(("bearer" = [])),
-    params(AllUsersQuery),
+    params(AllUsersQuery,
+        ("If-None-Match" = Option<String>, Header,
+            description = "The `ETag` of a page read before: 304 if it is unchanged")),
     responses(
-        (status = 200, description = "A page of users ordered by id, with an `ETag` \
-            (`Cache-Control: no-store`)", body = UserList),
-        (status = 304, description = "Unchanged since the `If-None-Match` ETag"),
+        (status = 200, description = "A page of users ordered by id", body = UserList,
+            headers(
+                ("ETag" = String, description = "Of the page's users and `next`"),
+                ("Cache-Control" = String, description = "`no-store`"))),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag; no body",
+            headers(
+                ("ETag" = String, description = "The same as asked"),
+                ("Cache-Control" = String, description = "`no-store`"))),
         (status = 400, description = "Invalid query", body = ErrorBody),
         (status = 401, description = "Missing, unknown, expired or revoked token", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody)))]
 pub async fn all_users(
     req: HttpRequest,
     state: web::Data<AppState>,
-    Admin(admin): Admin,
+    _admin: Admin,
     query: web::Query<AllUsersQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
@@ -315,9 +323,9 @@ pub async fn all_users(
         after_id,
         limit,
     };
-    let (timings, viewer) = (state.policy().timings(), admin.viewer);
+    let timings = state.policy().timings();
     let page = db(&state, move |conn| {
-        users::list_users(conn, timings, viewer, &user_query)
+        users::list_users(conn, timings, &user_query)
     })
     .await?;
     let list = UserList {
@@ -385,7 +393,7 @@ pub async fn presence_history(
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = user_id.into_inner();
-    if !caller.viewer.is_admin && caller.user_id() != user_id {
+    if !caller.is_admin && caller.user_id != user_id {
         return Err(ApiError::Forbidden);
     }
     let limit = page_limit(query.limit, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;

@@ -125,8 +125,13 @@ async fn the_openapi_document_describes_every_route() {
     assert_eq!(registered, documented);
 
     for schema in [
-        "User",
-        "UserStatus",
+        "Me",
+        "ListedUser",
+        "PublicStatus",
+        "OwnStatus",
+        "AdminStatus",
+        "ErrorCode",
+        "StreamEvent",
         "OnlineStatus",
         "PresenceChanged",
         "ErrorBody",

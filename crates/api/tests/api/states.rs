@@ -314,21 +314,20 @@ async fn an_invisible_user_is_to_others_exactly_a_user_who_logged_out() {
         .await;
     assert_eq!(history.status, StatusCode::FORBIDDEN);
 
-    // Admins see the truth.
-    let truth = status_of(&app, &admin, id).await;
-    assert_eq!(truth["presence"], "online");
-    assert_eq!(truth["invisible"], true);
-    assert_eq!(truth["status_text"], "heads down");
+    // A status lookup shows admins what everyone is shown; their list shows the truth.
+    assert_eq!(status_of(&app, &admin, id).await, hidden);
     let listed = app
         .get("/api/users/all-users/?presence=online", Some(&admin))
         .await;
-    let ids: Vec<i64> = listed.body["users"]
+    let truth = listed.body["users"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|u| u["id"].as_i64().unwrap())
-        .collect();
-    assert!(ids.contains(&id), "{}", listed.body);
+        .find(|u| u["id"] == id)
+        .unwrap_or_else(|| panic!("{}", listed.body));
+    assert_eq!(truth["presence"], "online");
+    assert_eq!(truth["invisible"], true);
+    assert_eq!(truth["status_text"], "heads down");
 
     // Coming back is what a login would look like, with the text set meanwhile.
     set_status(&app, &token, json!({ "availability": "auto" })).await;
@@ -584,6 +583,18 @@ async fn bad_status_changes_are_refused_naming_the_field() {
         .await;
     assert_eq!(response.status, StatusCode::BAD_REQUEST);
     assert_eq!(response.body["error"]["field"], "active");
+    // The body is the object or nothing: JSON `null` is neither.
+    let response = app
+        .post("/api/users/heartbeat/", Some(&token), Some(&Value::Null))
+        .await;
+    assert_eq!(
+        response.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        response.body
+    );
+    let empty = app.post("/api/users/heartbeat/", Some(&token), None).await;
+    assert_eq!(empty.status, StatusCode::OK);
 }
 
 #[actix_web::test]

@@ -41,6 +41,7 @@ async fn a_ticket_opens_one_stream_once_and_never_after_it_expires() {
             .err()
             .expect("refused");
         assert_eq!(reused.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(reused.body["error"]["code"], "ticket_used");
     }
     // Issued by one replica, redeemed by another.
     let ticket = app.ticket(&token).await;
@@ -59,7 +60,7 @@ async fn a_ticket_opens_one_stream_once_and_never_after_it_expires() {
         .err()
         .expect("refused");
     assert_eq!(expired.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(expired.body["error"]["code"], "unauthenticated");
+    assert_eq!(expired.body["error"]["code"], "ticket_expired");
 }
 
 /// What 60 seconds do to the tickets in Redis.

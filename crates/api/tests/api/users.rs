@@ -1,7 +1,9 @@
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 use serde_json::json;
 
-use presence_api::testing::{PASSWORD, TestApp};
+use presence_api::testing::{PASSWORD, Response, TestApp, eventually};
 
 #[actix_web::test]
 async fn healthz_answers_without_touching_the_database() {
@@ -24,6 +26,7 @@ async fn register_returns_the_user_without_secrets() {
         keys,
         [
             "availability",
+            "availability_until",
             "created_at",
             "dnd_until",
             "id",
@@ -32,6 +35,7 @@ async fn register_returns_the_user_without_secrets() {
             "online_status",
             "presence",
             "status_emoji",
+            "status_expires_at",
             "status_text",
             "username"
         ]
@@ -191,8 +195,8 @@ async fn all_users_is_for_admins_fresh_and_filterable() {
     assert_eq!(response.headers.get("cache-control").unwrap(), "no-store");
     assert_eq!(response.body["count"], 3);
     assert!(
-        response.body.get("next").is_none(),
-        "one page holds them all"
+        response.body["next"].is_null(),
+        "one page holds them all: `next` is sent, null"
     );
     let names: Vec<_> = response.body["users"]
         .as_array()
@@ -365,4 +369,98 @@ async fn all_users_changed_since_returns_only_changes() {
         .map(|u| u["id"].as_i64().unwrap())
         .collect();
     assert_eq!(ids, [id], "none of the quiet users");
+}
+
+/// The users of a changes poll, but the admin (whose own requests are activity).
+fn changed_ids(page: &Response) -> Vec<i64> {
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    page.body["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["username"] != "admin")
+        .map(|u| u["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[actix_web::test]
+async fn a_changes_poll_never_returns_a_user_left_alone_again() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let (silent, _) = app.sign_up("silent").await;
+    let (busy, busy_token) = app.sign_up("busy").await;
+    let (_quiet, _) = app.sign_up("quiet").await;
+    let poll = |since: Option<String>| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            let path = match since {
+                Some(since) => format!(
+                    "/api/users/all-users/?changed_since={}",
+                    since.replace(':', "%3A").replace('+', "%2B")
+                ),
+                None => "/api/users/all-users/".to_owned(),
+            };
+            let page = app.get(&path, Some(admin)).await;
+            let as_of = page.body["as_of"].as_str().unwrap().to_owned();
+            (changed_ids(&page), as_of)
+        }
+    };
+    let (_, mut as_of) = poll(None).await;
+    // `silent` goes offline by time alone, a moment from now.
+    app.db.execute(&format!(
+        "UPDATE users SET last_seen = now() - interval '119.8 seconds' WHERE id = {silent}"
+    ));
+    let path = format!("/api/users/{silent}/status/");
+    let crossed = eventually(Duration::from_secs(5), || {
+        let (app, admin, path) = (&app, &admin, &path);
+        async move { app.get(path, Some(admin)).await.body["presence"] == "offline" }
+    })
+    .await;
+    assert!(crossed, "shown offline once past the window");
+    let (changed, next) = poll(Some(as_of)).await;
+    assert_eq!(changed, [silent], "the window's edge, with no write");
+    as_of = next;
+    // The sweep marks it offline (and records the transition): nothing an admin is shown
+    // changes, so no poll returns it again, however soon after. (The flush first: the
+    // sweep trusts no time this replica has not flushed through.)
+    app.flush().await;
+    assert_eq!(app.sweep().len(), 1);
+    for round in 0..3 {
+        let (changed, next) = poll(Some(as_of)).await;
+        assert_eq!(
+            changed,
+            Vec::<i64>::new(),
+            "round {round}: nobody did anything"
+        );
+        as_of = next;
+    }
+    // A real change comes back once, then no more.
+    let status = json!({ "text": "lunch" });
+    app.put("/api/users/me/status/", Some(&busy_token), Some(&status))
+        .await;
+    let (changed, next) = poll(Some(as_of)).await;
+    assert_eq!(changed, [busy]);
+    let (changed, _) = poll(Some(next)).await;
+    assert_eq!(changed, Vec::<i64>::new());
+}
+
+#[actix_web::test]
+async fn a_last_page_carries_no_next() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    app.register("second").await;
+    // Exactly full: no other row, so no `next`.
+    let page = app.get("/api/users/all-users/?limit=2", Some(&admin)).await;
+    assert_eq!(page.body["count"], 2);
+    assert!(page.body["next"].is_null(), "{}", page.body);
+    let page = app.get("/api/users/all-users/?limit=1", Some(&admin)).await;
+    let next = page.body["next"].as_str().expect("another row follows");
+    let last = app
+        .get(
+            &format!("/api/users/all-users/?limit=1&cursor={next}"),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(last.body["count"], 1);
+    assert!(last.body["next"].is_null(), "{}", last.body);
 }
