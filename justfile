@@ -32,11 +32,13 @@ bench:
 migrate:
     cargo run -p presence-api -- migrate
 
-# Formatting, lints, the compose file, every test against local PostgreSQL and Redis, then
-# two minutes of schemathesis against the live API.
+# Formatting, lints, the compose file, every test against local PostgreSQL and Redis, the
+# browser tests, the contract through generated clients, then two minutes of schemathesis
+# against the live API.
 test: lint compose-config
     cargo test --workspace
     just browser
+    just contract
     just fuzz
 
 # The operator page and presence-client.js in Debian's Chromium (playwright-core; see
@@ -45,6 +47,13 @@ test: lint compose-config
 browser:
     cargo build -q -p presence-api -p presence-worker
     cd .ci/browser && ([ -d node_modules ] || npm ci --no-audit --no-fund --silent) && npm test --silent
+
+# The API contract as generated clients meet it, against a live API (see .ci/contract/run):
+# the document validates, openapi-typescript + openapi-fetch compile under tsc --strict and
+# every answer matches its schema, eventsource resumes a dropped stream,
+# openapi-python-client generates without warnings and its flow parses every answer.
+contract:
+    .ci/contract/run
 
 # Property-based fuzzing of the live API against its OpenAPI document (schemathesis, fixed
 # seed): fails on any server error or schema violation.
