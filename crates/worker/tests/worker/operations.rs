@@ -181,6 +181,13 @@ async fn a_running_worker_reports_itself_and_its_sweeps_to_the_overview() {
     let report = &body["workers"][0];
     assert!(report["name"].as_str().unwrap().starts_with("worker-"));
     assert_eq!(report["sweep_every_secs"], 1);
+    // Microseconds at most, as every time the API answers.
+    let started = report["started_at"].as_str().unwrap();
+    let fraction = started
+        .trim_end_matches('Z')
+        .rsplit_once('.')
+        .map_or(0, |(_, f)| f.len());
+    assert!(fraction <= 6, "{started}");
     assert_eq!(body["sweeps"][0]["swept_by"], report["name"]);
     assert!(body["sweep_warning"].is_null(), "{body}");
     // A worker that stops withdraws its report.
