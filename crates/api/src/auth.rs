@@ -8,8 +8,10 @@ use std::sync::Arc;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use chrono::{DateTime, Utc};
-use presence_model::presence::{self, CountsAs, LiveSession};
-use presence_model::sessions;
+use presence_model::presence;
+use presence_model::tokens;
+use presence_model::views::LiveSession;
+use presence_model::vocabulary::CountsAs;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -110,7 +112,7 @@ async fn authenticate(
     declared_active: Option<bool>,
 ) -> Result<Authenticated, ApiError> {
     let (policy, ttl) = (state.policy(), state.session_ttl);
-    let token_hash = sessions::hash_token(&token);
+    let token_hash = tokens::hash_token(&token);
     let now = presence::activity_time();
     let reason = counts_as.reason();
     let active = counts_as.is_use(declared_active);
@@ -168,7 +170,7 @@ async fn look_up_session(
 ) -> Result<Arc<CachedSession>, ApiError> {
     let (lookup, ttl) = (token_hash.clone(), state.session_ttl);
     let live = db(state, move |conn| {
-        presence::find_live_session(conn, &lookup, ttl)
+        tokens::find_live_session(conn, &lookup, ttl)
     })
     .await?
     .ok_or(ApiError::Unauthenticated)?;

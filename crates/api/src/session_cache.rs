@@ -17,8 +17,8 @@ use actix_web::web;
 use chrono::{DateTime, TimeDelta, Utc};
 use moka::sync::Cache;
 use presence_model::policy::PresencePolicy;
-use presence_model::presence::LiveSession;
 use presence_model::sessions::RevocationListener;
+use presence_model::views::LiveSession;
 
 use crate::state::AppState;
 

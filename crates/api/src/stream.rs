@@ -26,8 +26,10 @@ use actix_web::web;
 use actix_web::web::Bytes;
 use chrono::TimeDelta;
 use futures_util::StreamExt;
-use presence_model::events::{self, PresenceChanged, ResumeRefused};
-use presence_model::status::PublicStatus;
+use presence_model::events::PresenceChanged;
+use presence_model::feed;
+use presence_model::feed::ResumeRefused;
+use presence_model::views::PublicStatus;
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
@@ -535,7 +537,7 @@ impl Live {
     async fn resume(&mut self, after: i64) -> Result<Result<Vec<u8>, ResyncReason>, ApiError> {
         let (ids, reach) = (self.ids.clone(), self.settings().resume_reach);
         let changes = db(&self.state, move |conn| {
-            events::changes_since(conn, after, ids.as_deref(), reach, MAX_RESUME_CHANGES)
+            feed::changes_since(conn, after, ids.as_deref(), reach, MAX_RESUME_CHANGES)
         })
         .await?;
         let changes = match changes {
@@ -564,14 +566,14 @@ impl Live {
         let ids = self.ids.clone();
         let timings = self.state.policy().timings();
         let snapshot = db(&self.state, move |conn| {
-            events::snapshot(conn, timings, ids.as_deref())
+            feed::snapshot(conn, timings, ids.as_deref())
         })
         .await?;
         self.settle(snapshot.revision);
         let users: Vec<PublicStatus> = snapshot
             .users
             .iter()
-            .map(presence_model::status::ShownRow::shown_to_others)
+            .map(presence_model::shown::ShownRow::shown_to_others)
             .collect();
         let data = SnapshotData {
             rev: snapshot.revision,

@@ -210,7 +210,7 @@ impl TestApp {
     /// outage behind it); the transitions it recorded.
     pub fn sweep(&self) -> Vec<presence_model::events::PresenceChanged> {
         let mut conn = self.db.pool().get().expect("connection");
-        presence_model::presence::sweep(&mut conn, self.config.timings(), chrono::TimeDelta::zero())
+        presence_model::sweeps::sweep(&mut conn, self.config.timings(), chrono::TimeDelta::zero())
             .expect("sweep")
     }
 

@@ -13,28 +13,11 @@ use diesel::sql_types::{Array, BigInt, Interval, Nullable, Text, Timestamptz};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::schema::{presence_events, users};
+use crate::schema::presence_events;
 use crate::settings::Timings;
-use crate::status::{Presence, PublicStatus, ShownRow, shown_columns};
-
-crate::text_enum::text_enum! {
-    /// What caused a transition.
-    pub enum ChangeReason {
-        Login = "login",
-        Logout = "logout",
-        Heartbeat = "heartbeat",
-        Activity = "activity",
-        /// No real use of the app for the away timeout.
-        Idle = "idle",
-        /// The user set their availability.
-        Manual = "manual",
-        /// A manual status or a custom status reached its end.
-        Expiry = "expiry",
-        Sweep = "sweep",
-        /// The user changed their custom status (text or emoji) only.
-        StatusText = "status_text",
-    }
-}
+use crate::shown::{ShownRow, shown_columns};
+use crate::views::PublicStatus;
+use crate::vocabulary::{ChangeReason, Presence};
 
 /// What everyone but the user and admins is shown of one user changed: a
 /// `presence_events` row, as published on Redis and returned by the history endpoint. It
@@ -328,137 +311,6 @@ fn lock_publisher(conn: &mut PgConnection) -> QueryResult<()> {
         .bind::<BigInt, _>(PUBLISH_LOCK_KEY)
         .execute(conn)
         .map(drop)
-}
-
-/// What a stream starts from: the statuses of some users and the revision they are as
-/// of. Changes with a greater revision come after it.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub revision: i64,
-    pub users: Vec<ShownRow>,
-}
-
-/// The statuses of `user_ids` (every user if `None`), and the latest revision, read in one
-/// repeatable-read transaction so the two agree.
-pub fn snapshot(
-    conn: &mut PgConnection,
-    timings: Timings,
-    user_ids: Option<&[i64]>,
-) -> QueryResult<Snapshot> {
-    conn.build_transaction()
-        .repeatable_read()
-        .read_only()
-        .run(|conn| {
-            let revision = latest_revision(conn)?;
-            let users = match user_ids {
-                Some(ids) => crate::status::shown_statuses(conn, timings, ids)?,
-                None => crate::status::all_shown_statuses(conn, timings)?,
-            };
-            Ok(Snapshot { revision, users })
-        })
-}
-
-/// The greatest revision given so far (0 before any).
-pub fn latest_revision(conn: &mut PgConnection) -> QueryResult<i64> {
-    presence_events::table
-        .select(diesel::dsl::max(presence_events::revision))
-        .get_result::<Option<i64>>(conn)
-        .map(Option::unwrap_or_default)
-}
-
-/// Why a resume was refused: a snapshot is due instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResumeRefused {
-    /// The revision is older than what resuming reaches back to.
-    TooOld,
-    /// The revision was never given.
-    Unknown,
-    /// More changes than a snapshot would hold.
-    TooMany,
-}
-
-/// The changes published after `after` to `user_ids` (every user if `None`), in revision
-/// order, if the stream can resume from there: the first revision after it was given
-/// within `reach`, and at most `max` changes follow. The caller keeps the latest of each
-/// user.
-pub fn changes_since(
-    conn: &mut PgConnection,
-    after: i64,
-    user_ids: Option<&[i64]>,
-    reach: chrono::TimeDelta,
-    max: i64,
-) -> QueryResult<Result<Vec<PresenceChanged>, ResumeRefused>> {
-    conn.build_transaction()
-        .repeatable_read()
-        .read_only()
-        .run(|conn| {
-            if after > latest_revision(conn)? {
-                return Ok(Err(ResumeRefused::Unknown));
-            }
-            let too_old: Option<bool> = diesel::sql_query(
-                "SELECT published_at < now() - $2 AS too_old FROM presence_events \
-             WHERE revision > $1 ORDER BY revision LIMIT 1",
-            )
-            .bind::<BigInt, _>(after)
-            .bind::<Interval, _>(reach)
-            .get_result::<TooOld>(conn)
-            .optional()?
-            .map(|row| row.too_old.unwrap_or(false));
-            if too_old == Some(true) {
-                return Ok(Err(ResumeRefused::TooOld));
-            }
-            let mut query = presence_events::table
-                .filter(presence_events::revision.gt(after))
-                .order(presence_events::revision)
-                .limit(max + 1)
-                .select(PresenceChanged::as_select())
-                .into_boxed();
-            if let Some(ids) = user_ids {
-                query = query.filter(presence_events::user_id.eq_any(ids));
-            }
-            let changes = query.load(conn)?;
-            if changes.len() as i64 > max {
-                return Ok(Err(ResumeRefused::TooMany));
-            }
-            Ok(Ok(changes))
-        })
-}
-
-#[derive(QueryableByName)]
-struct TooOld {
-    #[diesel(sql_type = Nullable<diesel::sql_types::Bool>)]
-    too_old: Option<bool>,
-}
-
-/// The transitions not yet published: how many, and when the oldest was recorded.
-pub fn unpublished_backlog(conn: &mut PgConnection) -> QueryResult<(i64, Option<DateTime<Utc>>)> {
-    presence_events::table
-        .filter(presence_events::published_at.is_null())
-        .select((
-            diesel::dsl::count_star(),
-            diesel::dsl::min(presence_events::recorded_at),
-        ))
-        .get_result(conn)
-}
-
-/// A user's transitions, newest first; `None` if there is no such user.
-pub fn presence_history(
-    conn: &mut PgConnection,
-    user_id: i64,
-    limit: i64,
-) -> QueryResult<Option<Vec<PresenceChanged>>> {
-    let exists: bool =
-        diesel::select(diesel::dsl::exists(users::table.find(user_id))).get_result(conn)?;
-    if !exists {
-        return Ok(None);
-    }
-    presence_events::table
-        .filter(presence_events::user_id.eq(user_id))
-        .order(presence_events::id.desc())
-        .limit(limit)
-        .select(PresenceChanged::as_select())
-        .load(conn)
-        .map(Some)
 }
 
 #[cfg(test)]

@@ -1,22 +1,31 @@
 #![doc = include_str!("../README.md")]
 
+// In layers, each importing only from the ones below it: the order is `LAYERS` in
+// `tests/layering.rs`, which checks it (vocabulary and values, infrastructure, reads, the
+// outbox, transitions, accounts).
 pub mod clock;
 pub mod db;
+pub mod directory;
 pub mod error;
 pub mod events;
+pub mod feed;
 pub mod jobs;
+pub mod manual;
 pub mod policy;
 pub mod presence;
 pub mod schema;
 pub mod sessions;
 pub mod settings;
-pub mod status;
+pub mod shown;
 pub mod sweeps;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod text_enum;
+pub mod tokens;
 pub mod users;
+pub mod views;
+pub mod vocabulary;
 
 pub use db::{DbPool, PooledConn};
 pub use error::Error;
-pub use presence::OnlineStatus;
-#[cfg(feature = "testing")]
-pub mod testing;
+pub use vocabulary::OnlineStatus;

@@ -6,8 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::OnlineStatus;
-use crate::presence::LiveSession;
 use crate::settings::Timings;
+use crate::views::LiveSession;
 
 /// The longest a looked-up session is trusted without asking PostgreSQL again, whatever
 /// the window (revocations evict entries sooner; this bounds a stale user name or flag).

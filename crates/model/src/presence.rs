@@ -1,5 +1,5 @@
 //! Automatic presence: the writes that connect, disconnect and mark activity, and the
-//! sweep. What a user is *shown* is decided in [`crate::status`].
+//! flush of deferred activity. What a user is *shown* is decided in [`crate::shown`].
 //!
 //! `users.online_status` is a stored flag: the user is *connected*. Login and activity set
 //! it, logout and the inactivity sweep clear it; readers never see it online once
@@ -13,16 +13,10 @@ use diesel::pg::PgConnection;
 use diesel::sql_types::{Array, BigInt, Interval, Nullable, Text, Timestamptz};
 use diesel::{QueryResult, QueryableByName, RunQueryDsl, sql_query};
 
-use crate::events::{Causes, ChangeReason, PresenceChanged};
+use crate::events::{Causes, PresenceChanged};
 use crate::settings::Timings;
-
-crate::text_enum::text_enum! {
-    /// Connected or not: the stored flag, and what clients that know two states are shown.
-    pub enum OnlineStatus {
-        Online = "online",
-        Offline = "offline",
-    }
-}
+use crate::views::LiveSession;
+use crate::vocabulary::{ChangeReason, OnlineStatus};
 
 /// A user's connection and activity right after a presence write, with the transition it
 /// recorded if what others are shown changed.
@@ -160,138 +154,22 @@ pub fn record_activity(
     reason: ChangeReason,
     active: bool,
 ) -> QueryResult<Option<(LiveSession, PresenceUpdate)>> {
-    let token_hash = crate::sessions::hash_token(token);
+    let token_hash = crate::tokens::hash_token(token);
     crate::db::transaction(conn, |conn| {
-        let Some(session) = crate::sessions::find_live(conn, &token_hash, session_ttl)? else {
+        let Some(session) = crate::tokens::find_live(conn, &token_hash, session_ttl)? else {
             return Ok(None);
         };
         if lock_user(conn, session.user_id)?.is_none() {
             return Ok(None);
         }
-        if !crate::sessions::touch(conn, session.id, active)? {
+        if !crate::tokens::touch(conn, session.id, active)? {
             return Ok(None);
         }
         let connected = Connectivity::Connected { active };
         let update = write_presence(conn, timings, session.user_id, connected, reason)?;
-        let live = find_live_session(conn, &token_hash, session_ttl)?;
+        let live = crate::tokens::find_live_session(conn, &token_hash, session_ttl)?;
         Ok(live.map(|live| (live, update)))
     })
-}
-
-/// The inactivity sweep, as of `at`: the earlier of now less `unheard` (the recent time
-/// in which nothing could be heard, see [`crate::sweeps::unheard_time`]) and the oldest
-/// promise of the API replicas that reported within the last window (see
-/// [`flush_last_seen`]), so activity a replica holds but could not write yet (PostgreSQL
-/// was down, say) never gets its user moved; a replica silent for a whole window is
-/// presumed gone.
-///
-/// 1. A connected user's `active_at` falls back to the latest use on a session still
-///    connected: a device closed without logging out stops counting as use once it is
-///    silent for a window (slack of one session granularity for rows written lazily).
-/// 2. Users silent for a window are disconnected.
-/// 3. Manual and custom statuses whose end has come are ended (`expiry`).
-/// 4. Every user others are told is not offline gets a transition if what they are shown
-///    changed: `sweep` to offline, `idle` to away.
-///
-/// Returns the transitions recorded.
-pub fn sweep(
-    conn: &mut PgConnection,
-    timings: Timings,
-    unheard: TimeDelta,
-) -> QueryResult<Vec<PresenceChanged>> {
-    #[derive(QueryableByName)]
-    struct At {
-        #[diesel(sql_type = Timestamptz)]
-        at: DateTime<Utc>,
-    }
-    #[derive(QueryableByName)]
-    struct Id {
-        #[diesel(sql_type = BigInt)]
-        id: i64,
-    }
-    let window = timings.window();
-    let At { at } = sql_query(
-        "SELECT LEAST(now() - $2, (SELECT min(flushed_through) FROM activity_flushes \
-                                   WHERE reported_at > now() - $1)) AS at",
-    )
-    .bind::<Interval, _>(window)
-    .bind::<Interval, _>(unheard)
-    .get_result(conn)?;
-    sql_query(
-        "UPDATE users u SET active_at = connected.active_at, changed_at = now() \
-         FROM (SELECT s.user_id, max(s.active_at) AS active_at \
-               FROM users c JOIN sessions s ON s.user_id = c.id \
-               WHERE c.online_status = 'online' AND s.revoked_at IS NULL \
-                 AND s.last_seen >= $2 - $1 \
-               GROUP BY s.user_id) AS connected \
-         WHERE u.id = connected.user_id AND u.active_at > connected.active_at + $3",
-    )
-    .bind::<Interval, _>(window)
-    .bind::<Timestamptz, _>(at)
-    .bind::<Interval, _>(timings.session_granularity())
-    .execute(conn)?;
-    sql_query(
-        // Shown offline already (by the window), so no `changed_at`: nothing an admin is
-        // shown changes.
-        "UPDATE users SET online_status = 'offline' \
-         WHERE online_status = 'online' AND last_seen < $2 - $1",
-    )
-    .bind::<Interval, _>(window)
-    .bind::<Timestamptz, _>(at)
-    .execute(conn)?;
-    let mut changes = crate::status::expire_statuses(conn, timings)?;
-    let told: Vec<Id> =
-        sql_query("SELECT id FROM users WHERE published_presence <> 'offline' ORDER BY id")
-            .load(conn)?;
-    let ids: Vec<i64> = told.into_iter().map(|row| row.id).collect();
-    let causes = Causes {
-        presence: None,
-        custom: ChangeReason::Expiry,
-    };
-    changes.extend(crate::events::record_changes(
-        conn,
-        timings,
-        &ids,
-        Some(at),
-        causes,
-    )?);
-    Ok(changes)
-}
-
-/// What an authenticated request counts as, declared by its route: the one rule of what
-/// is activity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CountsAs {
-    /// The app's periodic heartbeat: connection, and use unless its body says the page
-    /// is idle; recorded as `heartbeat`.
-    Heartbeat,
-    /// Any other use of the app: activity, recorded as `activity`.
-    Activity,
-    /// Ends the session (logout): never activity, so it can never bring a user online, and
-    /// a user the sweep took offline who logs out makes no transition at all.
-    Nothing,
-}
-
-impl CountsAs {
-    /// What a transition caused by this request is recorded as; `None` when the request is
-    /// not activity.
-    pub fn reason(self) -> Option<ChangeReason> {
-        match self {
-            Self::Heartbeat => Some(ChangeReason::Heartbeat),
-            Self::Activity => Some(ChangeReason::Activity),
-            Self::Nothing => None,
-        }
-    }
-
-    /// Whether the request is real use of the app (it keeps the user from being away):
-    /// any activity but a heartbeat whose body says `{"active": false}`.
-    pub fn is_use(self, declared_active: Option<bool>) -> bool {
-        match self {
-            Self::Heartbeat => declared_active.unwrap_or(true),
-            Self::Activity => true,
-            Self::Nothing => false,
-        }
-    }
 }
 
 /// The time of activity happening now, by the database's clock (see [`crate::clock`]), at
@@ -300,52 +178,6 @@ impl CountsAs {
 pub fn activity_time() -> DateTime<Utc> {
     use chrono::SubsecRound;
     crate::clock::now().trunc_subsecs(6)
-}
-
-/// A live session, looked up by its token without writing anything, with what decides
-/// whether its activity may be deferred: what an API process caches to authenticate
-/// requests.
-#[derive(Debug, Clone, PartialEq, Eq, diesel::Queryable)]
-pub struct LiveSession {
-    pub session_id: i64,
-    pub user_id: i64,
-    pub is_admin: bool,
-    /// The user's connected flag.
-    pub stored_status: OnlineStatus,
-    pub last_seen: Option<DateTime<Utc>>,
-    pub active_at: Option<DateTime<Utc>>,
-}
-
-/// Finds the live session whose token hashes to `token_hash` (see
-/// [`crate::sessions::hash_token`]): not revoked, used within `session_ttl`.
-///
-/// This runs on every session-cache miss, so it is written with diesel's query builder:
-/// its SQL is fixed, and diesel keeps it prepared per connection (a `sql_query` would be
-/// parsed and planned again each time, which costs more than running it).
-pub fn find_live_session(
-    conn: &mut PgConnection,
-    token_hash: &[u8],
-    session_ttl: TimeDelta,
-) -> QueryResult<Option<LiveSession>> {
-    use crate::schema::{sessions, users};
-    use diesel::dsl::now;
-    use diesel::prelude::*;
-
-    sessions::table
-        .inner_join(users::table)
-        .filter(sessions::token_hash.eq(token_hash))
-        .filter(sessions::revoked_at.is_null())
-        .filter(sessions::last_seen.ge(now.into_sql::<Timestamptz>() - session_ttl))
-        .select((
-            sessions::id,
-            users::id,
-            users::is_admin,
-            users::online_status,
-            users::last_seen,
-            users::active_at,
-        ))
-        .first(conn)
-        .optional()
 }
 
 /// Deferred activity of one session: seen at `seen_at`, really used at `active_at`.
@@ -358,7 +190,7 @@ pub struct Touch {
 
 /// Writes deferred activity: `touches`, at most one per session, taken by `replica` at
 /// `flushed_through`, and records that promise in `activity_flushes` in the same
-/// transaction (see [`sweep`]).
+/// transaction (see [`crate::sweeps::sweep`]).
 ///
 /// Each user gets the latest `last_seen` and `active_at` of their touched sessions, unless
 /// a write since left later ones; the flag is never changed here, so a flush cannot bring

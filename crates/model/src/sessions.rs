@@ -1,105 +1,16 @@
-//! Login sessions: one per device or tab, each with its own bearer token.
-//!
-//! A token is 256 random bits, URL-safe base64. Only its SHA-256 is stored: a fast hash is
-//! enough for a secret this long, and a leaked table holds no usable token.
+//! Ending sessions: logout, logout everywhere, and the revocations every API replica hears
+//! (`NOTIFY` in the ending transaction, `LISTEN` on a connection of its own).
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Bytea, Text};
-use sha2::{Digest, Sha256};
 
 use crate::Error;
-use crate::events::ChangeReason;
 use crate::presence::{self, Connectivity, PresenceUpdate};
 use crate::schema::sessions;
 use crate::settings::Timings;
-
-/// A freshly issued bearer token. Its `Debug` hides the value so it never reaches a log.
-pub struct SessionToken(String);
-
-impl SessionToken {
-    pub(crate) fn generate() -> Result<Self, Error> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
-        Ok(Self(URL_SAFE_NO_PAD.encode(bytes)))
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for SessionToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SessionToken(<redacted>)")
-    }
-}
-
-/// SHA-256 of a bearer token: how sessions are stored, and how to key a cache of them
-/// without keeping the tokens themselves.
-pub fn hash_token(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
-}
-
-#[derive(Debug, Clone, Copy, Queryable)]
-pub(crate) struct Session {
-    pub(crate) id: i64,
-    pub(crate) user_id: i64,
-}
-
-pub(crate) fn create(
-    conn: &mut PgConnection,
-    user_id: i64,
-    token: &SessionToken,
-) -> QueryResult<i64> {
-    diesel::insert_into(sessions::table)
-        .values((
-            sessions::user_id.eq(user_id),
-            sessions::token_hash.eq(hash_token(token.expose())),
-        ))
-        .returning(sessions::id)
-        .get_result(conn)
-}
-
-/// The live session whose token hashes to `token_hash`: not revoked, used within `ttl`.
-/// Reads without locking: callers lock the user's row next, then [`touch`] the session,
-/// which checks again that it is not revoked.
-pub(crate) fn find_live(
-    conn: &mut PgConnection,
-    token_hash: &[u8],
-    ttl: TimeDelta,
-) -> QueryResult<Option<Session>> {
-    let cutoff = diesel::dsl::now.into_sql::<diesel::sql_types::Timestamptz>() - ttl;
-    sessions::table
-        .filter(sessions::token_hash.eq(token_hash))
-        .filter(sessions::revoked_at.is_null())
-        .filter(sessions::last_seen.ge(cutoff))
-        .select((sessions::id, sessions::user_id))
-        .first(conn)
-        .optional()
-}
-
-/// Marks the session as seen now (and really used, if `active`), unless it was revoked
-/// meanwhile; returns whether it was.
-pub(crate) fn touch(conn: &mut PgConnection, session_id: i64, active: bool) -> QueryResult<bool> {
-    let target = sessions::table
-        .find(session_id)
-        .filter(sessions::revoked_at.is_null());
-    let now = diesel::dsl::now;
-    let rows = if active {
-        diesel::update(target)
-            .set((sessions::last_seen.eq(now), sessions::active_at.eq(now)))
-            .execute(conn)?
-    } else {
-        diesel::update(target)
-            .set(sessions::last_seen.eq(now))
-            .execute(conn)?
-    };
-    Ok(rows == 1)
-}
+use crate::vocabulary::ChangeReason;
 
 /// The PostgreSQL channel on which every revocation is announced, in the revoking
 /// transaction, with the hex SHA-256 of the token as payload. A NOTIFY is delivered when
@@ -300,30 +211,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_are_256_bit_url_safe_and_distinct() {
-        let a = SessionToken::generate().unwrap();
-        let b = SessionToken::generate().unwrap();
-        assert_eq!(a.expose().len(), 43);
-        assert!(
-            a.expose()
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-        );
-        assert_ne!(a.expose(), b.expose());
-        assert_eq!(format!("{a:?}"), "SessionToken(<redacted>)");
-    }
-
-    #[test]
     fn revocation_payloads_decode_as_postgres_encodes_them() {
         assert_eq!(decode_hex("00ff7a"), Some(vec![0, 255, 0x7a]));
         assert_eq!(decode_hex(""), Some(vec![]));
         assert_eq!(decode_hex("abc"), None);
         assert_eq!(decode_hex("zz"), None);
-    }
-
-    #[test]
-    fn stores_sha256_of_token() {
-        assert_eq!(hash_token("abc").len(), 32);
-        assert_ne!(hash_token("abc"), hash_token("abd"));
     }
 }

@@ -1,16 +1,19 @@
-//! The inactivity sweep, run once per schedule tick across all worker replicas.
+//! The inactivity sweep: one per schedule tick across replicas (recorded in
+//! `sweep_runs`), the time nobody could be heard in (gaps between sweeps, not counted as
+//! silence), and the sweep's work itself.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::Timestamptz;
+use diesel::sql_types::{BigInt, Interval, Timestamptz};
+use diesel::{QueryableByName, sql_query};
 
 use crate::Error;
 use crate::db::clock_timestamp;
-use crate::events::PresenceChanged;
-use crate::presence;
+use crate::events::{Causes, PresenceChanged};
 use crate::schema::sweep_runs;
-use crate::status::Presence;
+use crate::settings::Timings;
+use crate::vocabulary::{ChangeReason, Presence};
 
 /// A recorded sweep, as the operator page lists it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Queryable, Selectable)]
@@ -171,7 +174,7 @@ pub fn run_sweep(
         let run = SweepRun {
             tick_at,
             started_at,
-            changes: presence::sweep(conn, timings, unheard)?,
+            changes: sweep(conn, timings, unheard)?,
         };
         diesel::update(sweep_runs::table.find(run_id))
             .set((
@@ -182,6 +185,86 @@ pub fn run_sweep(
             .execute(conn)?;
         Ok(Some(run))
     })?)
+}
+
+/// The inactivity sweep, as of `at`: the earlier of now less `unheard` (the recent time
+/// in which nothing could be heard, see [`crate::sweeps::unheard_time`]) and the oldest
+/// promise of the API replicas that reported within the last window (see
+/// [`crate::presence::flush_last_seen`]), so activity a replica holds but could not write yet (PostgreSQL
+/// was down, say) never gets its user moved; a replica silent for a whole window is
+/// presumed gone.
+///
+/// 1. A connected user's `active_at` falls back to the latest use on a session still
+///    connected: a device closed without logging out stops counting as use once it is
+///    silent for a window (slack of one session granularity for rows written lazily).
+/// 2. Users silent for a window are disconnected.
+/// 3. Manual and custom statuses whose end has come are ended (`expiry`).
+/// 4. Every user others are told is not offline gets a transition if what they are shown
+///    changed: `sweep` to offline, `idle` to away.
+///
+/// Returns the transitions recorded.
+pub fn sweep(
+    conn: &mut PgConnection,
+    timings: Timings,
+    unheard: TimeDelta,
+) -> QueryResult<Vec<PresenceChanged>> {
+    #[derive(QueryableByName)]
+    struct At {
+        #[diesel(sql_type = Timestamptz)]
+        at: DateTime<Utc>,
+    }
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+    }
+    let window = timings.window();
+    let At { at } = sql_query(
+        "SELECT LEAST(now() - $2, (SELECT min(flushed_through) FROM activity_flushes \
+                                   WHERE reported_at > now() - $1)) AS at",
+    )
+    .bind::<Interval, _>(window)
+    .bind::<Interval, _>(unheard)
+    .get_result(conn)?;
+    sql_query(
+        "UPDATE users u SET active_at = connected.active_at, changed_at = now() \
+         FROM (SELECT s.user_id, max(s.active_at) AS active_at \
+               FROM users c JOIN sessions s ON s.user_id = c.id \
+               WHERE c.online_status = 'online' AND s.revoked_at IS NULL \
+                 AND s.last_seen >= $2 - $1 \
+               GROUP BY s.user_id) AS connected \
+         WHERE u.id = connected.user_id AND u.active_at > connected.active_at + $3",
+    )
+    .bind::<Interval, _>(window)
+    .bind::<Timestamptz, _>(at)
+    .bind::<Interval, _>(timings.session_granularity())
+    .execute(conn)?;
+    sql_query(
+        // Shown offline already (by the window), so no `changed_at`: nothing an admin is
+        // shown changes.
+        "UPDATE users SET online_status = 'offline' \
+         WHERE online_status = 'online' AND last_seen < $2 - $1",
+    )
+    .bind::<Interval, _>(window)
+    .bind::<Timestamptz, _>(at)
+    .execute(conn)?;
+    let mut changes = crate::manual::expire_statuses(conn, timings)?;
+    let told: Vec<Id> =
+        sql_query("SELECT id FROM users WHERE published_presence <> 'offline' ORDER BY id")
+            .load(conn)?;
+    let ids: Vec<i64> = told.into_iter().map(|row| row.id).collect();
+    let causes = Causes {
+        presence: None,
+        custom: ChangeReason::Expiry,
+    };
+    changes.extend(crate::events::record_changes(
+        conn,
+        timings,
+        &ids,
+        Some(at),
+        causes,
+    )?);
+    Ok(changes)
 }
 
 #[cfg(test)]

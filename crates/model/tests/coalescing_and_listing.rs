@@ -1,10 +1,13 @@
 //! Deferred `last_seen` writes and the paged, changes-only user list.
 
 use chrono::{TimeDelta, Utc};
+use presence_model::directory;
+use presence_model::directory::UserQuery;
 use presence_model::policy::PresencePolicy;
 use presence_model::presence::Touch;
 use presence_model::testing::{TIMINGS, TestDatabase, register};
-use presence_model::users::{self, UserQuery};
+use presence_model::tokens;
+use presence_model::users;
 use presence_model::{OnlineStatus, presence, sessions};
 
 const TTL: TimeDelta = TimeDelta::days(30);
@@ -33,10 +36,9 @@ fn live_sessions_are_found_without_writing() {
     let login = logged_in(&db, "alice");
     let mut conn = db.pool().get().unwrap();
     db.execute("UPDATE users SET last_seen = now() - interval '50 seconds'");
-    let live =
-        presence::find_live_session(&mut conn, &sessions::hash_token(login.token.expose()), TTL)
-            .unwrap()
-            .unwrap();
+    let live = tokens::find_live_session(&mut conn, &tokens::hash_token(login.token.expose()), TTL)
+        .unwrap()
+        .unwrap();
     assert_eq!(live.session_id, login.session_id);
     assert_eq!(live.stored_status, OnlineStatus::Online);
     assert!(
@@ -46,10 +48,9 @@ fn live_sessions_are_found_without_writing() {
     assert!(!policy().may_defer(&live, Utc::now() + TimeDelta::seconds(60), false));
     // Use is deferred only while `active_at` stays inside the away timeout.
     db.execute("UPDATE users SET active_at = now() - interval '290 seconds'");
-    let idle =
-        presence::find_live_session(&mut conn, &sessions::hash_token(login.token.expose()), TTL)
-            .unwrap()
-            .unwrap();
+    let idle = tokens::find_live_session(&mut conn, &tokens::hash_token(login.token.expose()), TTL)
+        .unwrap()
+        .unwrap();
     assert!(policy().may_defer(&idle, Utc::now(), false));
     assert!(!policy().may_defer(&idle, Utc::now(), true));
     assert_eq!(
@@ -60,13 +61,13 @@ fn live_sessions_are_found_without_writing() {
         "looking up wrote nothing"
     );
     assert!(
-        presence::find_live_session(&mut conn, &sessions::hash_token("nope"), TTL)
+        tokens::find_live_session(&mut conn, &tokens::hash_token("nope"), TTL)
             .unwrap()
             .is_none()
     );
     sessions::log_out(&mut conn, TIMINGS, login.session_id).unwrap();
     assert!(
-        presence::find_live_session(&mut conn, &sessions::hash_token(login.token.expose()), TTL)
+        tokens::find_live_session(&mut conn, &tokens::hash_token(login.token.expose()), TTL)
             .unwrap()
             .is_none()
     );
@@ -78,10 +79,9 @@ fn offline_users_are_never_deferred() {
     let login = logged_in(&db, "bob");
     db.execute("UPDATE users SET online_status = 'offline'");
     let mut conn = db.pool().get().unwrap();
-    let live =
-        presence::find_live_session(&mut conn, &sessions::hash_token(login.token.expose()), TTL)
-            .unwrap()
-            .unwrap();
+    let live = tokens::find_live_session(&mut conn, &tokens::hash_token(login.token.expose()), TTL)
+        .unwrap()
+        .unwrap();
     assert!(!policy().may_defer(&live, Utc::now(), false));
 }
 
@@ -151,7 +151,8 @@ fn users_are_listed_in_pages_and_by_changes() {
     let ids: Vec<i64> = (0..5).map(|n| register(&db, &format!("user{n}"))).collect();
     db.execute("UPDATE users SET changed_at = now() - interval '1 hour'");
     let mut conn = db.pool().get().unwrap();
-    let page = |conn: &mut _, query: &UserQuery| users::list_users(conn, TIMINGS, query).unwrap();
+    let page =
+        |conn: &mut _, query: &UserQuery| directory::list_users(conn, TIMINGS, query).unwrap();
 
     let first = page(
         &mut conn,
@@ -213,7 +214,7 @@ fn users_are_listed_in_pages_and_by_changes() {
         &mut conn,
         TIMINGS,
         ids[3],
-        presence_model::events::ChangeReason::Login,
+        presence_model::vocabulary::ChangeReason::Login,
     )
     .unwrap();
     assert_eq!(changes(&mut conn), vec![ids[3]]);
@@ -253,7 +254,7 @@ fn a_changes_poll_misses_no_write_that_commits_after_it() {
         ..Default::default()
     };
     let mut conn = db.pool().get().unwrap();
-    let start = users::list_users(&mut conn, TIMINGS, &query(None)).unwrap();
+    let start = directory::list_users(&mut conn, TIMINGS, &query(None)).unwrap();
     let done = AtomicBool::new(false);
     let mut seen: HashMap<i64, Option<String>> = HashMap::new();
     std::thread::scope(|scope| {
@@ -276,7 +277,7 @@ fn a_changes_poll_misses_no_write_that_commits_after_it() {
         let mut as_of = start.as_of;
         loop {
             let last = done.load(Ordering::SeqCst);
-            let page = users::list_users(&mut conn, TIMINGS, &query(Some(as_of))).unwrap();
+            let page = directory::list_users(&mut conn, TIMINGS, &query(Some(as_of))).unwrap();
             for user in &page.users {
                 seen.insert(user.id(), user.status.status.status_text.clone());
             }
@@ -286,11 +287,12 @@ fn a_changes_poll_misses_no_write_that_commits_after_it() {
             }
         }
     });
-    let truth: HashMap<i64, Option<String>> = users::list_users(&mut conn, TIMINGS, &query(None))
-        .unwrap()
-        .users
-        .iter()
-        .map(|user| (user.id(), user.status.status.status_text.clone()))
-        .collect();
+    let truth: HashMap<i64, Option<String>> =
+        directory::list_users(&mut conn, TIMINGS, &query(None))
+            .unwrap()
+            .users
+            .iter()
+            .map(|user| (user.id(), user.status.status.status_text.clone()))
+            .collect();
     assert_eq!(seen, truth);
 }

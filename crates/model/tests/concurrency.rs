@@ -6,10 +6,14 @@ use std::sync::Barrier;
 
 use chrono::TimeDelta;
 use diesel::{Connection, PgConnection};
-use presence_model::events::{ChangeReason, PresenceChanged};
-use presence_model::status::Presence;
+use presence_model::events::PresenceChanged;
+use presence_model::feed;
+use presence_model::manual;
+use presence_model::shown;
 use presence_model::testing::{TIMINGS, TestDatabase, register};
-use presence_model::{events, sessions, users};
+use presence_model::vocabulary::ChangeReason;
+use presence_model::vocabulary::Presence;
+use presence_model::{sessions, users};
 
 const TTL: TimeDelta = TimeDelta::days(30);
 
@@ -38,7 +42,7 @@ fn at_once<T: Send>(
 
 fn history(db: &TestDatabase, user_id: i64) -> Vec<PresenceChanged> {
     let mut conn = db.pool().get().unwrap();
-    let mut events = events::presence_history(&mut conn, user_id, 1000)
+    let mut events = feed::presence_history(&mut conn, user_id, 1000)
         .unwrap()
         .unwrap();
     events.reverse();
@@ -169,7 +173,8 @@ fn interleaved_logins_logouts_and_activity_leave_the_truth() {
 
 #[test]
 fn manual_statuses_racing_logins_activity_and_logouts_keep_one_chain_of_transitions() {
-    use presence_model::status::{self, Availability, Change, StatusChange};
+    use presence_model::manual::{Change, StatusChange};
+    use presence_model::vocabulary::Availability;
     let db = TestDatabase::new();
     let availabilities = [
         Availability::Dnd,
@@ -196,7 +201,7 @@ fn manual_statuses_racing_logins_activity_and_logouts_keep_one_chain_of_transiti
                     availability: Change::Set((availabilities[i / 4], None)),
                     ..Default::default()
                 };
-                status::set_status(conn, TIMINGS, id, &change)
+                manual::set_status(conn, TIMINGS, id, &change)
                     .unwrap()
                     .expect("the user exists");
             }
@@ -228,7 +233,7 @@ fn manual_statuses_racing_logins_activity_and_logouts_keep_one_chain_of_transiti
             told = event.to;
         }
         let mut conn = db.pool().get().unwrap();
-        let shown = status::shown_status(&mut conn, TIMINGS, id)
+        let shown = shown::shown_status(&mut conn, TIMINGS, id)
             .unwrap()
             .unwrap()
             .shown_to_others();

@@ -4,10 +4,15 @@ use chrono::TimeDelta;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{BigInt, Interval};
-use presence_model::events::ChangeReason;
+use presence_model::directory;
 use presence_model::settings::Timings;
-use presence_model::status::{self, Presence};
+use presence_model::shown;
+use presence_model::sweeps;
 use presence_model::testing::TestDatabase;
+use presence_model::tokens;
+use presence_model::views;
+use presence_model::vocabulary::ChangeReason;
+use presence_model::vocabulary::Presence;
 use presence_model::{OnlineStatus, presence, sessions, users};
 
 const WINDOW: TimeDelta = TimeDelta::seconds(120);
@@ -25,7 +30,7 @@ fn user(db: &TestDatabase, name: &str) -> i64 {
 
 /// Runs the sweep; the users it took offline, in id order.
 fn swept(conn: &mut PgConnection) -> QueryResult<Vec<i64>> {
-    let mut ids: Vec<i64> = presence::sweep(conn, TIMINGS, TimeDelta::zero())?
+    let mut ids: Vec<i64> = sweeps::sweep(conn, TIMINGS, TimeDelta::zero())?
         .into_iter()
         .filter(|change| change.to == Presence::Offline)
         .map(|change| change.user_id)
@@ -34,8 +39,8 @@ fn swept(conn: &mut PgConnection) -> QueryResult<Vec<i64>> {
     Ok(ids)
 }
 
-fn shown(conn: &mut PgConnection, id: i64) -> Option<status::PublicStatus> {
-    status::shown_status(conn, TIMINGS, id)
+fn shown(conn: &mut PgConnection, id: i64) -> Option<views::PublicStatus> {
+    shown::shown_status(conn, TIMINGS, id)
         .unwrap()
         .map(|row| row.shown_to_others())
 }
@@ -94,20 +99,17 @@ fn readers_never_see_online_past_the_window_even_without_a_sweep() {
     presence::mark_user_online(&mut conn, TIMINGS, stale, ChangeReason::Login).unwrap();
     set_last_seen_ago(&mut conn, stale, WINDOW + TimeDelta::seconds(1));
 
-    assert_eq!(
-        status::presence_counts(&mut conn, TIMINGS).unwrap().count,
-        1
-    );
+    assert_eq!(shown::presence_counts(&mut conn, TIMINGS).unwrap().count, 1);
     let status = shown(&mut conn, stale).unwrap();
     assert_eq!(status.online_status, OnlineStatus::Offline);
     assert_eq!(status.presence, Presence::Offline);
     let mut ids = |status| {
-        let query = users::UserQuery {
+        let query = directory::UserQuery {
             status: Some(status),
             limit: 10,
             ..Default::default()
         };
-        let page = users::list_users(&mut conn, TIMINGS, &query).unwrap();
+        let page = directory::list_users(&mut conn, TIMINGS, &query).unwrap();
         page.users.iter().map(|u| u.id()).collect::<Vec<_>>()
     };
     assert_eq!(ids(OnlineStatus::Online), vec![fresh]);
@@ -235,7 +237,7 @@ fn record(
     conn: &mut PgConnection,
     token: &str,
     ttl: TimeDelta,
-) -> QueryResult<Option<(presence::LiveSession, presence::PresenceUpdate)>> {
+) -> QueryResult<Option<(views::LiveSession, presence::PresenceUpdate)>> {
     presence::record_activity(conn, TIMINGS, token, ttl, ChangeReason::Activity, true)
 }
 
@@ -264,7 +266,7 @@ fn a_user_holds_at_most_max_sessions_the_least_recently_used_revoked_first() {
     ));
     assert_eq!(live, sessions::MAX_SESSIONS_PER_USER);
     let token_works = |token: &str| {
-        presence::find_live_session(&mut conn_of(&db), &sessions::hash_token(token), TTL)
+        tokens::find_live_session(&mut conn_of(&db), &tokens::hash_token(token), TTL)
             .unwrap()
             .is_some()
     };

@@ -1,9 +1,10 @@
 //! Sweep runs and the presence history against a real PostgreSQL database.
 
 use chrono::{DateTime, Utc};
-use presence_model::events::ChangeReason;
+use presence_model::feed;
 use presence_model::settings::Timings;
 use presence_model::testing::{TIMINGS, TestDatabase, register};
+use presence_model::vocabulary::ChangeReason;
 use presence_model::{Error, events, presence, settings, sweeps, users};
 
 /// The time between two ticks of the schedule these tests pretend to follow.
@@ -106,16 +107,11 @@ fn history_is_newest_first() {
     let (login, logout) = (login.update.change.unwrap(), logout.update.change.unwrap());
     assert!(logout.id > login.id && logout.at >= login.at);
 
-    let history = events::presence_history(&mut conn, id, 10)
-        .unwrap()
-        .unwrap();
+    let history = feed::presence_history(&mut conn, id, 10).unwrap().unwrap();
     assert_eq!(history, vec![logout.clone(), login]);
-    let newest = events::presence_history(&mut conn, id, 1).unwrap().unwrap();
+    let newest = feed::presence_history(&mut conn, id, 1).unwrap().unwrap();
     assert_eq!(newest, vec![logout]);
-    assert_eq!(
-        events::presence_history(&mut conn, id + 1, 10).unwrap(),
-        None
-    );
+    assert_eq!(feed::presence_history(&mut conn, id + 1, 10).unwrap(), None);
 }
 
 #[test]
@@ -125,14 +121,14 @@ fn the_outbox_is_published_in_id_order_once_and_kept_when_publishing_fails() {
     let mut conn = db.pool().get().unwrap();
     sweeps::run_sweep(&mut conn, tick(0), PERIOD, "sweep-test").unwrap();
     assert_eq!(
-        events::unpublished_backlog(&mut conn).unwrap().0,
+        feed::unpublished_backlog(&mut conn).unwrap().0,
         6,
         "3 logins, 3 sweeps"
     );
 
     let failed = events::publish_pending(&mut conn, 100, |_| Err("redis is down".to_owned()));
     assert!(failed.is_err());
-    assert_eq!(events::unpublished_backlog(&mut conn).unwrap().0, 6);
+    assert_eq!(feed::unpublished_backlog(&mut conn).unwrap().0, 6);
 
     let mut published = Vec::new();
     let count = events::publish_pending(&mut conn, 4, |batch| {
@@ -159,7 +155,7 @@ fn the_outbox_is_published_in_id_order_once_and_kept_when_publishing_fails() {
             .collect();
         assert_eq!(reasons, [ChangeReason::Login, ChangeReason::Sweep]);
     }
-    assert_eq!(events::unpublished_backlog(&mut conn).unwrap(), (0, None));
+    assert_eq!(feed::unpublished_backlog(&mut conn).unwrap(), (0, None));
     let again = events::publish_pending(&mut conn, 100, |_| panic!("nothing to publish"));
     assert_eq!(again.unwrap(), 0);
 }

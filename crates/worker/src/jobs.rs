@@ -11,9 +11,11 @@ use apalis_cron::Tick;
 use apalis_redis::ConnectionManager;
 use chrono::{DateTime, Utc};
 use presence_model::events::{self, PresenceChanged};
+use presence_model::feed;
 use presence_model::jobs::{EndStatuses, SCHEDULE_AHEAD};
+use presence_model::manual;
 use presence_model::sweeps::{self, SweepRun};
-use presence_model::{DbPool, settings, status};
+use presence_model::{DbPool, settings};
 use presence_runtime::nudges::StatusEnds;
 use presence_runtime::redis_conn::{Followed, follow_channel};
 use presence_runtime::workers::{self, WorkerReport};
@@ -113,7 +115,7 @@ impl WorkerState {
         if let Err(e) = self.publish_pending().await {
             log::warn!("could not publish pending transitions, will retry: {e}");
         }
-        match self.db(|conn| Ok(events::unpublished_backlog(conn)?)).await {
+        match self.db(|conn| Ok(feed::unpublished_backlog(conn)?)).await {
             Ok((count, oldest)) => {
                 let age = oldest.map_or(0.0, |oldest| {
                     (Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0
@@ -191,7 +193,7 @@ pub async fn sweep_tick(
         }
         // The ends coming near get their jobs (an end further away had none).
         let ends = state
-            .db(|conn| Ok(status::ends_within(conn, SCHEDULE_AHEAD)?))
+            .db(|conn| Ok(manual::ends_within(conn, SCHEDULE_AHEAD)?))
             .await?;
         for end in ends {
             state.status_ends.schedule(end).await;
@@ -271,7 +273,7 @@ pub async fn end_statuses(
             let changes = state
                 .db(|conn| {
                     let timings = settings::timings(conn)?;
-                    Ok(status::expire_statuses(conn, timings)?)
+                    Ok(manual::expire_statuses(conn, timings)?)
                 })
                 .await?;
             if !changes.is_empty() {
@@ -279,7 +281,7 @@ pub async fn end_statuses(
                 state.publish_wanted.notify_one();
             }
             let next = state
-                .db(move |conn| Ok(status::time_to_next_end(conn, second_ends)?))
+                .db(move |conn| Ok(manual::time_to_next_end(conn, second_ends)?))
                 .await?;
             match next {
                 Some(wait) => tokio::time::sleep(wait.min(MAX_EARLY_RELEASE)).await,

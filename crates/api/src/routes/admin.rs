@@ -2,7 +2,8 @@
 //! the workers alive".
 
 use actix_web::{HttpResponse, web};
-use presence_model::status::{self, PresenceTotals};
+use presence_model::shown;
+use presence_model::shown::PresenceTotals;
 use presence_model::sweeps::{self, SweepRecord};
 use presence_runtime::workers::{self, QueueDepth, WorkerReport};
 use serde::Serialize;
@@ -40,7 +41,7 @@ pub async fn overview(state: web::Data<AppState>, _admin: Admin) -> Result<HttpR
     let timings = state.policy().timings();
     let (presence, sweeps) = db(&state, move |conn| {
         Ok::<_, presence_model::Error>((
-            status::presence_totals(conn, timings)?,
+            shown::presence_totals(conn, timings)?,
             sweeps::recent_sweeps(conn, RECENT_SWEEPS)?,
         ))
     })

@@ -1,7 +1,7 @@
 //! Liveness, readiness and metrics, for orchestrators and operators.
 
 use actix_web::{HttpResponse, web};
-use presence_model::status;
+use presence_model::shown;
 use serde::Serialize;
 
 use presence_runtime::readiness::{self, Readiness};
@@ -34,7 +34,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// status change from a logout.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let timings = state.policy().timings();
-    match db(&state, move |conn| status::presence_counts(conn, timings)).await {
+    match db(&state, move |conn| shown::presence_counts(conn, timings)).await {
         Ok(counts) => state.metrics.users_online.set(counts.count),
         Err(e) => log::warn!("metrics: could not count online users: {e}"),
     }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use actix_web::http::Method;
 use actix_web::{HttpResponse, Route, guard, web};
 
-use presence_model::presence::CountsAs;
+use presence_model::vocabulary::CountsAs;
 
 use crate::errors::ApiError;
 

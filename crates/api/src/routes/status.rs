@@ -7,9 +7,12 @@ use std::collections::HashSet;
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use presence_model::status::{
-    self, Availability, Change, MAX_BULK_IDS, OwnStatus, PresenceCounts, PublicStatus, StatusChange,
-};
+use presence_model::manual;
+use presence_model::manual::{Change, StatusChange};
+use presence_model::shown;
+use presence_model::shown::{MAX_BULK_IDS, PresenceCounts};
+use presence_model::views::{OwnStatus, PublicStatus};
+use presence_model::vocabulary::Availability;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
@@ -33,7 +36,7 @@ pub async fn status(
 ) -> Result<HttpResponse, ApiError> {
     let (user_id, timings) = (user_id.into_inner(), state.policy().timings());
     let row = db(&state, move |conn| {
-        status::shown_status(conn, timings, user_id)
+        shown::shown_status(conn, timings, user_id)
     })
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("no user with id {user_id}")))?;
@@ -51,7 +54,7 @@ pub async fn own_status(
 ) -> Result<HttpResponse, ApiError> {
     let (user_id, timings) = (caller.user_id, state.policy().timings());
     let row = db(&state, move |conn| {
-        status::shown_status(conn, timings, user_id)
+        shown::shown_status(conn, timings, user_id)
     })
     .await?
     .ok_or(ApiError::Unauthenticated)?;
@@ -118,7 +121,7 @@ pub async fn statuses(
     let timings = state.policy().timings();
     let asked = ids.clone();
     let rows = db(&state, move |conn| {
-        status::shown_statuses(conn, timings, &asked)
+        shown::shown_statuses(conn, timings, &asked)
     })
     .await?;
     let found: HashSet<i64> = rows.iter().map(|row| row.id).collect();
@@ -129,7 +132,7 @@ pub async fn statuses(
         .filter(|id| !found.contains(id) && reported.insert(*id))
         .collect();
     Ok(HttpResponse::Ok().json(Statuses {
-        statuses: rows.iter().map(status::ShownRow::shown_to_others).collect(),
+        statuses: rows.iter().map(shown::ShownRow::shown_to_others).collect(),
         missing,
     }))
 }
@@ -145,7 +148,7 @@ pub async fn online_count(
     _caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
     let timings = state.policy().timings();
-    let counts = db(&state, move |conn| status::presence_counts(conn, timings)).await?;
+    let counts = db(&state, move |conn| shown::presence_counts(conn, timings)).await?;
     Ok(HttpResponse::Ok().json(counts))
 }
 
@@ -220,7 +223,7 @@ pub async fn set_status(
     let change = update.into_change()?;
     let (user_id, timings) = (caller.user_id, state.policy().timings());
     let set = db(&state, move |conn| {
-        status::set_status(conn, timings, user_id, &change)
+        manual::set_status(conn, timings, user_id, &change)
     })
     .await?
     .ok_or(ApiError::Unauthenticated)?;

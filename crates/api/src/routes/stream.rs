@@ -2,7 +2,7 @@
 
 use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
-use presence_model::status::MAX_BULK_IDS;
+use presence_model::shown::MAX_BULK_IDS;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

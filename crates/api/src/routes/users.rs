@@ -3,10 +3,13 @@
 use actix_web::http::header::{CacheControl, CacheDirective, ETag, EntityTag, IfNoneMatch};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
+use presence_model::directory;
+use presence_model::directory::{ListedUser, UserQuery};
 use presence_model::events::PresenceChanged;
-use presence_model::status::Presence;
-use presence_model::users::{ListedUser, Me, UserQuery};
-use presence_model::{OnlineStatus, events, sessions, users};
+use presence_model::feed;
+use presence_model::users::Me;
+use presence_model::vocabulary::Presence;
+use presence_model::{OnlineStatus, sessions, users};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
@@ -325,7 +328,7 @@ pub async fn all_users(
     };
     let timings = state.policy().timings();
     let page = db(&state, move |conn| {
-        users::list_users(conn, timings, &user_query)
+        directory::list_users(conn, timings, &user_query)
     })
     .await?;
     let list = UserList {
@@ -398,7 +401,7 @@ pub async fn presence_history(
     }
     let limit = page_limit(query.limit, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;
     let events = db(&state, move |conn| {
-        events::presence_history(conn, user_id, limit)
+        feed::presence_history(conn, user_id, limit)
     })
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("no user with id {user_id}")))?;

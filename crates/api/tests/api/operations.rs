@@ -157,7 +157,7 @@ async fn the_openapi_document_describes_every_route() {
     };
     use presence_model::OnlineStatus::{Offline, Online};
     assert_eq!(values("OnlineStatus"), [Online.as_str(), Offline.as_str()]);
-    use presence_model::events::ChangeReason as R;
+    use presence_model::vocabulary::ChangeReason as R;
     let reasons = [
         R::Login,
         R::Logout,
@@ -173,7 +173,7 @@ async fn the_openapi_document_describes_every_route() {
         values("ChangeReason"),
         reasons.map(|r| r.as_str().to_owned())
     );
-    use presence_model::status::{Availability as A, Presence as P};
+    use presence_model::vocabulary::{Availability as A, Presence as P};
     let presences = [P::Online, P::Away, P::Dnd, P::Offline];
     assert_eq!(values("Presence"), presences.map(|p| p.as_str().to_owned()));
     let availabilities = [A::Auto, A::Away, A::Dnd, A::Invisible];

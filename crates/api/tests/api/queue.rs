@@ -11,8 +11,7 @@ fn recorded(app: &TestApp) -> Vec<(i64, String, String, String)> {
     let mut conn = app.db.pool().get().unwrap();
     let mut events = Vec::new();
     for user in 1..=4 {
-        if let Some(history) =
-            presence_model::events::presence_history(&mut conn, user, 100).unwrap()
+        if let Some(history) = presence_model::feed::presence_history(&mut conn, user, 100).unwrap()
         {
             events.extend(history);
         }

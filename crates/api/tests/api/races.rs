@@ -40,7 +40,7 @@ fn transitions(db: &TestDatabase, user: &str) -> Vec<(String, String, String)> {
     let id = db.query_i64(&format!(
         "SELECT id AS n FROM users WHERE username = '{user}'"
     ));
-    let mut events = presence_model::events::presence_history(&mut conn, id, 1000)
+    let mut events = presence_model::feed::presence_history(&mut conn, id, 1000)
         .unwrap()
         .unwrap();
     events.reverse();

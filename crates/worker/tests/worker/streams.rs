@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use presence_api::testing::{Event, EventStream, TestApp, eventually};
-use presence_model::status::Change;
+use presence_model::manual::Change;
 use serde_json::{Value, json};
 
 use crate::helpers::queue_worker;
@@ -268,7 +268,7 @@ async fn a_reader_too_slow_to_keep_up_gets_resync_and_a_new_snapshot() {
                 &mut conn,
                 timings,
                 *id,
-                presence_model::events::ChangeReason::Activity,
+                presence_model::vocabulary::ChangeReason::Activity,
             )
             .unwrap();
         }
@@ -282,13 +282,13 @@ async fn a_reader_too_slow_to_keep_up_gets_resync_and_a_new_snapshot() {
         let round = round.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         actix_web::rt::task::spawn_blocking(move || {
             let mut conn = pool.get().unwrap();
-            let change = presence_model::status::StatusChange {
+            let change = presence_model::manual::StatusChange {
                 text: Change::Set(Some(format!("{}{round}", "😀".repeat(95)))),
                 emoji: Change::Set(Some("😀".repeat(32))),
                 ..Default::default()
             };
             for id in ids {
-                presence_model::status::set_status(&mut conn, timings, id, &change).unwrap();
+                presence_model::manual::set_status(&mut conn, timings, id, &change).unwrap();
             }
         })
         .await

@@ -3,9 +3,9 @@ use std::time::{Duration, Instant};
 use presence_api::testing::{
     OwnRedis, RedisKeys, TestApp, free_port, metric_value, raw_http, test_prefix, wait_until,
 };
-use presence_model::events::ChangeReason;
 use presence_model::presence;
 use presence_model::testing::{TIMINGS, TestDatabase, register};
+use presence_model::vocabulary::ChangeReason;
 
 use crate::helpers::{WorkerEnv, eventually, timings};
 

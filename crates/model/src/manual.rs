@@ -1,0 +1,363 @@
+//! The manual status a user sets (availability, custom text and emoji) and their ends:
+//! validated, written under the user's lock, and ended on time.
+
+use chrono::{DateTime, Utc};
+use diesel::pg::PgConnection;
+use diesel::sql_types::{BigInt, Interval, Nullable, Text, Timestamptz};
+use diesel::{QueryResult, QueryableByName, RunQueryDsl, sql_query};
+
+use crate::error::ValidationError;
+use crate::events::PresenceChanged;
+use crate::settings::Timings;
+use crate::shown::shown_status;
+use crate::views::OwnStatus;
+use crate::vocabulary::{Availability, ChangeReason, Presence};
+
+/// The longest custom status text and emoji, in characters.
+pub const STATUS_TEXT_MAX_CHARS: usize = 100;
+pub const STATUS_EMOJI_MAX_CHARS: usize = 32;
+
+/// How far ahead a manual status or a custom status may be set to end: every end is a
+/// scheduled job, so ends far in the future would pile up.
+pub const MAX_END_AHEAD: chrono::TimeDelta = chrono::TimeDelta::days(30);
+
+/// Characters a status text or emoji may not hold: control characters (NUL, newlines, the
+/// terminal's escape), and the bidirectional embeddings, overrides and isolates that make
+/// a text render as another (U+202A–U+202E, U+2066–U+2069).
+fn is_forbidden_in_status(c: char) -> bool {
+    c.is_control()
+        || ('\u{202A}'..='\u{202E}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// A change of one field: left out (`Keep`) keeps the stored value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Change<T> {
+    #[default]
+    Keep,
+    Set(T),
+}
+
+/// What a user asks to change of their manual status; fields left out keep their value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusChange {
+    /// The availability, with when it ends (`None`: never; only for away and dnd).
+    pub availability: Change<(Availability, Option<DateTime<Utc>>)>,
+    pub text: Change<Option<String>>,
+    pub emoji: Change<Option<String>>,
+    pub text_expires_at: Change<Option<DateTime<Utc>>>,
+}
+
+impl StatusChange {
+    /// Refuses what cannot be stored, naming the field: an end for `auto` or `invisible`,
+    /// an end or expiry not in the future or more than [`MAX_END_AHEAD`] away, text or
+    /// emoji too long or holding control characters or bidirectional overrides.
+    pub fn validate(&self, now: DateTime<Utc>) -> Result<(), ValidationError> {
+        if let Change::Set((availability, Some(until))) = &self.availability {
+            if matches!(availability, Availability::Auto | Availability::Invisible) {
+                return Err(ValidationError::new(
+                    "until",
+                    format!("is only for away and dnd, not {}", availability.as_str()),
+                ));
+            }
+            check_end("until", *until, now)?;
+        }
+        if let Change::Set(Some(expires)) = &self.text_expires_at {
+            check_end("text_expires_at", *expires, now)?;
+        }
+        for (field, value, max) in [
+            ("text", &self.text, STATUS_TEXT_MAX_CHARS),
+            ("emoji", &self.emoji, STATUS_EMOJI_MAX_CHARS),
+        ] {
+            if let Change::Set(Some(value)) = value {
+                if value.chars().count() > max {
+                    return Err(ValidationError::new(
+                        field,
+                        format!("must be at most {max} characters long"),
+                    ));
+                }
+                if value.chars().any(is_forbidden_in_status) {
+                    return Err(ValidationError::new(
+                        field,
+                        "must not contain control characters or bidirectional overrides",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An end must be in the future, and at most [`MAX_END_AHEAD`] away.
+fn check_end(
+    field: &'static str,
+    end: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), ValidationError> {
+    if end <= now {
+        return Err(ValidationError::new(field, "must be in the future"));
+    }
+    if end > now + MAX_END_AHEAD {
+        return Err(ValidationError::new(
+            field,
+            format!("must be at most {} days ahead", MAX_END_AHEAD.num_days()),
+        ));
+    }
+    Ok(())
+}
+
+/// The outcome of a status change: the user's status (their own view) and what was
+/// recorded for others, if anything they are shown changed.
+#[derive(Debug, Clone)]
+pub struct StatusSet {
+    pub status: OwnStatus,
+    pub change: Option<PresenceChanged>,
+    /// When this status next ends by itself (an availability's `until`, a text's expiry):
+    /// the time to schedule its expiry for.
+    pub next_expiry: Option<DateTime<Utc>>,
+}
+
+/// Sets a user's manual status (`None` for an unknown user). The user's row is locked
+/// first, as every presence write does; a transition (reason `manual`, or `status_text`
+/// when only the custom status changed) is recorded if what others are shown changes.
+/// Going invisible is recorded as a logout would be, and coming back as a login, so
+/// nobody else can tell it from one.
+pub fn set_status(
+    conn: &mut PgConnection,
+    timings: Timings,
+    user_id: i64,
+    change: &StatusChange,
+) -> Result<Option<StatusSet>, crate::Error> {
+    change.validate(crate::presence::activity_time())?;
+    Ok(crate::db::transaction(conn, |conn| {
+        if crate::presence::lock_user(conn, user_id)?.is_none() {
+            return Ok(None);
+        }
+        let Some(before) = shown_status(conn, timings, user_id)? else {
+            return Ok(None);
+        };
+        let (availability, until) = match &change.availability {
+            Change::Set((availability, until)) => (Some(*availability), *until),
+            Change::Keep => (None, None),
+        };
+        let text = match &change.text {
+            Change::Set(text) => Some(text.as_deref()),
+            Change::Keep => None,
+        };
+        let emoji = match &change.emoji {
+            Change::Set(emoji) => Some(emoji.as_deref()),
+            Change::Keep => None,
+        };
+        let expires = match &change.text_expires_at {
+            Change::Set(expires) => Some(*expires),
+            Change::Keep => None,
+        };
+        sql_query(
+            "UPDATE users SET \
+               availability = coalesce($2, availability), \
+               availability_until = CASE WHEN $2 IS NULL THEN availability_until ELSE $3 END, \
+               invisible_since = CASE \
+                 WHEN $2 IS NULL THEN invisible_since \
+                 WHEN $2 <> 'invisible' THEN NULL \
+                 ELSE coalesce(invisible_since, clock_timestamp()) END, \
+               status_text = CASE WHEN $4 THEN $5 ELSE status_text END, \
+               status_emoji = CASE WHEN $6 THEN $7 ELSE status_emoji END, \
+               status_expires_at = CASE WHEN $8 THEN $9 ELSE status_expires_at END, \
+               changed_at = now() \
+             WHERE id = $1",
+        )
+        .bind::<BigInt, _>(user_id)
+        .bind::<Nullable<Text>, _>(availability)
+        .bind::<Nullable<Timestamptz>, _>(until)
+        .bind::<diesel::sql_types::Bool, _>(text.is_some())
+        .bind::<Nullable<Text>, _>(text.flatten())
+        .bind::<diesel::sql_types::Bool, _>(emoji.is_some())
+        .bind::<Nullable<Text>, _>(emoji.flatten())
+        .bind::<diesel::sql_types::Bool, _>(expires.is_some())
+        .bind::<Nullable<Timestamptz>, _>(expires.flatten())
+        .execute(conn)?;
+        let Some(after) = shown_status(conn, timings, user_id)? else {
+            return Ok(None);
+        };
+        let reason = match (before.public_presence, after.public_presence) {
+            (_, Presence::Offline) if after.availability == Availability::Invisible => {
+                ChangeReason::Logout
+            }
+            (Presence::Offline, _) if before.availability == Availability::Invisible => {
+                ChangeReason::Login
+            }
+            (from, to) if from != to => ChangeReason::Manual,
+            _ => ChangeReason::StatusText,
+        };
+        let change = crate::events::record_changes(
+            conn,
+            timings,
+            &[user_id],
+            None,
+            crate::events::Causes {
+                presence: Some(reason),
+                custom: ChangeReason::StatusText,
+            },
+        )?
+        .pop();
+        let next_expiry = [after.availability_until, after.status_expires_at]
+            .into_iter()
+            .flatten()
+            .min();
+        Ok(Some(StatusSet {
+            status: after.shown_to_self(),
+            change,
+            next_expiry,
+        }))
+    })?)
+}
+
+/// The times of the manual and custom status ends within `horizon` from now (each
+/// second once): what the expiry queue must hold jobs for. Served by the partial indexes
+/// on both end columns.
+pub fn ends_within(
+    conn: &mut PgConnection,
+    horizon: chrono::TimeDelta,
+) -> QueryResult<Vec<DateTime<Utc>>> {
+    #[derive(QueryableByName)]
+    struct End {
+        #[diesel(sql_type = Timestamptz)]
+        at: DateTime<Utc>,
+    }
+    // A union of two indexed ranges, truncated to the second: more than the DSL says.
+    let ends: Vec<End> = sql_query(
+        "SELECT DISTINCT date_trunc('second', at) AS at FROM ( \
+           SELECT availability_until AS at FROM users \
+           WHERE availability_until > now() AND availability_until <= now() + $1 \
+           UNION ALL SELECT status_expires_at FROM users \
+           WHERE status_expires_at > now() AND status_expires_at <= now() + $1) AS ends",
+    )
+    .bind::<Interval, _>(horizon)
+    .load(conn)?;
+    Ok(ends.into_iter().map(|end| end.at).collect())
+}
+
+/// How long until the next manual or custom status end before `before`, by the
+/// database's clock (zero for one already due and not yet ended); `None` if there is
+/// none.
+pub fn time_to_next_end(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+) -> QueryResult<Option<std::time::Duration>> {
+    #[derive(QueryableByName)]
+    struct Wait {
+        #[diesel(sql_type = Nullable<diesel::sql_types::Double>)]
+        secs: Option<f64>,
+    }
+    let Wait { secs } = sql_query(
+        "SELECT extract(epoch FROM min(at) - now())::float8 AS secs FROM ( \
+           SELECT min(availability_until) AS at FROM users WHERE availability_until < $1 \
+           UNION ALL SELECT min(status_expires_at) FROM users WHERE status_expires_at < $1 \
+         ) AS ends",
+    )
+    .bind::<Timestamptz, _>(before)
+    .get_result(conn)?;
+    Ok(secs.map(|secs| std::time::Duration::from_secs_f64(secs.max(0.0))))
+}
+
+/// Ends every manual status and custom status whose time has come, and records what
+/// others are shown change (reason `expiry`). Run by the job scheduled for each end, and
+/// by every sweep in case a job was lost; a second run finds nothing to do. Returns the
+/// transitions recorded.
+pub fn expire_statuses(
+    conn: &mut PgConnection,
+    timings: Timings,
+) -> QueryResult<Vec<PresenceChanged>> {
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+    }
+    crate::db::transaction(conn, |conn| {
+        let ended: Vec<Id> = sql_query(
+            "UPDATE users SET \
+               availability = CASE WHEN availability_until <= now() THEN 'auto' \
+                                   ELSE availability END, \
+               availability_until = CASE WHEN availability_until <= now() THEN NULL \
+                                         ELSE availability_until END, \
+               status_text = CASE WHEN status_expires_at <= now() THEN NULL \
+                                  ELSE status_text END, \
+               status_emoji = CASE WHEN status_expires_at <= now() THEN NULL \
+                                   ELSE status_emoji END, \
+               status_expires_at = CASE WHEN status_expires_at <= now() THEN NULL \
+                                        ELSE status_expires_at END, \
+               changed_at = now() \
+             WHERE id IN (SELECT id FROM users \
+                          WHERE availability_until <= now() OR status_expires_at <= now() \
+                          ORDER BY id FOR UPDATE) \
+             RETURNING id",
+        )
+        .load(conn)?;
+        if ended.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = ended.iter().map(|row| row.id).collect();
+        // Time caused these: a user who also went silent is recorded `sweep`.
+        let causes = crate::events::Causes {
+            presence: None,
+            custom: ChangeReason::Expiry,
+        };
+        crate::events::record_changes(conn, timings, &ids, None, causes)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+
+    #[test]
+    fn status_changes_are_validated_by_field() {
+        let now = Utc::now();
+        let field = |change: StatusChange| change.validate(now).map_err(|e| e.field);
+        assert_eq!(
+            field(StatusChange {
+                availability: Change::Set((Availability::Auto, Some(now + TimeDelta::hours(1)))),
+                ..Default::default()
+            }),
+            Err("until")
+        );
+        assert_eq!(
+            field(StatusChange {
+                availability: Change::Set((Availability::Dnd, Some(now - TimeDelta::seconds(1)))),
+                ..Default::default()
+            }),
+            Err("until")
+        );
+        assert_eq!(
+            field(StatusChange {
+                text: Change::Set(Some("x".repeat(101))),
+                ..Default::default()
+            }),
+            Err("text")
+        );
+        assert_eq!(
+            field(StatusChange {
+                emoji: Change::Set(Some("x".repeat(33))),
+                ..Default::default()
+            }),
+            Err("emoji")
+        );
+        assert_eq!(
+            field(StatusChange {
+                text: Change::Set(Some("a\0b".into())),
+                ..Default::default()
+            }),
+            Err("text")
+        );
+        assert_eq!(
+            field(StatusChange {
+                availability: Change::Set((Availability::Dnd, Some(now + TimeDelta::hours(1)))),
+                text: Change::Set(Some("x".repeat(100))),
+                ..Default::default()
+            }),
+            Ok(())
+        );
+    }
+}

@@ -1,0 +1,64 @@
+//! The values readers are given, one per viewer: what everyone but admins and the user is
+//! shown (`PublicStatus`), what admins are (`AdminStatus`), what the user is
+//! (`OwnStatus`); and a live session as the API caches it (`LiveSession`).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::vocabulary::{Availability, OnlineStatus, Presence};
+
+/// A user's status as everyone but admins and the user is shown it: the stream, the
+/// status lookups and the published history. An invisible user is shown exactly as a user
+/// who logged out. Every field is always sent (`null` when empty).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PublicStatus {
+    pub id: i64,
+    pub presence: Presence,
+    /// `online` while the presence is online, away or dnd: for clients that know only two
+    /// states.
+    pub online_status: OnlineStatus,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub status_text: Option<String>,
+    pub status_emoji: Option<String>,
+    /// When a do-not-disturb ends, if it has an end.
+    pub dnd_until: Option<DateTime<Utc>>,
+}
+
+/// A user's status as admins are shown it (the admins' list): the truth, in the shape
+/// of [`PublicStatus`], with whether the user is invisible to everyone else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AdminStatus {
+    #[serde(flatten)]
+    pub status: PublicStatus,
+    pub invisible: bool,
+}
+
+/// A user's status as they are shown it themselves: the truth, with the manual status
+/// and the ends only they see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OwnStatus {
+    #[serde(flatten)]
+    pub status: PublicStatus,
+    pub availability: Availability,
+    /// When a manual away or dnd ends.
+    pub availability_until: Option<DateTime<Utc>>,
+    /// When the custom status ends.
+    pub status_expires_at: Option<DateTime<Utc>>,
+}
+
+/// A live session, looked up by its token without writing anything, with what decides
+/// whether its activity may be deferred: what an API process caches to authenticate
+/// requests.
+#[derive(Debug, Clone, PartialEq, Eq, diesel::Queryable)]
+pub struct LiveSession {
+    pub session_id: i64,
+    pub user_id: i64,
+    pub is_admin: bool,
+    /// The user's connected flag.
+    pub stored_status: OnlineStatus,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub active_at: Option<DateTime<Utc>>,
+}
