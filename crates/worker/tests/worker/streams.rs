@@ -277,7 +277,9 @@ async fn a_reader_too_slow_to_keep_up_gets_resync_and_a_new_snapshot() {
     // client reads nothing, until the stream gives up on what it holds (a resync is
     // counted).
     let round = std::sync::atomic::AtomicU32::new(0);
-    let resynced = eventually(Duration::from_secs(60), async || {
+    // How many rounds that takes depends on how far the kernel lets the server's send
+    // buffer grow, and each round on the machine's load: a generous bound.
+    let resynced = eventually(Duration::from_secs(120), async || {
         let (pool, ids) = (pool.clone(), ids.clone());
         let round = round.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         actix_web::rt::task::spawn_blocking(move || {
@@ -303,8 +305,15 @@ async fn a_reader_too_slow_to_keep_up_gets_resync_and_a_new_snapshot() {
         .unwrap();
     let mut seen = Vec::new();
     let mut buf = vec![0u8; 65536];
+    // Keep-alives arrive every few seconds, so each read returns: bound the whole search.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let found = loop {
         use std::io::Read;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no resync and snapshot in {} bytes read",
+            seen.len()
+        );
         let n = client.read(&mut buf).unwrap();
         assert!(n > 0, "stream ended");
         seen.extend_from_slice(&buf[..n]);
