@@ -16,6 +16,8 @@
 //!   view), so it never tells an invisible user from an offline one.
 //! - Streams end at once when the process is told to stop; clients reconnect elsewhere.
 
+mod pending;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,15 +29,15 @@ use actix_web::web::Bytes;
 use chrono::TimeDelta;
 use futures_util::StreamExt;
 use presence_model::events::PresenceChanged;
-use presence_model::feed;
-use presence_model::feed::ResumeRefused;
+use presence_model::feed::{self, ResumeRefused};
 use presence_model::views::PublicStatus;
+use presence_runtime::redis_conn::{Followed, follow_channel};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
 use crate::errors::ApiError;
 use crate::state::{AppState, db};
-use presence_runtime::redis_conn::{Followed, follow_channel};
+use pending::{Batch, Pending};
 
 /// The most users an admin's stream of everyone may hold unsent before it is resynced.
 const MAX_PENDING_ALL: usize = 10_000;
@@ -60,19 +62,6 @@ pub struct StreamSettings {
 pub enum Refused {
     TooManyForUser,
     TooManyForProcess,
-}
-
-/// Users' changes not yet sent to one stream.
-#[derive(Default)]
-struct Pending {
-    /// User id → (revision, status): the latest only.
-    changes: HashMap<i64, (i64, PublicStatus)>,
-    /// Changes up to this revision are already in what the stream sent.
-    floor: i64,
-    /// What was held was dropped: the stream owes its client a new snapshot.
-    resync: bool,
-    /// When the oldest change held arrived.
-    waiting_since: Option<Instant>,
 }
 
 /// The session a stream was opened with (its token's hash): revoking the session ends it.
@@ -100,44 +89,20 @@ impl Subscriber {
     /// Holds a change for the next batch; returns whether it made the stream give up on
     /// what it held (it stalled, or holds too much).
     fn offer(&self, revision: i64, status: &PublicStatus, settings: &StreamSettings) -> bool {
-        let mut pending = self.pending();
-        if revision <= pending.floor || pending.resync {
-            return false;
-        }
-        let stalled = pending
-            .waiting_since
-            .is_some_and(|since| since.elapsed() > settings.stall);
         let cap = if self.ids.is_some() {
             usize::MAX
         } else {
             MAX_PENDING_ALL
         };
-        let give_up = stalled || pending.changes.len() >= cap;
-        if give_up {
-            pending.changes = HashMap::new();
-            pending.waiting_since = None;
-            pending.resync = true;
-        } else {
-            let entry = pending
-                .changes
-                .entry(status.id)
-                .or_insert_with(|| (revision, status.clone()));
-            if revision >= entry.0 {
-                *entry = (revision, status.clone());
-            }
-            pending.waiting_since.get_or_insert_with(Instant::now);
-        }
-        drop(pending);
+        let gave_up = self
+            .pending()
+            .offer(revision, status, Instant::now(), settings.stall, cap);
         self.wake.notify_one();
-        give_up
+        gave_up
     }
 
     fn demand_resync(&self) {
-        let mut pending = self.pending();
-        pending.changes = HashMap::new();
-        pending.waiting_since = None;
-        pending.resync = true;
-        drop(pending);
+        self.pending().demand_resync();
         self.wake.notify_one();
     }
 
@@ -546,18 +511,18 @@ impl Live {
             Err(ResumeRefused::Unknown) => return Ok(Err(ResyncReason::UnknownRevision)),
             Err(ResumeRefused::TooMany) => return Ok(Err(ResyncReason::TooManyChanges)),
         };
-        let mut latest: HashMap<i64, (i64, PublicStatus)> = HashMap::new();
-        let mut floor = after;
-        for change in &changes {
-            let revision = change.revision.unwrap_or(after);
-            floor = floor.max(revision);
-            latest.insert(change.user_id, (revision, change.status()));
-        }
-        self.settle(floor);
-        if latest.is_empty() {
+        let batch = Batch::coalesce(
+            changes
+                .iter()
+                .map(|change| (change.revision.unwrap_or(after), change.status())),
+        );
+        // The client has everything up to `after`: what arrived live up to there is dropped.
+        self.settle(after);
+        let Some(batch) = batch else {
             return Ok(Ok(Vec::new()));
-        }
-        Ok(Ok(changes_frame(latest).to_vec()))
+        };
+        self.settle(batch.rev);
+        Ok(Ok(changes_frame(&batch).to_vec()))
     }
 
     /// A `snapshot` event of the watched users, as of its revision; what arrived live
@@ -584,12 +549,7 @@ impl Live {
 
     /// Everything up to `floor` has been sent: drop it from what is held.
     fn settle(&self, floor: i64) {
-        let mut pending = self.subscriber().pending();
-        pending.floor = pending.floor.max(floor);
-        pending.changes.retain(|_, (revision, _)| *revision > floor);
-        if pending.changes.is_empty() {
-            pending.waiting_since = None;
-        }
+        self.subscriber().pending().settle(floor);
     }
 
     /// The next frame: a batch, a resync, or a keep-alive; `None` ends the stream.
@@ -600,11 +560,10 @@ impl Live {
                 return None;
             }
             let (due, resync) = {
-                let pending = self.subscriber().pending();
-                (!pending.changes.is_empty(), pending.resync)
+                let mut pending = self.subscriber().pending();
+                (pending.has_changes(), pending.take_resync())
             };
             if resync {
-                self.subscriber().pending().resync = false;
                 let mut frames = event(
                     "resync",
                     None,
@@ -628,15 +587,10 @@ impl Live {
                         _ = self.stopping.changed() => return None,
                     }
                 }
-                let taken = {
-                    let mut pending = self.subscriber().pending();
-                    pending.waiting_since = None;
-                    std::mem::take(&mut pending.changes)
-                };
-                if let Some(floor) = taken.values().map(|(revision, _)| *revision).max() {
-                    self.subscriber().pending().floor = floor;
+                let taken = self.subscriber().pending().take_batch();
+                if let Some(batch) = taken {
                     self.last_sent = Some(Instant::now());
-                    return Some(changes_frame(taken));
+                    return Some(changes_frame(&batch));
                 }
                 continue;
             }
@@ -655,17 +609,13 @@ impl Live {
 }
 
 /// A `presence` event: the latest status of each user, with the revision of the last.
-fn changes_frame(latest: HashMap<i64, (i64, PublicStatus)>) -> Bytes {
-    let mut changes: Vec<(i64, PublicStatus)> = latest.into_values().collect();
-    changes.sort_unstable_by_key(|(revision, _)| *revision);
-    let rev = changes.last().map_or(0, |(revision, _)| *revision);
-    let statuses: Vec<PublicStatus> = changes.into_iter().map(|(_, status)| status).collect();
+fn changes_frame(batch: &Batch) -> Bytes {
     event(
         "presence",
-        Some(rev),
+        Some(batch.rev),
         &ChangesData {
-            rev,
-            changes: &statuses,
+            rev: batch.rev,
+            changes: &batch.changes,
         },
     )
 }
