@@ -95,7 +95,8 @@ fn startup_refuses_a_flush_interval_that_could_sweep_active_users() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("LAST_SEEN_FLUSH_MS (10000) + HEARTBEAT_INTERVAL_MS (30000)"),
+        stderr.contains("flush interval (10000 ms) + heartbeat interval (30000 ms)")
+            && stderr.contains("lower LAST_SEEN_FLUSH_MS or HEARTBEAT_INTERVAL_MS"),
         "{stderr}"
     );
 }
