@@ -7,9 +7,11 @@ use diesel::prelude::*;
 use diesel::sql_types::{Interval, Nullable, Text, Timestamptz};
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
+use crate::error::ValidationError;
 use crate::settings::Timings;
 use crate::shown::shown_columns;
-use crate::users::{Account, UserRow, username_char};
+use crate::users::{Account, USERNAME_MAX_CHARS, UserRow, username_char};
 use crate::views::AdminStatus;
 use crate::vocabulary::{OnlineStatus, Presence};
 
@@ -94,7 +96,18 @@ pub fn list_users(
     conn: &mut PgConnection,
     timings: Timings,
     query: &UserQuery,
-) -> QueryResult<UserPage> {
+) -> Result<UserPage, Error> {
+    // The search is a name prefix (the API calls it `search`): no longer than a name.
+    if query
+        .name_prefix
+        .as_ref()
+        .is_some_and(|prefix| prefix.chars().count() > USERNAME_MAX_CHARS)
+    {
+        return Err(Error::Invalid(ValidationError::new(
+            "search",
+            format!("must be at most {USERNAME_MAX_CHARS} characters long"),
+        )));
+    }
     // A name prefix no username can start with matches nothing (and a NUL in it could
     // not even be sent to PostgreSQL).
     let impossible = query

@@ -15,6 +15,7 @@ use diesel::sql_types::{Array, BigInt, Interval, Nullable, Text, Timestamptz};
 use diesel::{OptionalExtension, QueryResult, QueryableByName, RunQueryDsl, sql_query};
 use serde::Serialize;
 
+use crate::error::ValidationError;
 use crate::settings::Timings;
 use crate::views::{AdminStatus, OwnStatus, PublicStatus};
 use crate::vocabulary::{Availability, Presence};
@@ -158,8 +159,20 @@ pub fn shown_status(
     .optional()
 }
 
-/// The most ids one bulk lookup may ask for.
+/// The most ids one bulk lookup (or one stream) may ask for.
 pub const MAX_BULK_IDS: usize = 500;
+
+/// A bulk lookup, or a stream, asks for 1 to [`MAX_BULK_IDS`] users.
+pub fn check_bulk_ids(count: usize) -> Result<(), ValidationError> {
+    if (1..=MAX_BULK_IDS).contains(&count) {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            "ids",
+            format!("must hold 1 to {MAX_BULK_IDS} ids, not {count}"),
+        ))
+    }
+}
 
 /// The statuses of `ids`, in the order asked (an id asked twice is answered twice), in one
 /// query; unknown ids are left out.

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use presence_model::manual;
 use presence_model::manual::{Change, StatusChange};
 use presence_model::shown;
-use presence_model::shown::{MAX_BULK_IDS, PresenceCounts};
+use presence_model::shown::PresenceCounts;
 use presence_model::views::{OwnStatus, PublicStatus};
 use presence_model::vocabulary::Availability;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -112,12 +112,7 @@ pub async fn statuses(
     JsonBody(StatusesQuery { ids }): JsonBody<StatusesQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let ids: Vec<i64> = ids.into_iter().map(|UserId(id)| id).collect();
-    if !(1..=MAX_BULK_IDS).contains(&ids.len()) {
-        return Err(ApiError::Invalid {
-            field: "ids".to_owned(),
-            message: format!("must hold 1 to {MAX_BULK_IDS} ids, not {}", ids.len()),
-        });
-    }
+    shown::check_bulk_ids(ids.len())?;
     let timings = state.policy().timings();
     let asked = ids.clone();
     let rows = db(&state, move |conn| {

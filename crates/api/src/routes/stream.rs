@@ -2,7 +2,7 @@
 
 use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
-use presence_model::shown::MAX_BULK_IDS;
+use presence_model::shown;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -82,9 +82,7 @@ fn parse_ids(ids: &str) -> Result<Vec<i64>, ApiError> {
                 .map_err(|_| invalid(format!("{id:?} is not a user id")))
         })
         .collect::<Result<_, _>>()?;
-    if !(1..=MAX_BULK_IDS).contains(&ids.len()) {
-        return Err(invalid(format!("must hold 1 to {MAX_BULK_IDS} ids")));
-    }
+    shown::check_bulk_ids(ids.len())?;
     let mut unique = ids;
     unique.sort_unstable();
     unique.dedup();

@@ -305,19 +305,6 @@ pub async fn all_users(
             });
         }
     };
-    if query
-        .search
-        .as_ref()
-        .is_some_and(|search| search.chars().count() > users::USERNAME_MAX_CHARS)
-    {
-        return Err(ApiError::Invalid {
-            field: "search".to_owned(),
-            message: format!(
-                "must be at most {} characters long",
-                users::USERNAME_MAX_CHARS
-            ),
-        });
-    }
     let user_query = UserQuery {
         status: query.status,
         presence: query.presence,
