@@ -38,7 +38,7 @@ impl Default for ActivityBuffer {
         Self {
             pending: Mutex::new(HashMap::new()),
             flushing: tokio::sync::Mutex::new(()),
-            replica: presence::replica_name("api"),
+            replica: presence_runtime::replicas::replica_name("api"),
         }
     }
 }

@@ -7,5 +7,6 @@ pub mod metrics;
 pub mod nudges;
 pub mod readiness;
 pub mod redis_conn;
+pub mod replicas;
 pub mod signals;
 pub mod workers;

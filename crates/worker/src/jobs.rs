@@ -322,7 +322,7 @@ pub async fn catch_up_periodically(state: Arc<WorkerState>, interval: Duration) 
 pub async fn report_periodically(state: Arc<WorkerState>) {
     let mut ticker = tokio::time::interval(workers::REPORT_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let host = presence_model::presence::host_name();
+    let host = presence_runtime::replicas::host_name();
     loop {
         ticker.tick().await;
         let report = WorkerReport {

@@ -15,8 +15,8 @@ use crate::config::Config;
 use crate::jobs::{self, Error, WorkerState};
 use crate::metrics::Metrics;
 use crate::queue::{JOB_POLL_INTERVAL, PollEvery, expiry_storage};
-use presence_model::presence::replica_name;
 use presence_runtime::nudges::{Asked, StatusEnds};
+use presence_runtime::replicas::replica_name;
 
 /// How long one attempt to reach Redis at startup may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
