@@ -3,10 +3,9 @@
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use presence_api::testing::{
-    PASSWORD, Process, RedisKeys, TestApp, raw_http as http, spawn_api, test_redis_url, wait_until,
-};
+use presence_api::testing::{PASSWORD, TestApp, spawn_api};
 use presence_model::testing::TestDatabase;
+use presence_testkit::{Process, RedisKeys, raw_http as http, test_redis_url, wait_until};
 
 fn serve(db: &TestDatabase, env: &[(&str, &str)]) -> Process {
     spawn_api(env!("CARGO_BIN_EXE_presence-api"), db, env)

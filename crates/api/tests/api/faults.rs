@@ -5,11 +5,11 @@
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
-use presence_api::testing::{
-    OwnPostgres, OwnRedis, PASSWORD, RedisKeys, TestApp, eventually, raw_http as http, spawn_api,
-    wait_until,
-};
+use presence_api::testing::{PASSWORD, TestApp, spawn_api};
 use presence_model::testing::TestDatabase;
+use presence_testkit::{
+    OwnPostgres, OwnRedis, RedisKeys, eventually, raw_http as http, wait_until,
+};
 
 #[actix_web::test]
 async fn a_postgres_restart_costs_no_request_and_the_outage_answers_503_quickly() {

@@ -4,7 +4,8 @@ use std::collections::BTreeSet;
 
 use actix_web::http::StatusCode;
 use presence_api::routes::ENDPOINTS;
-use presence_api::testing::{TestApp, metric_value};
+use presence_api::testing::TestApp;
+use presence_testkit::metric_value;
 
 #[actix_web::test]
 async fn readyz_checks_postgres_and_redis() {

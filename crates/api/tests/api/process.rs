@@ -4,8 +4,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use presence_api::testing::{Process, RedisKeys, metric_value, raw_http, spawn_api, wait_until};
+use presence_api::testing::spawn_api;
 use presence_model::testing::TestDatabase;
+use presence_testkit::{Process, RedisKeys, metric_value, raw_http, wait_until};
 
 const API: &str = env!("CARGO_BIN_EXE_presence-api");
 
@@ -198,7 +199,8 @@ fn migrate(db: &TestDatabase, env: &[(&str, &str)]) -> (bool, String) {
 #[actix_web::test]
 async fn migrate_refuses_unsafe_timings_and_running_replicas_adopt_safe_ones() {
     use actix_web::http::StatusCode;
-    use presence_api::testing::{TestApp, eventually};
+    use presence_api::testing::TestApp;
+    use presence_testkit::eventually;
 
     let a = TestApp::spawn().await;
     let b = a.replica(|_| {}).await;

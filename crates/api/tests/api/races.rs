@@ -5,8 +5,9 @@
 use std::sync::Barrier;
 use std::time::Duration;
 
-use presence_api::testing::{PASSWORD, Process, RedisKeys, raw_http as http, spawn_api};
+use presence_api::testing::{PASSWORD, spawn_api};
 use presence_model::testing::TestDatabase;
+use presence_testkit::{Process, RedisKeys, raw_http as http};
 
 /// A request to send: (port, method, path, token, body).
 type Request = (u16, &'static str, &'static str, Option<String>, String);

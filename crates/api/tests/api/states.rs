@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use chrono::{DateTime, TimeDelta, Utc};
-use presence_api::testing::{TestApp, eventually};
+use presence_api::testing::TestApp;
+use presence_testkit::eventually;
 use serde_json::{Value, json};
 
 const AWAY_AFTER_SECS: u32 = 2;
@@ -474,7 +475,7 @@ async fn raw_json(
         body.to_owned(),
     );
     tokio::task::spawn_blocking(move || {
-        presence_api::testing::raw_http(port, &method, &path, Some(&token), &body)
+        presence_testkit::raw_http(port, &method, &path, Some(&token), &body)
     })
     .await
     .unwrap()

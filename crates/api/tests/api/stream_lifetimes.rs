@@ -6,7 +6,8 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
-use presence_api::testing::{TestApp, eventually, raw_http};
+use presence_api::testing::TestApp;
+use presence_testkit::{eventually, raw_http};
 
 fn port_of(app: &TestApp) -> u16 {
     app.address.rsplit(':').next().unwrap().parse().unwrap()

@@ -5,8 +5,9 @@
 use std::time::{Duration, Instant};
 
 use actix_web::http::{Method, StatusCode};
-use presence_api::testing::{RedisKeys, TestApp, raw_http, spawn_api};
+use presence_api::testing::{TestApp, spawn_api};
 use presence_model::testing::TestDatabase;
+use presence_testkit::{RedisKeys, raw_http};
 
 #[actix_web::test]
 async fn a_ticket_opens_one_stream_once_and_never_after_it_expires() {
@@ -79,7 +80,7 @@ fn expire_every_ticket(app: &TestApp) {
             .query::<()>(&mut conn)
             .unwrap();
     }
-    let expired = presence_api::testing::wait_until(Duration::from_secs(2), || {
+    let expired = presence_testkit::wait_until(Duration::from_secs(2), || {
         redis::cmd("EXISTS")
             .arg(&keys)
             .query::<i64>(&mut conn)
@@ -185,7 +186,7 @@ async fn a_sessions_new_stream_replaces_its_oldest_at_the_limit_and_other_sessio
     assert!(app.open_stream(&query, Some(&other), None).await.is_ok());
     assert_eq!(app.metric("presence_api_streams_open").await, 3.0);
     drop(third);
-    let freed = presence_api::testing::eventually(Duration::from_secs(5), async || {
+    let freed = presence_testkit::eventually(Duration::from_secs(5), async || {
         app.metric("presence_api_streams_open").await == 2.0
     })
     .await;

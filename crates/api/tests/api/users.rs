@@ -3,7 +3,8 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use serde_json::json;
 
-use presence_api::testing::{PASSWORD, Response, TestApp, eventually};
+use presence_api::testing::{PASSWORD, Response, TestApp};
+use presence_testkit::eventually;
 
 #[actix_web::test]
 async fn healthz_answers_without_touching_the_database() {

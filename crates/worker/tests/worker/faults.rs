@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use presence_api::testing::{OwnRedis, Process, TestApp};
+use presence_api::testing::TestApp;
+use presence_testkit::{OwnRedis, Process};
 
 use crate::helpers::{WorkerEnv, eventually, timings};
 
@@ -79,8 +80,8 @@ async fn transitions_made_while_redis_is_down_are_published_when_it_returns() {
 /// who really left is swept once a window of heard time has passed.
 #[actix_web::test]
 async fn an_outage_longer_than_the_window_sweeps_nobody_who_heartbeats_after_it() {
-    use presence_api::testing::OwnPostgres;
     use presence_model::testing::TestDatabase;
+    use presence_testkit::OwnPostgres;
 
     let postgres = OwnPostgres::start();
     let app = TestApp::spawn_on(TestDatabase::on_server(&postgres.url()), |config| {

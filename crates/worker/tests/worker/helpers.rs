@@ -1,9 +1,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use presence_api::testing::{Process, TestApp, test_redis_url};
+use presence_api::testing::TestApp;
 use presence_model::jobs::presence_changes_channel;
 use presence_model::settings::Timings;
+use presence_testkit::{Process, test_redis_url};
 
 /// What the worker needs to know: its database, its Redis prefix, and its timings (stored
 /// in the database, as the API stores them).
@@ -47,9 +48,9 @@ impl WorkerEnv<'_> {
     }
 }
 
-/// [`presence_api::testing::eventually`] for a check that needs no `.await`.
+/// [`presence_testkit::eventually`] for a check that needs no `.await`.
 pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    presence_api::testing::eventually(limit, || std::future::ready(check())).await
+    presence_testkit::eventually(limit, || std::future::ready(check())).await
 }
 
 /// A sweep schedule that never fires during a test: for tests about the job queue.

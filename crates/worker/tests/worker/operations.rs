@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use presence_api::testing::{Process, TestApp, metric_value};
+use presence_api::testing::TestApp;
+use presence_testkit::{Process, metric_value};
 
 use crate::helpers::{WorkerEnv, eventually, timings};
 
@@ -170,7 +171,7 @@ async fn a_running_worker_reports_itself_and_its_sweeps_to_the_overview() {
     }
     .spawn();
     let overview = || async { app.get("/api/admin/overview/", Some(&admin)).await.body };
-    let reported = presence_api::testing::eventually(Duration::from_secs(15), async || {
+    let reported = presence_testkit::eventually(Duration::from_secs(15), async || {
         let body = overview().await;
         body["workers"].as_array().is_some_and(|w| w.len() == 1)
             && body["sweeps"].as_array().is_some_and(|s| !s.is_empty())

@@ -14,7 +14,7 @@ use crate::helpers::{published_changes, queue_worker};
 /// the test's database and Redis prefix, and a subscriber to the published transitions.
 async fn app_worker_and_channel() -> (
     TestApp,
-    presence_api::testing::Process,
+    presence_testkit::Process,
     impl futures_util::Stream<Item = redis::Msg> + Unpin,
 ) {
     let app = TestApp::spawn().await;

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use presence_api::testing::{Event, EventStream, TestApp, eventually};
+use presence_api::testing::{Event, EventStream, TestApp};
 use presence_model::manual::Change;
+use presence_testkit::eventually;
 use serde_json::{Value, json};
 
 use crate::helpers::queue_worker;

@@ -1,11 +1,12 @@
 use std::time::{Duration, Instant};
 
-use presence_api::testing::{
-    OwnRedis, RedisKeys, TestApp, free_port, metric_value, raw_http, test_prefix, wait_until,
-};
+use presence_api::testing::TestApp;
 use presence_model::presence;
 use presence_model::testing::{TIMINGS, TestDatabase, register};
 use presence_model::vocabulary::ChangeReason;
+use presence_testkit::{
+    OwnRedis, RedisKeys, free_port, metric_value, raw_http, test_prefix, wait_until,
+};
 
 use crate::helpers::{WorkerEnv, eventually, timings};
 
@@ -209,7 +210,7 @@ fn a_worker_started_while_redis_is_down_waits_for_it() {
     // worker's attempts.
     let down = std::net::TcpListener::bind(("127.0.0.1", redis_port)).unwrap();
     down.set_nonblocking(true).unwrap();
-    let mut worker = presence_api::testing::Process::spawn(command);
+    let mut worker = presence_testkit::Process::spawn(command);
     let mut attempts = 0;
     assert!(
         wait_until(Duration::from_secs(20), || {
