@@ -42,7 +42,7 @@ pub fn calibrate(conn: &mut diesel::PgConnection) -> diesel::QueryResult<TimeDel
     use diesel::prelude::*;
     let sent = Utc::now();
     let database_now: DateTime<Utc> =
-        diesel::select(crate::db::clock_timestamp()).get_result(conn)?;
+        diesel::select(crate::sql::clock_timestamp()).get_result(conn)?;
     Ok(observe(sent, database_now, Utc::now()))
 }
 

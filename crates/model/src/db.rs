@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
+use diesel::IntoSql;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
-use diesel::sql_types::BigInt;
 use diesel::{Connection, ExpressionMethods, QueryDsl, QueryResult, RunQueryDsl, sql_query};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::Error;
+use crate::sql::{pg_advisory_lock, pg_advisory_unlock};
 
 pub use diesel::pg::PgConnection;
 
@@ -39,12 +40,6 @@ pub fn build_pool(database_url: &str, max_size: u32, checkout_timeout: Duration)
         .connection_timeout(checkout_timeout)
         .build_unchecked(ConnectionManager::new(database_url))
 }
-
-diesel::define_sql_function!(
-    /// The time now, not at the start of the transaction: a write made after waiting for
-    /// a row lock is stamped after the write it waited for.
-    fn clock_timestamp() -> Timestamptz
-);
 
 /// How many times a transaction that lost a deadlock or a serialization conflict is run.
 const TRANSACTION_ATTEMPTS: u32 = 3;
@@ -87,22 +82,18 @@ fn is_retryable(e: &diesel::result::Error) -> bool {
 /// A checkout and a round trip to the database, for readiness checks.
 pub fn ping(pool: &DbPool) -> Result<(), Error> {
     let mut conn = pool.get()?;
-    sql_query("SELECT 1").execute(&mut conn)?;
+    diesel::select(1.into_sql::<diesel::sql_types::Integer>()).execute(&mut conn)?;
     Ok(())
 }
 
 /// Applies pending migrations under a PostgreSQL advisory lock; returns the versions applied.
 pub fn run_migrations(conn: &mut PgConnection) -> Result<Vec<String>, Error> {
-    sql_query("SELECT pg_advisory_lock($1)")
-        .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
-        .execute(conn)?;
+    diesel::select(pg_advisory_lock(MIGRATION_LOCK_KEY)).execute(conn)?;
     let applied = conn
         .run_pending_migrations(MIGRATIONS)
         .map(|versions| versions.iter().map(ToString::to_string).collect())
         .map_err(|e| Error::Migration(e.to_string()));
-    sql_query("SELECT pg_advisory_unlock($1)")
-        .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
-        .execute(conn)?;
+    diesel::select(pg_advisory_unlock(MIGRATION_LOCK_KEY)).execute(conn)?;
     applied
 }
 
@@ -120,6 +111,7 @@ pub fn create_database_if_missing(database_url: &str) -> Result<bool, Error> {
     if exists {
         return Ok(false);
     }
+    // DDL, with a name that cannot be bound.
     match sql_query(format!("CREATE DATABASE {}", quote_ident(name))).execute(&mut conn) {
         Ok(_) => Ok(true),
         Err(e) if is_duplicate(&e) => Ok(false),
@@ -131,6 +123,7 @@ pub fn create_database_if_missing(database_url: &str) -> Result<bool, Error> {
 pub fn drop_database(database_url: &str) -> Result<(), Error> {
     let (server_url, name) = split_database_url(database_url)?;
     let mut conn = PgConnection::establish(&server_url)?;
+    // DDL, with a name that cannot be bound.
     sql_query(format!(
         "DROP DATABASE IF EXISTS {} WITH (FORCE)",
         quote_ident(name)

@@ -4,16 +4,19 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{Interval, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Interval, Timestamptz};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::error::ValidationError;
+use crate::schema::users;
 use crate::settings::Timings;
-use crate::shown::shown_columns;
-use crate::users::{Account, USERNAME_MAX_CHARS, UserRow, username_char};
+use crate::shown::{connected_now, true_presence};
+use crate::sql::{lower, presence_went_offline_since};
+use crate::users::{Account, USERNAME_MAX_CHARS, UserRow, user_columns, username_char};
 use crate::views::AdminStatus;
 use crate::vocabulary::{OnlineStatus, Presence};
+use diesel::dsl::now;
 
 /// A user in the admins' list: their account and the status admins are shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +77,7 @@ fn poll_time(conn: &mut PgConnection) -> QueryResult<DateTime<Utc>> {
         #[diesel(sql_type = Timestamptz)]
         as_of: DateTime<Utc>,
     }
+    // `pg_stat_activity` is a system view, outside the schema.
     diesel::sql_query(
         "SELECT CASE WHEN bool_or(query = '<insufficient privilege>') THEN now() - $1 \
                 ELSE least(now(), min(xact_start)) END AS as_of \
@@ -123,40 +127,56 @@ pub fn list_users(
             next_after_id: None,
         });
     }
-    let mut rows: Vec<UserRow> = diesel::sql_query(concat!(
-        "SELECT username, is_admin, created_at, ",
-        shown_columns!("now()"),
-        " FROM users WHERE id > $3 AND ($4::timestamptz IS NULL \
-           OR changed_at >= $4::timestamptz \
-           OR presence_went_offline_since(online_status, last_seen, $1, $4::timestamptz) \
-           OR (online_status = 'online' AND active_at >= $4::timestamptz - $2 \
-               AND active_at < now() - $2) \
-           OR availability_until BETWEEN $4::timestamptz AND now() \
-           OR status_expires_at BETWEEN $4::timestamptz AND now()) \
-         AND ($6::text IS NULL OR $6 = 'offline' \
-              OR presence_shown_online(online_status, last_seen, $1)) \
-         AND ($6::text IS NULL \
-              OR (presence_of(",
-        crate::shown::presence_args!("now()"),
-        ") <> 'offline') = ($6 = 'online')) \
-         AND ($7::text IS NULL OR $7 = 'offline' \
-              OR presence_shown_online(online_status, last_seen, $1)) \
-         AND ($7::text IS NULL OR presence_of(",
-        crate::shown::presence_args!("now()"),
-        ") = $7) \
-         AND ($8::text IS NULL OR lower(username) LIKE $8) \
-         ORDER BY id LIMIT $5"
-    ))
-    .bind::<Interval, _>(timings.window())
-    .bind::<Interval, _>(timings.away_after())
-    .bind::<diesel::sql_types::BigInt, _>(query.after_id.unwrap_or(0))
-    .bind::<Nullable<Timestamptz>, _>(query.changed_since)
-    // One more than a page: whether there is a next page.
-    .bind::<diesel::sql_types::BigInt, _>(query.limit.saturating_add(1))
-    .bind::<Nullable<Text>, _>(query.status)
-    .bind::<Nullable<Text>, _>(query.presence)
-    .bind::<Nullable<Text>, _>(query.name_prefix.as_deref().map(like_prefix))
-    .load(conn)?;
+    let window = timings.window();
+    let away_after = timings.away_after();
+    let connected = || connected_now(window);
+    let shown = || true_presence(window, away_after, None);
+    let mut rows = users::table
+        .select(user_columns(timings))
+        .filter(users::id.gt(query.after_id.unwrap_or(0)))
+        .order(users::id)
+        // One more than a page: whether there is a next page.
+        .limit(query.limit.saturating_add(1))
+        .into_boxed();
+    if let Some(since) = query.changed_since {
+        rows = rows.filter(
+            users::changed_at
+                .ge(since)
+                .or(presence_went_offline_since(
+                    users::online_status,
+                    users::last_seen,
+                    window,
+                    since,
+                ))
+                .or(users::online_status
+                    .eq(OnlineStatus::Online)
+                    .and(users::active_at.ge(since - away_after))
+                    .and(
+                        users::active_at
+                            .lt((now.into_sql::<Timestamptz>() - away_after).nullable()),
+                    ))
+                .or(users::availability_until.between(since, now))
+                .or(users::status_expires_at.between(since, now)),
+        );
+    }
+    // Only a connected user can be shown anything but offline: the partial index of
+    // connected users answers the other filters.
+    match query.status {
+        Some(OnlineStatus::Online) => {
+            rows = rows.filter(connected().and(shown().ne(Presence::Offline)));
+        }
+        Some(OnlineStatus::Offline) => rows = rows.filter(shown().eq(Presence::Offline)),
+        None => {}
+    }
+    match query.presence {
+        Some(Presence::Offline) => rows = rows.filter(shown().eq(Presence::Offline)),
+        Some(presence) => rows = rows.filter(connected().and(shown().eq(presence))),
+        None => {}
+    }
+    if let Some(prefix) = &query.name_prefix {
+        rows = rows.filter(lower(users::username).like(like_prefix(prefix)));
+    }
+    let mut rows: Vec<UserRow> = rows.load(conn)?;
     let more = rows.len() > usize::try_from(query.limit).unwrap_or(usize::MAX);
     rows.truncate(usize::try_from(query.limit).unwrap_or(usize::MAX));
     let next_after_id = more.then(|| rows.last().map(|row| row.shown.id)).flatten();

@@ -9,11 +9,11 @@
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Interval, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamptz};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::schema::presence_events;
+use crate::schema::{presence_events, users};
 use crate::settings::Timings;
 use crate::shown::{ShownRow, shown_columns};
 use crate::views::PublicStatus;
@@ -81,17 +81,13 @@ impl Causes {
     }
 }
 
-#[derive(QueryableByName)]
+/// A user's status now, and what others were last told of it.
+#[derive(Queryable)]
 struct PublishedRow {
-    #[diesel(embed)]
     shown: ShownRow,
-    #[diesel(sql_type = Text)]
     published_presence: Presence,
-    #[diesel(sql_type = Nullable<Text>)]
     published_status_text: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
     published_status_emoji: Option<String>,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
     published_dnd_until: Option<DateTime<Utc>>,
 }
 
@@ -107,17 +103,18 @@ pub(crate) fn record_changes(
     at: Option<DateTime<Utc>>,
     causes: Causes,
 ) -> QueryResult<Vec<PresenceChanged>> {
-    let rows: Vec<PublishedRow> = diesel::sql_query(concat!(
-        "SELECT ",
-        shown_columns!("coalesce($3::timestamptz, now())"),
-        ", published_presence, published_status_text, published_status_emoji, \
-         published_dnd_until FROM users WHERE id = ANY($4) ORDER BY id FOR UPDATE"
-    ))
-    .bind::<Interval, _>(timings.window())
-    .bind::<Interval, _>(timings.away_after())
-    .bind::<Nullable<Timestamptz>, _>(at)
-    .bind::<Array<BigInt>, _>(user_ids)
-    .load(conn)?;
+    let rows: Vec<PublishedRow> = users::table
+        .filter(users::id.eq_any(user_ids))
+        .order(users::id)
+        .for_update()
+        .select((
+            shown_columns(timings.window(), timings.away_after(), at),
+            users::published_presence,
+            users::published_status_text,
+            users::published_status_emoji,
+            users::published_dnd_until,
+        ))
+        .load(conn)?;
     let mut changed = Changed::default();
     for row in rows {
         let now = row.shown.shown_to_others();
@@ -151,6 +148,8 @@ pub(crate) fn record_changes(
     if changed.user_ids.is_empty() {
         return Ok(Vec::new());
     }
+    // One round trip for every change: rows from `unnest`, updating `users` and inserting
+    // the events in one statement, which the DSL cannot say.
     diesel::sql_query(
         "WITH changed AS ( \
            SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], \
@@ -274,6 +273,8 @@ pub fn publish_pending(
 ) -> Result<usize, Error> {
     conn.transaction(|conn| {
         lock_publisher(conn)?;
+        // UPDATE … FROM the oldest rows numbered by `nextval` in id order, which the DSL
+        // cannot say.
         diesel::sql_query(
             "UPDATE presence_events e SET revision = numbered.revision \
              FROM (SELECT id, nextval('presence_revision') AS revision \
@@ -307,8 +308,7 @@ pub fn publish_pending(
 }
 
 fn lock_publisher(conn: &mut PgConnection) -> QueryResult<()> {
-    diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
-        .bind::<BigInt, _>(PUBLISH_LOCK_KEY)
+    diesel::select(crate::sql::pg_advisory_xact_lock(PUBLISH_LOCK_KEY))
         .execute(conn)
         .map(drop)
 }

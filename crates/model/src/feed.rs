@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Interval, Nullable};
+use diesel::sql_types::Timestamptz;
 
 use crate::events::PresenceChanged;
 use crate::schema::{presence_events, users};
@@ -76,15 +76,14 @@ pub fn changes_since(
             if after > latest_revision(conn)? {
                 return Ok(Err(ResumeRefused::Unknown));
             }
-            let too_old: Option<bool> = diesel::sql_query(
-                "SELECT published_at < now() - $2 AS too_old FROM presence_events \
-             WHERE revision > $1 ORDER BY revision LIMIT 1",
-            )
-            .bind::<BigInt, _>(after)
-            .bind::<Interval, _>(reach)
-            .get_result::<TooOld>(conn)
-            .optional()?
-            .map(|row| row.too_old.unwrap_or(false));
+            let reach_start = diesel::dsl::now.into_sql::<Timestamptz>() - reach;
+            let too_old: Option<bool> = presence_events::table
+                .filter(presence_events::revision.gt(after))
+                .order(presence_events::revision)
+                .select(presence_events::published_at.lt(reach_start.nullable()))
+                .first::<Option<bool>>(conn)
+                .optional()?
+                .map(|too_old| too_old.unwrap_or(false));
             if too_old == Some(true) {
                 return Ok(Err(ResumeRefused::TooOld));
             }
@@ -103,12 +102,6 @@ pub fn changes_since(
             }
             Ok(Ok(changes))
         })
-}
-
-#[derive(QueryableByName)]
-struct TooOld {
-    #[diesel(sql_type = Nullable<diesel::sql_types::Bool>)]
-    too_old: Option<bool>,
 }
 
 /// The transitions not yet published: how many, and when the oldest was recorded.

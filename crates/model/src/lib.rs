@@ -4,6 +4,7 @@
 // `tests/layering.rs`, which checks it (vocabulary and values, infrastructure, reads, the
 // outbox, transitions, accounts).
 pub mod clock;
+pub mod counts;
 pub mod db;
 pub mod directory;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod schema;
 pub mod sessions;
 pub mod settings;
 pub mod shown;
+mod sql;
 pub mod sweeps;
 #[cfg(feature = "testing")]
 pub mod testing;

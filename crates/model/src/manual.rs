@@ -2,14 +2,18 @@
 //! validated, written under the user's lock, and ended on time.
 
 use chrono::{DateTime, Utc};
+
 use diesel::pg::PgConnection;
-use diesel::sql_types::{BigInt, Interval, Nullable, Text, Timestamptz};
-use diesel::{QueryResult, QueryableByName, RunQueryDsl, sql_query};
+use diesel::prelude::*;
+use diesel::sql_query;
+use diesel::sql_types::{Interval, Nullable, Text, Timestamptz};
 
 use crate::error::ValidationError;
 use crate::events::PresenceChanged;
+use crate::schema::users;
 use crate::settings::Timings;
 use crate::shown::shown_status;
+use crate::sql::{clock_timestamp, coalesce};
 use crate::views::OwnStatus;
 use crate::vocabulary::{Availability, ChangeReason, Presence};
 
@@ -36,6 +40,27 @@ pub enum Change<T> {
     #[default]
     Keep,
     Set(T),
+}
+
+impl<T> Change<T> {
+    /// The value to write, if any.
+    pub fn as_set(&self) -> Option<&T> {
+        match self {
+            Self::Keep => None,
+            Self::Set(value) => Some(value),
+        }
+    }
+}
+
+/// The columns of `users` a manual status write sets; `None` keeps a column.
+#[derive(AsChangeset)]
+#[diesel(table_name = users)]
+struct ManualStatusWrite<'a> {
+    availability: Option<Availability>,
+    availability_until: Option<Option<DateTime<Utc>>>,
+    status_text: Option<Option<&'a str>>,
+    status_emoji: Option<Option<&'a str>>,
+    status_expires_at: Option<Option<DateTime<Utc>>>,
 }
 
 /// What a user asks to change of their manual status; fields left out keep their value.
@@ -136,46 +161,32 @@ pub fn set_status(
         let Some(before) = shown_status(conn, timings, user_id)? else {
             return Ok(None);
         };
-        let (availability, until) = match &change.availability {
-            Change::Set((availability, until)) => (Some(*availability), *until),
-            Change::Keep => (None, None),
-        };
-        let text = match &change.text {
-            Change::Set(text) => Some(text.as_deref()),
+        let availability = match &change.availability {
+            Change::Set((availability, _)) => Some(*availability),
             Change::Keep => None,
         };
-        let emoji = match &change.emoji {
-            Change::Set(emoji) => Some(emoji.as_deref()),
-            Change::Keep => None,
+        let write = ManualStatusWrite {
+            availability,
+            availability_until: match &change.availability {
+                Change::Set((_, until)) => Some(*until),
+                Change::Keep => None,
+            },
+            status_text: change.text.as_set().map(Option::as_deref),
+            status_emoji: change.emoji.as_set().map(Option::as_deref),
+            status_expires_at: change.text_expires_at.as_set().copied(),
         };
-        let expires = match &change.text_expires_at {
-            Change::Set(expires) => Some(*expires),
-            Change::Keep => None,
-        };
-        sql_query(
-            "UPDATE users SET \
-               availability = coalesce($2, availability), \
-               availability_until = CASE WHEN $2 IS NULL THEN availability_until ELSE $3 END, \
-               invisible_since = CASE \
-                 WHEN $2 IS NULL THEN invisible_since \
-                 WHEN $2 <> 'invisible' THEN NULL \
-                 ELSE coalesce(invisible_since, clock_timestamp()) END, \
-               status_text = CASE WHEN $4 THEN $5 ELSE status_text END, \
-               status_emoji = CASE WHEN $6 THEN $7 ELSE status_emoji END, \
-               status_expires_at = CASE WHEN $8 THEN $9 ELSE status_expires_at END, \
-               changed_at = now() \
-             WHERE id = $1",
-        )
-        .bind::<BigInt, _>(user_id)
-        .bind::<Nullable<Text>, _>(availability)
-        .bind::<Nullable<Timestamptz>, _>(until)
-        .bind::<diesel::sql_types::Bool, _>(text.is_some())
-        .bind::<Nullable<Text>, _>(text.flatten())
-        .bind::<diesel::sql_types::Bool, _>(emoji.is_some())
-        .bind::<Nullable<Text>, _>(emoji.flatten())
-        .bind::<diesel::sql_types::Bool, _>(expires.is_some())
-        .bind::<Nullable<Timestamptz>, _>(expires.flatten())
-        .execute(conn)?;
+        // Going invisible freezes what others see of `last_seen` then (kept if already
+        // invisible); any other availability thaws it.
+        let freeze = (availability == Some(Availability::Invisible)).then(|| {
+            users::invisible_since
+                .eq(coalesce(users::invisible_since, clock_timestamp()).nullable())
+        });
+        let thaw = availability
+            .filter(|availability| *availability != Availability::Invisible)
+            .map(|_| users::invisible_since.eq(None::<DateTime<Utc>>));
+        diesel::update(users::table.find(user_id))
+            .set((write, freeze, thaw, users::changed_at.eq(diesel::dsl::now)))
+            .execute(conn)?;
         let Some(after) = shown_status(conn, timings, user_id)? else {
             return Ok(None);
         };
@@ -249,6 +260,7 @@ pub fn time_to_next_end(
         #[diesel(sql_type = Nullable<diesel::sql_types::Double>)]
         secs: Option<f64>,
     }
+    // A union of two indexed minimums, as seconds from now: more than the DSL says.
     let Wait { secs } = sql_query(
         "SELECT extract(epoch FROM min(at) - now())::float8 AS secs FROM ( \
            SELECT min(availability_until) AS at FROM users WHERE availability_until < $1 \
@@ -268,35 +280,51 @@ pub fn expire_statuses(
     conn: &mut PgConnection,
     timings: Timings,
 ) -> QueryResult<Vec<PresenceChanged>> {
-    #[derive(QueryableByName)]
-    struct Id {
-        #[diesel(sql_type = BigInt)]
-        id: i64,
-    }
+    use diesel::dsl::{case_when, now};
     crate::db::transaction(conn, |conn| {
-        let ended: Vec<Id> = sql_query(
-            "UPDATE users SET \
-               availability = CASE WHEN availability_until <= now() THEN 'auto' \
-                                   ELSE availability END, \
-               availability_until = CASE WHEN availability_until <= now() THEN NULL \
-                                         ELSE availability_until END, \
-               status_text = CASE WHEN status_expires_at <= now() THEN NULL \
-                                  ELSE status_text END, \
-               status_emoji = CASE WHEN status_expires_at <= now() THEN NULL \
-                                   ELSE status_emoji END, \
-               status_expires_at = CASE WHEN status_expires_at <= now() THEN NULL \
-                                        ELSE status_expires_at END, \
-               changed_at = now() \
-             WHERE id IN (SELECT id FROM users \
-                          WHERE availability_until <= now() OR status_expires_at <= now() \
-                          ORDER BY id FOR UPDATE) \
-             RETURNING id",
-        )
-        .load(conn)?;
-        if ended.is_empty() {
+        let availability_ended = users::availability_until.le(now);
+        let status_ended = || users::status_expires_at.le(now);
+        // Locked in id order first, as every write of many users' rows is.
+        let due: Vec<i64> = users::table
+            .filter(availability_ended.or(status_ended()))
+            .order(users::id)
+            .select(users::id)
+            .for_update()
+            .load(conn)?;
+        if due.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<i64> = ended.iter().map(|row| row.id).collect();
+        let ids: Vec<i64> = diesel::update(users::table.filter(users::id.eq_any(&due)))
+            .set((
+                users::availability.eq(case_when::<_, _, Text>(
+                    availability_ended,
+                    Availability::Auto,
+                )
+                .otherwise(users::availability)),
+                users::availability_until.eq(case_when::<_, _, Nullable<Timestamptz>>(
+                    availability_ended,
+                    None::<DateTime<Utc>>,
+                )
+                .otherwise(users::availability_until)),
+                users::status_text.eq(case_when::<_, _, Nullable<Text>>(
+                    status_ended(),
+                    None::<String>,
+                )
+                .otherwise(users::status_text)),
+                users::status_emoji.eq(case_when::<_, _, Nullable<Text>>(
+                    status_ended(),
+                    None::<String>,
+                )
+                .otherwise(users::status_emoji)),
+                users::status_expires_at.eq(case_when::<_, _, Nullable<Timestamptz>>(
+                    status_ended(),
+                    None::<DateTime<Utc>>,
+                )
+                .otherwise(users::status_expires_at)),
+                users::changed_at.eq(now),
+            ))
+            .returning(users::id)
+            .get_results(conn)?;
         // Time caused these: a user who also went silent is recorded `sweep`.
         let causes = crate::events::Causes {
             presence: None,

@@ -9,12 +9,16 @@
 //! sits idle (`{"active": false}`), any other request is use.
 
 use chrono::{DateTime, TimeDelta, Utc};
+use diesel::dsl::{case_when, max, now};
 use diesel::pg::PgConnection;
-use diesel::sql_types::{Array, BigInt, Interval, Nullable, Text, Timestamptz};
-use diesel::{QueryResult, QueryableByName, RunQueryDsl, sql_query};
+use diesel::prelude::*;
+use diesel::sql_query;
+use diesel::sql_types::{Array, BigInt, Interval, Nullable, Timestamptz};
 
 use crate::events::{Causes, PresenceChanged};
+use crate::schema::{sessions, users};
 use crate::settings::Timings;
+use crate::sql::clock_timestamp;
 use crate::views::LiveSession;
 use crate::vocabulary::{ChangeReason, OnlineStatus};
 
@@ -42,8 +46,6 @@ pub(crate) fn lock_user(
     conn: &mut PgConnection,
     user_id: i64,
 ) -> QueryResult<Option<OnlineStatus>> {
-    use crate::schema::users;
-    use diesel::prelude::*;
     users::table
         .find(user_id)
         .select(users::online_status)
@@ -73,49 +75,52 @@ pub(crate) fn write_presence(
     connection: Connectivity,
     reason: ChangeReason,
 ) -> QueryResult<PresenceUpdate> {
-    #[derive(QueryableByName)]
-    struct Written {
-        #[diesel(sql_type = Text)]
-        online_status: OnlineStatus,
-        #[diesel(sql_type = Nullable<Timestamptz>)]
-        last_seen: Option<DateTime<Utc>>,
-        #[diesel(sql_type = Nullable<Timestamptz>)]
-        active_at: Option<DateTime<Utc>>,
-    }
-    let written: Written = match connection {
-        Connectivity::Connected { active } => sql_query(
-            "UPDATE users SET online_status = 'online', last_seen = clock_timestamp(), \
-               active_at = CASE WHEN $2 THEN clock_timestamp() ELSE active_at END, \
-               changed_at = now() \
-             WHERE id = $1 RETURNING online_status, last_seen, active_at",
-        )
-        .bind::<BigInt, _>(user_id)
-        .bind::<diesel::sql_types::Bool, _>(active),
-        Connectivity::Disconnected => sql_query(
-            "UPDATE users SET online_status = 'offline', last_seen = clock_timestamp(), \
-               changed_at = now() \
-             WHERE id = $1 RETURNING online_status, last_seen, active_at",
-        )
-        .bind::<BigInt, _>(user_id)
-        .bind::<diesel::sql_types::Bool, _>(false),
-        Connectivity::Unchanged => sql_query(
-            "UPDATE users SET active_at = (SELECT max(active_at) FROM sessions \
-               WHERE user_id = $1 AND revoked_at IS NULL AND last_seen >= now() - $3), \
-               changed_at = now() \
-             WHERE id = $1 RETURNING online_status, last_seen, active_at",
-        )
-        .bind::<BigInt, _>(user_id)
-        .bind::<diesel::sql_types::Bool, _>(false),
-    }
-    .bind::<Interval, _>(timings.window())
-    .get_result(conn)?;
+    let user = diesel::update(users::table.find(user_id));
+    let written = (users::online_status, users::last_seen, users::active_at);
+    let (stored_status, last_seen, active_at): (OnlineStatus, _, _) = match connection {
+        Connectivity::Connected { active } => user
+            .set((
+                users::online_status.eq(OnlineStatus::Online),
+                users::last_seen.eq(clock_timestamp().nullable()),
+                users::active_at.eq(case_when(
+                    active.into_sql::<diesel::sql_types::Bool>(),
+                    clock_timestamp().nullable(),
+                )
+                .otherwise(users::active_at)),
+                users::changed_at.eq(now),
+            ))
+            .returning(written)
+            .get_result(conn)?,
+        Connectivity::Disconnected => user
+            .set((
+                users::online_status.eq(OnlineStatus::Offline),
+                users::last_seen.eq(clock_timestamp().nullable()),
+                users::changed_at.eq(now),
+            ))
+            .returning(written)
+            .get_result(conn)?,
+        Connectivity::Unchanged => {
+            let connected_sessions = sessions::table
+                .filter(sessions::user_id.eq(user_id))
+                .filter(sessions::revoked_at.is_null())
+                .filter(sessions::last_seen.ge(now.into_sql::<Timestamptz>() - timings.window()));
+            user.set((
+                users::active_at.eq(connected_sessions
+                    .select(max(sessions::active_at))
+                    .single_value()),
+                users::changed_at.eq(now),
+            ))
+            .returning(written)
+            .get_result(conn)?
+        }
+    };
     let change =
         crate::events::record_changes(conn, timings, &[user_id], None, Causes::only(reason))?.pop();
     Ok(PresenceUpdate {
         user_id,
-        stored_status: written.online_status,
-        last_seen: written.last_seen,
-        active_at: written.active_at,
+        stored_status,
+        last_seen,
+        active_at,
         change,
     })
 }
@@ -211,17 +216,23 @@ pub fn flush_last_seen(
     let seen: Vec<DateTime<Utc>> = touches.iter().map(|t| t.seen_at).collect();
     let active: Vec<Option<DateTime<Utc>>> = touches.iter().map(|t| t.active_at).collect();
     crate::db::transaction(conn, |conn| {
-        sql_query(
-            "INSERT INTO activity_flushes (replica, flushed_through) VALUES ($1, $2) \
-             ON CONFLICT (replica) DO UPDATE \
-             SET flushed_through = excluded.flushed_through, reported_at = now()",
-        )
-        .bind::<Text, _>(replica)
-        .bind::<Timestamptz, _>(flushed_through)
-        .execute(conn)?;
+        use crate::schema::activity_flushes::dsl as flushes;
+        diesel::insert_into(flushes::activity_flushes)
+            .values((
+                flushes::replica.eq(replica),
+                flushes::flushed_through.eq(flushed_through),
+            ))
+            .on_conflict(flushes::replica)
+            .do_update()
+            .set((
+                flushes::flushed_through.eq(diesel::upsert::excluded(flushes::flushed_through)),
+                flushes::reported_at.eq(now),
+            ))
+            .execute(conn)?;
         if ids.is_empty() {
             return Ok(0);
         }
+        // UPDATE … FROM `unnest` of the buffered touches, which the DSL cannot say.
         let users = sql_query(
             "WITH latest AS ( \
                SELECT s.user_id, max(t.seen_at) AS seen_at, max(t.active_at) AS active_at \
@@ -239,6 +250,7 @@ pub fn flush_last_seen(
         .bind::<Array<Timestamptz>, _>(&seen)
         .bind::<Array<Nullable<Timestamptz>>, _>(&active)
         .execute(conn)?;
+        // The same, for the sessions.
         sql_query(
             "UPDATE sessions s SET last_seen = GREATEST(s.last_seen, t.seen_at), \
                active_at = GREATEST(s.active_at, t.active_at) \
@@ -259,8 +271,8 @@ pub fn flush_last_seen(
 /// A replica stopping gracefully, its last activity written: it no longer holds the sweep
 /// back.
 pub fn forget_replica(conn: &mut PgConnection, replica: &str) -> QueryResult<()> {
-    sql_query("DELETE FROM activity_flushes WHERE replica = $1")
-        .bind::<Text, _>(replica)
+    use crate::schema::activity_flushes;
+    diesel::delete(activity_flushes::table.find(replica))
         .execute(conn)
         .map(drop)
 }

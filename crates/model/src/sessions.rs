@@ -144,7 +144,8 @@ fn announce_revocations(conn: &mut PgConnection, token_hashes: &[Vec<u8>]) -> Qu
     if token_hashes.is_empty() {
         return Ok(());
     }
-    // `pg_notify` is a function of the migrations' PostgreSQL, called once per row.
+    // One notification per hash in one round trip: a select from `unnest`, which the DSL
+    // cannot say.
     diesel::sql_query("SELECT pg_notify($1, encode(h, 'hex')) FROM unnest($2::bytea[]) AS h")
         .bind::<Text, _>(REVOCATIONS_CHANNEL)
         .bind::<diesel::sql_types::Array<Bytea>, _>(token_hashes)
@@ -161,6 +162,7 @@ pub struct RevocationListener {
 impl RevocationListener {
     pub fn connect(database_url: &str) -> Result<Self, Error> {
         let mut conn = PgConnection::establish(database_url)?;
+        // LISTEN is a statement with no DSL form.
         diesel::sql_query(format!("LISTEN {REVOCATIONS_CHANNEL}")).execute(&mut conn)?;
         Ok(Self { conn })
     }

@@ -6,91 +6,196 @@
 //! timeout, away after. Everyone but the user and admins is shown `presence_public`
 //! instead, in which an invisible user is exactly a user who logged out when they went
 //! invisible: offline, `last_seen` frozen then, no custom status (others see a custom
-//! status only while its user is connected). Both views are read in one query
-//! ([`shown_columns!`]); [`ShownRow`] gives each viewer theirs.
+//! status only while its user is connected). Both views are read in one selection
+//! ([`shown_columns`]); [`ShownRow`] gives each viewer theirs.
 
-use chrono::{DateTime, Utc};
-use diesel::pg::PgConnection;
-use diesel::sql_types::{Array, BigInt, Interval, Nullable, Text, Timestamptz};
-use diesel::{OptionalExtension, QueryResult, QueryableByName, RunQueryDsl, sql_query};
-use serde::Serialize;
+use chrono::{DateTime, TimeDelta, Utc};
+use diesel::dsl::{AsExprOf, auto_type};
+use diesel::pg::{Pg, PgConnection};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Interval, Nullable, Text, Timestamptz};
 
 use crate::error::ValidationError;
+use crate::schema::users;
 use crate::settings::Timings;
+use crate::sql::{coalesce, presence_of, presence_public, presence_shown_online};
 use crate::views::{AdminStatus, OwnStatus, PublicStatus};
 use crate::vocabulary::{Availability, Presence};
+use diesel::dsl::now;
 
-/// The arguments of `presence_of` and `presence_public` for the `users` row in scope,
-/// `$1` being the window and `$2` the away timeout, as of `$at`.
-macro_rules! presence_args {
-    ($at:literal) => {
-        concat!(
-            "online_status, last_seen, active_at, availability, availability_until, $1, $2, ",
-            $at
-        )
-    };
+/// `at`, or the start of the transaction.
+#[auto_type]
+fn at_or_now(at: Option<DateTime<Utc>>) -> _ {
+    let at: AsExprOf<Option<DateTime<Utc>>, Nullable<Timestamptz>> =
+        at.into_sql::<Nullable<Timestamptz>>();
+    coalesce(at, now)
 }
 
-/// The columns of a [`ShownRow`] for the `users` row in scope: both views, as of `$at`
-/// (`now()` for every read; the sweep's own time for the sweep).
-macro_rules! shown_columns {
-    ($at:literal) => {
-        concat!(
-            "id, presence_of(",
-            $crate::shown::presence_args!($at),
-            ") AS presence, presence_public(",
-            $crate::shown::presence_args!($at),
-            ") AS public_presence, last_seen, \
-             CASE WHEN availability = 'invisible' THEN invisible_since ELSE last_seen END \
-               AS public_last_seen, \
-             CASE WHEN availability_until <= ",
-            $at,
-            " THEN 'auto' ELSE availability END \
-               AS availability, \
-             CASE WHEN availability_until <= ",
-            $at,
-            " THEN NULL ELSE availability_until END \
-               AS availability_until, \
-             CASE WHEN status_expires_at <= ",
-            $at,
-            " THEN NULL ELSE status_text END \
-               AS status_text, \
-             CASE WHEN status_expires_at <= ",
-            $at,
-            " THEN NULL ELSE status_emoji END \
-               AS status_emoji, \
-             CASE WHEN status_expires_at <= ",
-            $at,
-            " THEN NULL ELSE status_expires_at END \
-               AS status_expires_at"
-        )
-    };
+/// Whether the `users` row in scope is connected now: within the window (the partial
+/// index of connected users answers it).
+#[auto_type]
+pub(crate) fn connected_now(window: TimeDelta) -> _ {
+    let window: AsExprOf<TimeDelta, Interval> = window.into_sql::<Interval>();
+    presence_shown_online(users::online_status, users::last_seen, window)
 }
-pub(crate) use {presence_args, shown_columns};
 
-/// One user's status in both views, as [`shown_columns!`] reads it.
-#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+/// The presence of the `users` row in scope as it and admins are shown it, as of `at`
+/// (now if `None`).
+#[auto_type]
+pub(crate) fn true_presence(
+    window: TimeDelta,
+    away_after: TimeDelta,
+    at: Option<DateTime<Utc>>,
+) -> _ {
+    let window: AsExprOf<TimeDelta, Interval> = window.into_sql::<Interval>();
+    let away_after: AsExprOf<TimeDelta, Interval> = away_after.into_sql::<Interval>();
+    let at: at_or_now = at_or_now(at);
+    presence_of(
+        users::online_status,
+        users::last_seen,
+        users::active_at,
+        users::availability,
+        users::availability_until,
+        window,
+        away_after,
+        at,
+    )
+}
+
+/// The presence of the `users` row in scope as everyone else is shown it, as of `at`
+/// (now if `None`).
+#[auto_type]
+pub(crate) fn public_presence(
+    window: TimeDelta,
+    away_after: TimeDelta,
+    at: Option<DateTime<Utc>>,
+) -> _ {
+    let window: AsExprOf<TimeDelta, Interval> = window.into_sql::<Interval>();
+    let away_after: AsExprOf<TimeDelta, Interval> = away_after.into_sql::<Interval>();
+    let at: at_or_now = at_or_now(at);
+    presence_public(
+        users::online_status,
+        users::last_seen,
+        users::active_at,
+        users::availability,
+        users::availability_until,
+        window,
+        away_after,
+        at,
+    )
+}
+
+/// The columns a [`ShownRow`] is read from, for the `users` row in scope, as of `at` (the
+/// start of the transaction for every read; the sweep's own time for the sweep).
+#[auto_type]
+pub(crate) fn shown_columns(
+    window: TimeDelta,
+    away_after: TimeDelta,
+    at: Option<DateTime<Utc>>,
+) -> _ {
+    let presence: true_presence = true_presence(window, away_after, at);
+    let public: public_presence = public_presence(window, away_after, at);
+    let at: at_or_now = at_or_now(at);
+    (
+        users::id,
+        presence,
+        public,
+        users::last_seen,
+        users::invisible_since,
+        users::availability,
+        users::availability_until,
+        users::status_text,
+        users::status_emoji,
+        users::status_expires_at,
+        at,
+    )
+}
+
+/// The SQL types of [`shown_columns`].
+type ShownSql = (
+    BigInt,
+    Text,
+    Text,
+    Nullable<Timestamptz>,
+    Nullable<Timestamptz>,
+    Text,
+    Nullable<Timestamptz>,
+    Nullable<Text>,
+    Nullable<Text>,
+    Nullable<Timestamptz>,
+    Timestamptz,
+);
+
+/// [`shown_columns`] for the timings in force, as of the start of the transaction.
+pub(crate) fn shown_now(timings: Timings) -> shown_columns {
+    shown_columns(timings.window(), timings.away_after(), None)
+}
+
+/// One user's status in both views, as [`shown_columns`] reads it: a manual status or a
+/// custom status that has reached its end (as of the time read) is shown ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShownRow {
-    #[diesel(sql_type = BigInt)]
     pub id: i64,
-    #[diesel(sql_type = Text)]
     presence: Presence,
-    #[diesel(sql_type = Text)]
     pub(crate) public_presence: Presence,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
     last_seen: Option<DateTime<Utc>>,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
     public_last_seen: Option<DateTime<Utc>>,
-    #[diesel(sql_type = Text)]
     pub(crate) availability: Availability,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
     pub(crate) availability_until: Option<DateTime<Utc>>,
-    #[diesel(sql_type = Nullable<Text>)]
     status_text: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
     status_emoji: Option<String>,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
     pub(crate) status_expires_at: Option<DateTime<Utc>>,
+}
+
+type ShownFields = (
+    i64,
+    Presence,
+    Presence,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Availability,
+    Option<DateTime<Utc>>,
+    Option<String>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    DateTime<Utc>,
+);
+
+impl Queryable<ShownSql, Pg> for ShownRow {
+    type Row = ShownFields;
+
+    fn build(row: ShownFields) -> diesel::deserialize::Result<Self> {
+        let (id, presence, public_presence, last_seen, invisible_since) =
+            (row.0, row.1, row.2, row.3, row.4);
+        let (availability, availability_until, status_text, status_emoji, status_expires_at) =
+            (row.5, row.6, row.7, row.8, row.9);
+        let at = row.10;
+        let ended = |end: Option<DateTime<Utc>>| end.is_some_and(|end| end <= at);
+        let availability_ended = ended(availability_until);
+        let status_ended = ended(status_expires_at);
+        Ok(Self {
+            id,
+            presence,
+            public_presence,
+            last_seen,
+            // An invisible user's `last_seen` is frozen, for others, when they went
+            // invisible.
+            public_last_seen: if availability == Availability::Invisible {
+                invisible_since
+            } else {
+                last_seen
+            },
+            availability: if availability_ended {
+                Availability::Auto
+            } else {
+                availability
+            },
+            availability_until: availability_until.filter(|_| !availability_ended),
+            status_text: status_text.filter(|_| !status_ended),
+            status_emoji: status_emoji.filter(|_| !status_ended),
+            status_expires_at: status_expires_at.filter(|_| !status_ended),
+        })
+    }
 }
 
 impl ShownRow {
@@ -147,16 +252,11 @@ pub fn shown_status(
     timings: Timings,
     user_id: i64,
 ) -> QueryResult<Option<ShownRow>> {
-    sql_query(concat!(
-        "SELECT ",
-        shown_columns!("now()"),
-        " FROM users WHERE id = $3"
-    ))
-    .bind::<Interval, _>(timings.window())
-    .bind::<Interval, _>(timings.away_after())
-    .bind::<BigInt, _>(user_id)
-    .get_result(conn)
-    .optional()
+    users::table
+        .find(user_id)
+        .select(shown_now(timings))
+        .get_result(conn)
+        .optional()
 }
 
 /// The most ids one bulk lookup (or one stream) may ask for.
@@ -181,95 +281,24 @@ pub fn shown_statuses(
     timings: Timings,
     ids: &[i64],
 ) -> QueryResult<Vec<ShownRow>> {
-    sql_query(concat!(
-        "SELECT shown.* FROM unnest($3::bigint[]) WITH ORDINALITY AS asked(id, n) \
-         JOIN LATERAL (SELECT ",
-        shown_columns!("now()"),
-        " FROM users WHERE users.id = asked.id) AS shown ON true ORDER BY asked.n"
-    ))
-    .bind::<Interval, _>(timings.window())
-    .bind::<Interval, _>(timings.away_after())
-    .bind::<Array<BigInt>, _>(ids)
-    .load(conn)
+    let rows: Vec<ShownRow> = users::table
+        .filter(users::id.eq_any(ids))
+        .select(shown_now(timings))
+        .load(conn)?;
+    let by_id: std::collections::HashMap<i64, &ShownRow> =
+        rows.iter().map(|row| (row.id, row)).collect();
+    Ok(ids
+        .iter()
+        .filter_map(|id| by_id.get(id).map(|row| (*row).clone()))
+        .collect())
 }
 
 /// Every user's status, in id order: the snapshot of an admin's stream of everyone.
 pub fn all_shown_statuses(conn: &mut PgConnection, timings: Timings) -> QueryResult<Vec<ShownRow>> {
-    sql_query(concat!(
-        "SELECT ",
-        shown_columns!("now()"),
-        " FROM users ORDER BY id"
-    ))
-    .bind::<Interval, _>(timings.window())
-    .bind::<Interval, _>(timings.away_after())
-    .load(conn)
-}
-
-/// How many users are shown each presence but offline, as everyone but admins sees it
-/// (an invisible user is not counted).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, QueryableByName)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct PresenceCounts {
-    /// online + away + dnd: everyone connected (what older clients read as "online").
-    #[diesel(sql_type = BigInt)]
-    pub count: i64,
-    #[diesel(sql_type = BigInt)]
-    pub online: i64,
-    #[diesel(sql_type = BigInt)]
-    pub away: i64,
-    #[diesel(sql_type = BigInt)]
-    pub dnd: i64,
-}
-
-/// The counts by presence. Only connected users are read (the partial index of online
-/// users by `last_seen`), so it costs in proportion to them.
-pub fn presence_counts(conn: &mut PgConnection, timings: Timings) -> QueryResult<PresenceCounts> {
-    sql_query(concat!(
-        "SELECT count(*) AS count, \
-           count(*) FILTER (WHERE p = 'online') AS online, \
-           count(*) FILTER (WHERE p = 'away') AS away, \
-           count(*) FILTER (WHERE p = 'dnd') AS dnd \
-         FROM (SELECT presence_public(",
-        presence_args!("now()"),
-        ") AS p FROM users \
-           WHERE presence_shown_online(online_status, last_seen, $1)) AS connected \
-         WHERE p <> 'offline'"
-    ))
-    .bind::<Interval, _>(timings.window())
-    .bind::<Interval, _>(timings.away_after())
-    .get_result(conn)
-}
-
-/// How many users have each presence, as admins see it (an invisible user by their true
-/// presence): the operator page's counts. Only connected users are classified; the rest
-/// are offline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, QueryableByName)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct PresenceTotals {
-    #[diesel(sql_type = BigInt)]
-    pub online: i64,
-    #[diesel(sql_type = BigInt)]
-    pub away: i64,
-    #[diesel(sql_type = BigInt)]
-    pub dnd: i64,
-    #[diesel(sql_type = BigInt)]
-    pub offline: i64,
-}
-
-pub fn presence_totals(conn: &mut PgConnection, timings: Timings) -> QueryResult<PresenceTotals> {
-    sql_query(concat!(
-        "SELECT count(*) FILTER (WHERE p = 'online') AS online, \
-           count(*) FILTER (WHERE p = 'away') AS away, \
-           count(*) FILTER (WHERE p = 'dnd') AS dnd, \
-           (SELECT count(*) FROM users) - count(*) FILTER (WHERE p <> 'offline') AS offline \
-         FROM (SELECT presence_of(",
-        presence_args!("now()"),
-        ") AS p FROM users \
-           WHERE presence_shown_online(online_status, last_seen, $1)) AS connected"
-    ))
-    .bind::<Interval, _>(timings.window())
-    .bind::<Interval, _>(timings.away_after())
-    .get_result(conn)
+    users::table
+        .order(users::id)
+        .select(shown_now(timings))
+        .load(conn)
 }
 
 #[cfg(test)]

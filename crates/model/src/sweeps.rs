@@ -3,17 +3,18 @@
 //! silence), and the sweep's work itself.
 
 use chrono::{DateTime, TimeDelta, Utc};
+use diesel::dsl::min;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Interval, Timestamptz};
-use diesel::{QueryableByName, sql_query};
+use diesel::sql_query;
+use diesel::sql_types::{Interval, Timestamptz};
 
 use crate::Error;
-use crate::db::clock_timestamp;
 use crate::events::{Causes, PresenceChanged};
-use crate::schema::sweep_runs;
+use crate::schema::{activity_flushes, sweep_runs, users};
 use crate::settings::Timings;
-use crate::vocabulary::{ChangeReason, Presence};
+use crate::sql::{clock_timestamp, least};
+use crate::vocabulary::{ChangeReason, OnlineStatus, Presence};
 
 /// A recorded sweep, as the operator page lists it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Queryable, Selectable)]
@@ -208,24 +209,15 @@ pub fn sweep(
     timings: Timings,
     unheard: TimeDelta,
 ) -> QueryResult<Vec<PresenceChanged>> {
-    #[derive(QueryableByName)]
-    struct At {
-        #[diesel(sql_type = Timestamptz)]
-        at: DateTime<Utc>,
-    }
-    #[derive(QueryableByName)]
-    struct Id {
-        #[diesel(sql_type = BigInt)]
-        id: i64,
-    }
     let window = timings.window();
-    let At { at } = sql_query(
-        "SELECT LEAST(now() - $2, (SELECT min(flushed_through) FROM activity_flushes \
-                                   WHERE reported_at > now() - $1)) AS at",
-    )
-    .bind::<Interval, _>(window)
-    .bind::<Interval, _>(unheard)
-    .get_result(conn)?;
+    let now = || diesel::dsl::now.into_sql::<Timestamptz>();
+    // The oldest promise of the replicas heard from within the last window.
+    let promised = activity_flushes::table
+        .filter(activity_flushes::reported_at.gt(now() - window))
+        .select(min(activity_flushes::flushed_through))
+        .single_value();
+    let at: DateTime<Utc> = diesel::select(least(now() - unheard, promised)).get_result(conn)?;
+    // UPDATE … FROM an aggregate of the sessions, which the DSL cannot say.
     sql_query(
         "UPDATE users u SET active_at = connected.active_at, changed_at = now() \
          FROM (SELECT s.user_id, max(s.active_at) AS active_at \
@@ -239,20 +231,21 @@ pub fn sweep(
     .bind::<Timestamptz, _>(at)
     .bind::<Interval, _>(timings.session_granularity())
     .execute(conn)?;
-    sql_query(
-        // Shown offline already (by the window), so no `changed_at`: nothing an admin is
-        // shown changes.
-        "UPDATE users SET online_status = 'offline' \
-         WHERE online_status = 'online' AND last_seen < $2 - $1",
+    // Shown offline already (by the window), so no `changed_at`: nothing an admin is shown
+    // changes.
+    diesel::update(
+        users::table
+            .filter(users::online_status.eq(OnlineStatus::Online))
+            .filter(users::last_seen.lt(at - window)),
     )
-    .bind::<Interval, _>(window)
-    .bind::<Timestamptz, _>(at)
+    .set(users::online_status.eq(OnlineStatus::Offline))
     .execute(conn)?;
     let mut changes = crate::manual::expire_statuses(conn, timings)?;
-    let told: Vec<Id> =
-        sql_query("SELECT id FROM users WHERE published_presence <> 'offline' ORDER BY id")
-            .load(conn)?;
-    let ids: Vec<i64> = told.into_iter().map(|row| row.id).collect();
+    let ids: Vec<i64> = users::table
+        .filter(users::published_presence.ne(Presence::Offline))
+        .order(users::id)
+        .select(users::id)
+        .load(conn)?;
     let causes = Causes {
         presence: None,
         custom: ChangeReason::Expiry,

@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{Bool, Interval, Text, Timestamptz};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
@@ -17,7 +16,8 @@ use crate::presence::{self, Connectivity};
 use crate::schema::users;
 use crate::sessions;
 use crate::settings::Timings;
-use crate::shown::{ShownRow, shown_columns};
+use crate::shown::{ShownRow, shown_now};
+use crate::sql::lower;
 use crate::tokens::{self, SessionToken};
 use crate::views::OwnStatus;
 use crate::vocabulary::ChangeReason;
@@ -49,16 +49,29 @@ impl Me {
 }
 
 /// A user row as read, before a viewer is known.
-#[derive(Debug, Clone, QueryableByName)]
+#[derive(Debug, Clone, Queryable)]
 pub struct UserRow {
-    #[diesel(sql_type = Text)]
     username: String,
-    #[diesel(sql_type = Bool)]
     is_admin: bool,
-    #[diesel(sql_type = Timestamptz)]
     created_at: DateTime<Utc>,
-    #[diesel(embed)]
     pub(crate) shown: ShownRow,
+}
+
+/// The columns a [`UserRow`] is read from.
+pub(crate) fn user_columns(
+    timings: Timings,
+) -> (
+    users::username,
+    users::is_admin,
+    users::created_at,
+    crate::shown::shown_columns,
+) {
+    (
+        users::username,
+        users::is_admin,
+        users::created_at,
+        shown_now(timings),
+    )
 }
 
 impl UserRow {
@@ -73,16 +86,11 @@ impl UserRow {
 
 /// A user as they are shown themselves; `None` for an unknown id.
 pub fn me(conn: &mut PgConnection, timings: Timings, user_id: i64) -> QueryResult<Option<Me>> {
-    let row: Option<UserRow> = diesel::sql_query(concat!(
-        "SELECT username, is_admin, created_at, ",
-        shown_columns!("now()"),
-        " FROM users WHERE id = $3"
-    ))
-    .bind::<Interval, _>(timings.window())
-    .bind::<Interval, _>(timings.away_after())
-    .bind::<diesel::sql_types::BigInt, _>(user_id)
-    .get_result(conn)
-    .optional()?;
+    let row: Option<UserRow> = users::table
+        .find(user_id)
+        .select(user_columns(timings))
+        .get_result(conn)
+        .optional()?;
     Ok(row.map(|row| Me {
         account: row.account(),
         status: row.shown.shown_to_self(),
@@ -152,8 +160,6 @@ fn verify_password(password: &str, hash: &str) -> bool {
 /// time as a wrong password and response times do not reveal which usernames exist.
 static UNKNOWN_USER_HASH: LazyLock<Option<String>> =
     LazyLock::new(|| hash_password("not-a-real-password").ok());
-
-diesel::define_sql_function!(fn lower(x: Text) -> Text);
 
 fn username_taken(conn: &mut PgConnection, username: &str) -> QueryResult<bool> {
     diesel::select(diesel::dsl::exists(

@@ -17,6 +17,7 @@ const LAYERS: &[&str] = &[
     "text_enum",
     "error",
     "schema",
+    "sql",
     "vocabulary",
     "views",
     // Infrastructure: connections, clock, shared timings, job names, the policy.
@@ -27,6 +28,7 @@ const LAYERS: &[&str] = &[
     "policy",
     // Reads: what is shown, and the session rows.
     "shown",
+    "counts",
     "tokens",
     // The outbox, and what streams read from it.
     "events",

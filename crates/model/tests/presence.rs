@@ -99,7 +99,12 @@ fn readers_never_see_online_past_the_window_even_without_a_sweep() {
     presence::mark_user_online(&mut conn, TIMINGS, stale, ChangeReason::Login).unwrap();
     set_last_seen_ago(&mut conn, stale, WINDOW + TimeDelta::seconds(1));
 
-    assert_eq!(shown::presence_counts(&mut conn, TIMINGS).unwrap().count, 1);
+    assert_eq!(
+        presence_model::counts::presence_counts(&mut conn, TIMINGS)
+            .unwrap()
+            .count,
+        1
+    );
     let status = shown(&mut conn, stale).unwrap();
     assert_eq!(status.online_status, OnlineStatus::Offline);
     assert_eq!(status.presence, Presence::Offline);

@@ -2,8 +2,7 @@
 //! the workers alive".
 
 use actix_web::{HttpResponse, web};
-use presence_model::shown;
-use presence_model::shown::PresenceTotals;
+use presence_model::counts::PresenceTotals;
 use presence_model::sweeps::{self, SweepRecord};
 use presence_runtime::workers::{self, QueueDepth, WorkerReport};
 use serde::Serialize;
@@ -41,7 +40,7 @@ pub async fn overview(state: web::Data<AppState>, _admin: Admin) -> Result<HttpR
     let timings = state.policy().timings();
     let (presence, sweeps) = db(&state, move |conn| {
         Ok::<_, presence_model::Error>((
-            shown::presence_totals(conn, timings)?,
+            presence_model::counts::presence_totals(conn, timings)?,
             sweeps::recent_sweeps(conn, RECENT_SWEEPS)?,
         ))
     })

@@ -1,7 +1,6 @@
 //! Liveness, readiness and metrics, for orchestrators and operators.
 
 use actix_web::{HttpResponse, web};
-use presence_model::shown;
 use serde::Serialize;
 
 use presence_runtime::readiness::{self, Readiness};
@@ -34,7 +33,11 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// status change from a logout.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let timings = state.policy().timings();
-    match db(&state, move |conn| shown::presence_counts(conn, timings)).await {
+    match db(&state, move |conn| {
+        presence_model::counts::presence_counts(conn, timings)
+    })
+    .await
+    {
         Ok(counts) => state.metrics.users_online.set(counts.count),
         Err(e) => log::warn!("metrics: could not count online users: {e}"),
     }

@@ -7,10 +7,10 @@ use std::collections::HashSet;
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
+use presence_model::counts::PresenceCounts;
 use presence_model::manual;
 use presence_model::manual::{Change, StatusChange};
 use presence_model::shown;
-use presence_model::shown::PresenceCounts;
 use presence_model::views::{OwnStatus, PublicStatus};
 use presence_model::vocabulary::Availability;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -143,7 +143,10 @@ pub async fn online_count(
     _caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
     let timings = state.policy().timings();
-    let counts = db(&state, move |conn| shown::presence_counts(conn, timings)).await?;
+    let counts = db(&state, move |conn| {
+        presence_model::counts::presence_counts(conn, timings)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(counts))
 }
 
