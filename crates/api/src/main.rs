@@ -126,12 +126,12 @@ fn serve(config: Config) -> Result<()> {
     drop(conn);
     actix_web::rt::System::new().block_on(async {
         let app = Application::build(&config)?;
-        log::info!("listening on {} (port {})", config.listen_addr, app.port());
-        log::info!(
-            "metrics on {} (port {})",
-            config.metrics_listen_addr,
-            app.metrics_port()
-        );
+        log::info!("listening on {}", app.addr());
+        log::info!("metrics on {}", app.metrics_addr());
+        presence_runtime::addresses::announce(&[
+            ("http", app.addr()),
+            ("metrics", app.metrics_addr()),
+        ])?;
         app.run_until_stopped().await?;
         log::info!("stopped");
         Ok(())

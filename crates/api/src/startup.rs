@@ -33,8 +33,8 @@ const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 
 pub struct Application {
-    port: u16,
-    metrics_port: u16,
+    addr: std::net::SocketAddr,
+    metrics_addr: std::net::SocketAddr,
     server: Server,
     metrics_server: Server,
     state: web::Data<AppState>,
@@ -90,10 +90,10 @@ impl Application {
         });
         let listener = TcpListener::bind(&config.listen_addr)?;
         let metrics_listener = TcpListener::bind(&config.metrics_listen_addr)?;
-        let metrics_port = metrics_listener.local_addr()?.port();
+        let metrics_addr = metrics_listener.local_addr()?;
         let metrics_server = metrics_server(metrics_listener, state.clone())?;
         let app_state = state.clone();
-        let port = listener.local_addr()?.port();
+        let addr = listener.local_addr()?;
         let body_timeout = config.client_body_timeout();
         let origins = config.streams.origins();
         let user_timeout =
@@ -147,21 +147,30 @@ impl Application {
             presence_changes_channel(&config.redis.redis_prefix),
         ));
         Ok(Self {
-            port,
-            metrics_port,
+            addr,
+            metrics_addr,
             server,
             metrics_server,
             state: app_state,
         })
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
+    /// The address the API is served on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
     }
 
-    /// The port `GET /metrics` is served on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The address `GET /metrics` is served on.
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        self.metrics_addr
+    }
+
     pub fn metrics_port(&self) -> u16 {
-        self.metrics_port
+        self.metrics_addr.port()
     }
 
     /// The state the handlers share (tests use it to flush deferred writes).

@@ -30,6 +30,8 @@ pub fn remove_redis_keys(redis_url: &str, prefix: &str) {
 /// Its log (stderr) is collected as it is written.
 pub struct Process {
     child: std::process::Child,
+    /// Where the process writes its addresses (`presence_runtime::addresses`).
+    address_file: std::path::PathBuf,
     log: std::sync::Arc<std::sync::Mutex<String>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
@@ -37,7 +39,15 @@ pub struct Process {
 impl Process {
     pub fn spawn(mut command: std::process::Command) -> Self {
         use std::io::BufRead;
+        static SPAWNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let address_file = std::env::temp_dir().join(format!(
+            "presence-addresses-{}-{}.json",
+            std::process::id(),
+            SPAWNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&address_file);
         let mut child = command
+            .env(presence_runtime::addresses::ADDRESS_FILE_VAR, &address_file)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -57,6 +67,7 @@ impl Process {
         });
         Self {
             child,
+            address_file,
             log,
             reader: Some(reader),
         }
@@ -71,36 +82,29 @@ impl Process {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// The port from the process's "listening on <addr> (port <port>)" log line.
+    /// The port of the process's API (or, for a worker, its health and metrics server).
     pub fn port(&self) -> u16 {
-        self.logged_port("listening on ")
+        self.announced_port("http")
     }
 
-    /// The port of an API process's metrics ("metrics on <addr> (port <port>)").
+    /// The port of an API process's metrics.
     pub fn metrics_port(&self) -> u16 {
-        self.logged_port("metrics on ")
+        self.announced_port("metrics")
     }
 
-    fn logged_port(&self, what: &str) -> u16 {
+    /// The port the process wrote to its address file as `name`, once it has.
+    fn announced_port(&self, name: &str) -> u16 {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            let log = self.log();
-            let port = log.lines().find_map(|line| {
-                let (_, rest) = line.split_once(what)?;
-                rest.split("(port ")
-                    .nth(1)?
-                    .trim_end_matches(')')
-                    .parse()
-                    .ok()
-            });
-            if let Some(port) = port {
-                return port;
+            if let Some(addr) = presence_runtime::addresses::read(&self.address_file, name) {
+                return addr.port();
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "no port logged:\n{log}"
+                "no {name} address announced:\n{}",
+                self.log()
             );
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 
@@ -152,6 +156,7 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.address_file);
     }
 }
 

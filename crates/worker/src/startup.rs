@@ -119,10 +119,9 @@ pub async fn run(
                 .unwrap_or(crate::http::DEFAULT_ADDR);
             Error::Startup(format!("cannot listen on {addr}: {e}"))
         })?;
-    log::info!(
-        "http (/healthz, /readyz, /metrics) listening on {bound} (port {})",
-        bound.port()
-    );
+    log::info!("http (/healthz, /readyz, /metrics) listening on {bound}");
+    presence_runtime::addresses::announce(&[("http", bound)])
+        .map_err(|e| Error::Startup(format!("cannot write the address file: {e}")))?;
     let http_handle = http.handle();
     tokio::spawn(http);
     let schedule = config.sweep_schedule.clone();
