@@ -10,19 +10,19 @@
 //! (The session cache that lets most requests skip PostgreSQL is `session_cache`.)
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::web;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
+use presence_model::DbPool;
 use presence_model::presence::{self, Touch};
-
-use crate::state::AppState;
 
 /// Deferred writes kept at most before a flush is forced (one per active session).
 pub const MAX_PENDING: usize = 1_000_000;
 
-/// Activity deferred to the next flush, and this replica's name in `activity_flushes`.
+/// Activity deferred to the next flush, written by this replica under its name in
+/// `activity_flushes`.
 pub struct ActivityBuffer {
     /// Session id → the latest activity not yet written.
     pending: Mutex<HashMap<i64, Touch>>,
@@ -30,22 +30,19 @@ pub struct ActivityBuffer {
     /// in progress, so everything deferred before it is written when it returns.
     flushing: tokio::sync::Mutex<()>,
     /// This process's name in `activity_flushes`.
-    pub replica: String,
-}
-
-impl Default for ActivityBuffer {
-    fn default() -> Self {
-        Self {
-            pending: Mutex::new(HashMap::new()),
-            flushing: tokio::sync::Mutex::new(()),
-            replica: presence_runtime::replicas::replica_name("api"),
-        }
-    }
+    replica: String,
 }
 
 impl ActivityBuffer {
-    /// Records activity to be written by the next flush. Returns whether the backlog is
-    /// full enough that the caller should flush now.
+    /// A buffer whose flushes promise, as `replica`, what they wrote.
+    pub fn new(replica: String) -> Self {
+        Self {
+            pending: Mutex::new(HashMap::new()),
+            flushing: tokio::sync::Mutex::new(()),
+            replica,
+        }
+    }
+
     /// Records activity at `at` (real use if `active`) to be written by the next flush.
     /// Returns whether the backlog is full enough that the caller should flush now.
     pub fn defer(&self, session_id: i64, at: DateTime<Utc>, active: bool) -> bool {
@@ -71,6 +68,69 @@ impl ActivityBuffer {
             merge(&mut pending, touch);
         }
     }
+
+    /// Writes the deferred activity to `pool`, with this replica's promise that
+    /// everything it saw before the flush began is written (which the sweep waits for);
+    /// session rows are written when `session_granularity` old. Runs even with nothing
+    /// pending, to renew the promise. On failure (PostgreSQL down) the touches are kept
+    /// for the next flush: nothing is lost while the process lives, and the stale promise
+    /// keeps the sweep from taking users whose activity is still here. Returns whether it
+    /// wrote.
+    pub async fn flush(&self, pool: &DbPool, session_granularity: TimeDelta) -> bool {
+        let _one_at_a_time = self.flushing.lock().await;
+        let flushed_through = presence_model::clock::now();
+        let touches = self.take_pending();
+        let count = touches.len();
+        let replica = self.replica.clone();
+        let pool = pool.clone();
+        let result = web::block(move || {
+            let written = pool
+                .get()
+                .map_err(presence_model::Error::from)
+                .and_then(|mut conn| {
+                    presence::flush_last_seen(
+                        &mut conn,
+                        &replica,
+                        flushed_through,
+                        &touches,
+                        session_granularity,
+                    )
+                    .map_err(Into::into)
+                });
+            (written, touches)
+        })
+        .await;
+        match result {
+            Ok((Ok(users), _)) => {
+                log::debug!("flushed activity of {count} sessions ({users} users)");
+                true
+            }
+            Ok((Err(e), touches)) => {
+                log::error!("could not write the activity of {count} sessions, will retry: {e}");
+                self.restore(touches);
+                false
+            }
+            Err(e) => {
+                log::error!("activity flush did not run: {e}");
+                false
+            }
+        }
+    }
+
+    /// The last flush of a replica stopping gracefully, then its promise withdrawn so it
+    /// no longer holds the sweep back.
+    pub async fn flush_and_forget(&self, pool: &DbPool, session_granularity: TimeDelta) {
+        self.flush(pool, session_granularity).await;
+        let (pool, replica) = (pool.clone(), self.replica.clone());
+        let forgotten = web::block(move || {
+            let mut conn = pool.get().map_err(presence_model::Error::from)?;
+            presence::forget_replica(&mut conn, &replica).map_err(presence_model::Error::from)
+        })
+        .await;
+        if !matches!(forgotten, Ok(Ok(()))) {
+            log::warn!("could not withdraw this replica's flush promise; it lapses after a window");
+        }
+    }
 }
 
 /// Keeps one touch per session: the latest sighting and the latest use.
@@ -80,73 +140,19 @@ fn merge(pending: &mut HashMap<i64, Touch>, touch: Touch) {
     kept.active_at = kept.active_at.max(touch.active_at);
 }
 
-/// Writes the deferred activity, with this replica's promise that everything it saw
-/// before the flush began is written (which the sweep waits for). Runs even with nothing
-/// pending, to renew the promise. On failure (PostgreSQL down) the touches are kept for
-/// the next flush: nothing is lost while the process lives, and the stale promise keeps
-/// the sweep from taking users whose activity is still here.
-pub async fn flush(state: &web::Data<AppState>) {
-    let _one_at_a_time = state.activity.flushing.lock().await;
-    let flushed_through = presence_model::clock::now();
-    let touches = state.activity.take_pending();
-    let count = touches.len();
-    let replica = state.activity.replica.clone();
-    let pool = state.pool.clone();
-    let session_granularity = state.policy().session_granularity();
-    let result = web::block(move || {
-        let written = pool
-            .get()
-            .map_err(presence_model::Error::from)
-            .and_then(|mut conn| {
-                presence::flush_last_seen(
-                    &mut conn,
-                    &replica,
-                    flushed_through,
-                    &touches,
-                    session_granularity,
-                )
-                .map_err(Into::into)
-            });
-        (written, touches)
-    })
-    .await;
-    match result {
-        Ok((Ok(users), _)) => log::debug!("flushed activity of {count} sessions ({users} users)"),
-        Ok((Err(e), touches)) => {
-            log::error!("could not write the activity of {count} sessions, will retry: {e}");
-            state.activity.restore(touches);
-        }
-        Err(e) => log::error!("activity flush did not run: {e}"),
-    }
-}
-
-/// The last flush of a replica stopping gracefully, then its promise withdrawn so it no
-/// longer holds the sweep back.
-pub async fn flush_and_forget(state: &web::Data<AppState>) {
-    flush(state).await;
-    let (pool, replica) = (state.pool.clone(), state.activity.replica.clone());
-    let forgotten = web::block(move || {
-        let mut conn = pool.get().map_err(presence_model::Error::from)?;
-        presence::forget_replica(&mut conn, &replica).map_err(presence_model::Error::from)
-    })
-    .await;
-    if !matches!(forgotten, Ok(Ok(()))) {
-        log::warn!("could not withdraw this replica's flush promise; it lapses after a window");
-    }
-}
-
-/// Flushes every flush interval until the server stops.
-pub async fn flush_periodically(state: web::Data<AppState>) {
-    let period = state
-        .policy()
-        .flush_interval()
-        .to_std()
-        .unwrap_or(Duration::from_secs(10));
+/// Flushes `buffer` every `period` until the server stops, at the session granularity
+/// in force at each flush.
+pub async fn flush_periodically(
+    buffer: Arc<ActivityBuffer>,
+    pool: DbPool,
+    period: Duration,
+    session_granularity: impl Fn() -> TimeDelta,
+) {
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        flush(&state).await;
+        buffer.flush(&pool, session_granularity()).await;
     }
 }
 
@@ -166,7 +172,7 @@ mod tests {
 
     #[test]
     fn deferred_activity_is_one_entry_per_session_whatever_the_requests() {
-        let activity = ActivityBuffer::default();
+        let activity = ActivityBuffer::new("test".to_owned());
         let start = Utc::now();
         let ms = TimeDelta::milliseconds;
         for n in 0..10_000 {
@@ -186,7 +192,7 @@ mod tests {
 
     #[test]
     fn a_failed_flush_loses_nothing() {
-        let activity = ActivityBuffer::default();
+        let activity = ActivityBuffer::new("test".to_owned());
         let t = Utc::now();
         activity.defer(1, t, true);
         let taken = activity.take_pending();
@@ -197,5 +203,65 @@ mod tests {
             sorted(activity.take_pending()),
             vec![(1, t + TimeDelta::seconds(1), Some(t)), (2, t, None)]
         );
+    }
+
+    /// Its own database, a user logged in once: the session's id.
+    fn logged_in(db: &presence_model::testing::TestDatabase) -> i64 {
+        use presence_model::testing::{TIMINGS, register};
+        let user = register(db, "ada");
+        let mut conn = db.pool().get().unwrap();
+        presence_model::users::open_session(&mut conn, TIMINGS, user)
+            .unwrap()
+            .unwrap()
+            .session_id
+    }
+
+    #[actix_web::test]
+    async fn a_flush_writes_what_was_deferred_and_promises_it() {
+        let db = presence_model::testing::TestDatabase::new();
+        let session = logged_in(&db);
+        let activity = ActivityBuffer::new("replica-a".to_owned());
+        let later = Utc::now() + TimeDelta::seconds(30);
+        activity.defer(session, later, true);
+        assert!(activity.flush(db.pool(), TimeDelta::zero()).await);
+        let micros = |sql: &str| db.query_i64(sql);
+        assert_eq!(
+            micros(&format!(
+                "SELECT (extract(epoch FROM last_seen) * 1e6)::bigint AS n FROM sessions \
+                 WHERE id = {session}"
+            )),
+            later.timestamp_micros()
+        );
+        assert_eq!(
+            micros(
+                "SELECT count(*) AS n FROM activity_flushes WHERE replica = 'replica-a' \
+                 AND flushed_through >= now() - interval '1 minute'"
+            ),
+            1
+        );
+        assert!(activity.take_pending().is_empty());
+        activity
+            .flush_and_forget(db.pool(), TimeDelta::zero())
+            .await;
+        assert_eq!(
+            micros("SELECT count(*) AS n FROM activity_flushes"),
+            0,
+            "a replica that stops withdraws its promise"
+        );
+    }
+
+    #[actix_web::test]
+    async fn a_flush_that_cannot_reach_postgres_keeps_everything_for_the_next() {
+        // Nothing listens on port 1.
+        let unreachable = presence_model::db::build_pool(
+            "postgres://postgres@127.0.0.1:1/none",
+            1,
+            std::time::Duration::from_millis(200),
+        );
+        let activity = ActivityBuffer::new("replica-b".to_owned());
+        let t = Utc::now();
+        activity.defer(7, t, true);
+        assert!(!activity.flush(&unreachable, TimeDelta::zero()).await);
+        assert_eq!(sorted(activity.take_pending()), vec![(7, t, Some(t))]);
     }
 }

@@ -46,16 +46,17 @@ struct LocalWindow {
 
 pub struct Admission {
     quotas: AdmissionQuotas,
-    redis: Arc<LazyRedis>,
+    redis: LazyRedis,
     prefix: String,
     local: Cache<String, Arc<Mutex<LocalWindow>>>,
 }
 
 impl Admission {
-    pub fn new(quotas: AdmissionQuotas, redis: Arc<LazyRedis>, prefix: &str) -> Self {
+    /// Quotas are counted on `redis`, each use waiting at most `REDIS_TIMEOUT`.
+    pub fn new(quotas: AdmissionQuotas, redis: &LazyRedis, prefix: &str) -> Self {
         Self {
             quotas,
-            redis,
+            redis: redis.with_timeout(crate::throttle::REDIS_TIMEOUT),
             prefix: format!("{prefix}:admission"),
             local: Cache::builder().max_capacity(LOCAL_CAPACITY).build(),
         }
@@ -179,10 +180,7 @@ mod tests {
     #[actix_web::test]
     async fn counts_per_address_and_in_all_without_redis() {
         // Nothing listens on port 1: this process's counts hold the line alone.
-        let redis = Arc::new(LazyRedis::new(
-            "redis://127.0.0.1:1",
-            Duration::from_millis(100),
-        ));
+        let redis = LazyRedis::new("redis://127.0.0.1:1", Duration::from_millis(100));
         let admission = Admission::new(
             AdmissionQuotas {
                 registrations_per_address: quota(2),
@@ -190,7 +188,7 @@ mod tests {
                 logins_per_address: quota(1),
                 logins: quota(100),
             },
-            redis,
+            &redis,
             "test",
         );
         let (home, away): (IpAddr, IpAddr) =

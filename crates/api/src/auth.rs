@@ -8,6 +8,7 @@ use std::sync::Arc;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use chrono::{DateTime, Utc};
+use presence_model::policy::Recording;
 use presence_model::presence;
 use presence_model::tokens;
 use presence_model::views::LiveSession;
@@ -15,7 +16,6 @@ use presence_model::vocabulary::CountsAs;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::activity;
 use crate::errors::ApiError;
 use crate::session_cache::CachedSession;
 use crate::state::{AppState, db, publish_soon};
@@ -75,6 +75,8 @@ impl FromRequest for Authenticated {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
+    /// Three steps: the route's body, where it says what the request counts as (only the
+    /// heartbeat's does); the session; the activity recorded on it.
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let token = bearer_token(req);
         let state = req.app_data::<web::Data<AppState>>().cloned();
@@ -83,73 +85,76 @@ impl FromRequest for Authenticated {
             .app_data::<CountsAs>()
             .copied()
             .unwrap_or(CountsAs::Activity);
-        // Only the heartbeat has a body that says what it counts as.
         let body =
             (counts_as == CountsAs::Heartbeat).then(|| web::Bytes::from_request(req, payload));
         Box::pin(async move {
             let declared_active = match body {
-                Some(body) => {
-                    let body = body.await.map_err(|_| ApiError::PayloadTooLarge)?;
-                    crate::extract::optional_json::<HeartbeatBody>(&body)?
-                        .and_then(|body| body.active)
-                }
+                Some(body) => declared_active(&body.await.map_err(|_| ApiError::PayloadTooLarge)?)?,
                 None => None,
             };
             let token = token.ok_or(ApiError::Unauthenticated)?;
             let state = state.ok_or_else(|| ApiError::internal("AppState is not registered"))?;
-            authenticate(&state, token, counts_as, declared_active).await
+            let token_hash = tokens::hash_token(&token);
+            let now = presence::activity_time();
+            let policy = state.policy();
+            let cached = state.sessions.cached(&token_hash);
+            let from_cache = cached.is_some();
+            let session = match cached {
+                Some(cached) => cached,
+                None => look_up_session(&state, token_hash.clone()).await?,
+            };
+            let recording = policy.recording(&session.live, counts_as, declared_active, now);
+            // A cached snapshot's times only get older: look again before writing through.
+            let (session, recording) = match recording {
+                Recording::WriteNow { .. } if from_cache => {
+                    let fresh = look_up_session(&state, token_hash.clone()).await?;
+                    let recording = policy.recording(&fresh.live, counts_as, declared_active, now);
+                    (fresh, recording)
+                }
+                _ => (session, recording),
+            };
+            record_activity(&state, &session.live, token, token_hash, recording, now).await
         })
     }
 }
 
-/// Recognises the session and, if the route counts as activity, records it: deferred to
-/// the next flush when that changes nothing others are shown (no write), written at once
-/// otherwise.
-async fn authenticate(
+/// What the heartbeat's body says of the user's use of the app (`None`: no body, or no
+/// `active`).
+fn declared_active(body: &[u8]) -> Result<Option<bool>, ApiError> {
+    Ok(crate::extract::optional_json::<HeartbeatBody>(body)?.and_then(|body| body.active))
+}
+
+/// Records the request's activity on `live` as `recording` says: deferred to the next
+/// flush (no write), or written at once.
+async fn record_activity(
     state: &web::Data<AppState>,
+    live: &LiveSession,
     token: String,
-    counts_as: CountsAs,
-    declared_active: Option<bool>,
+    token_hash: Vec<u8>,
+    recording: Recording,
+    now: DateTime<Utc>,
 ) -> Result<Authenticated, ApiError> {
-    let (policy, ttl) = (state.policy(), state.session_ttl);
-    let token_hash = tokens::hash_token(&token);
-    let now = presence::activity_time();
-    let reason = counts_as.reason();
-    let active = counts_as.is_use(declared_active);
-    let mut cached = state.sessions.cached(&token_hash);
-    // A cached snapshot's times only get older: look again before writing through (a
-    // request that records nothing needs only the session).
-    if reason.is_some()
-        && cached
-            .as_ref()
-            .is_some_and(|c| !policy.may_defer(&c.live, now, active))
-    {
-        cached = None;
-    }
-    let cached = match cached {
-        Some(cached) => cached,
-        None => look_up_session(state, token_hash.clone()).await?,
-    };
-    let live = &cached.live;
-    let Some(reason) = reason else {
-        return Ok(Authenticated::new(live, live.last_seen, token_hash));
-    };
-    if policy.may_defer(live, now, active) {
-        if state.activity.defer(live.session_id, now, active) {
-            activity::flush(state).await;
+    match recording {
+        Recording::Nothing => Ok(Authenticated::new(live, live.last_seen, token_hash)),
+        Recording::Defer { active } => {
+            if state.activity.defer(live.session_id, now, active) {
+                state.flush_activity().await;
+            }
+            Ok(Authenticated::new(live, Some(now), token_hash))
         }
-        return Ok(Authenticated::new(live, Some(now), token_hash));
+        Recording::WriteNow { reason, active } => {
+            let (timings, ttl) = (state.policy().timings(), state.session_ttl);
+            let (live, update) = db(state, move |conn| {
+                presence::record_activity(conn, timings, &token, ttl, reason, active)
+            })
+            .await?
+            .ok_or(ApiError::Unauthenticated)?;
+            publish_soon(state, update.change.as_ref()).await;
+            let caller = Authenticated::new(&live, update.last_seen, token_hash.clone());
+            state.sessions.remember(token_hash, live);
+            Ok(caller)
+        }
     }
-    let timings = policy.timings();
-    let (live, update) = db(state, move |conn| {
-        presence::record_activity(conn, timings, &token, ttl, reason, active)
-    })
-    .await?
-    .ok_or(ApiError::Unauthenticated)?;
-    publish_soon(state, update.change.as_ref()).await;
-    let caller = Authenticated::new(&live, update.last_seen, token_hash.clone());
-    state.sessions.remember(token_hash, live);
-    Ok(caller)
 }
 
 /// The live session whose token hashes to `token_hash`, from the cache or PostgreSQL,

@@ -20,8 +20,6 @@ use presence_model::policy::PresencePolicy;
 use presence_model::sessions::RevocationListener;
 use presence_model::views::LiveSession;
 
-use crate::state::AppState;
-
 /// How often the revocation listener reads announcements off its connection.
 pub const REVOCATION_POLL: Duration = Duration::from_millis(50);
 /// How often the listener proves its connection alive with a round trip.
@@ -87,10 +85,19 @@ impl SessionCache {
     }
 }
 
-/// Keeps this replica listening for revocations announced by any replica's logout, and
-/// evicts each from the session cache. Reconnects after losing PostgreSQL, catching up on
-/// the revocations it may have missed meanwhile.
-pub async fn listen_for_revocations(state: web::Data<AppState>, database_url: String) {
+/// What the revocation listener tells its owner.
+pub trait RevocationSink {
+    /// A session was revoked (here or on another replica), or may have been while the
+    /// listener was not connected.
+    fn revoked(&self, token_hash: &[u8]);
+    /// The database's clock was read: how far this machine's is off it.
+    fn clock_offset(&self, offset: TimeDelta);
+}
+
+/// Keeps this replica listening on `database_url` for revocations announced by any
+/// replica's logout, telling `sink` of each. Reconnects after losing PostgreSQL, catching
+/// up on the revocations it may have missed meanwhile.
+pub async fn listen_for_revocations(sink: impl RevocationSink, database_url: String) {
     // Sessions may be cached before the first connection listens: it catches up from here.
     let started = Instant::now();
     // The database's clock at the listener's last sign of life.
@@ -99,7 +106,7 @@ pub async fn listen_for_revocations(state: web::Data<AppState>, database_url: St
         let url = database_url.clone();
         match web::block(move || RevocationListener::connect(&url)).await {
             Ok(Ok(listener)) => {
-                let lost = listen(&state, listener, started, &mut alive_at).await;
+                let lost = listen(&sink, listener, started, &mut alive_at).await;
                 log::warn!("revocation listener lost PostgreSQL: {lost}");
             }
             Ok(Err(e)) => log::debug!("revocation listener cannot connect: {e}"),
@@ -113,7 +120,7 @@ pub async fn listen_for_revocations(state: web::Data<AppState>, database_url: St
 /// evicts what was revoked since `alive_at`, or, on the first connection, since the
 /// process `started` listening (requests may have cached sessions before it could).
 async fn listen(
-    state: &web::Data<AppState>,
+    sink: &impl RevocationSink,
     listener: RevocationListener,
     started: Instant,
     alive_at: &mut Option<DateTime<Utc>>,
@@ -138,7 +145,7 @@ async fn listen(
         Err(e) => return e.to_string(),
     };
     for token_hash in missed {
-        state.revoke_session(&token_hash);
+        sink.revoked(&token_hash);
     }
     let mut checked = Instant::now() - LISTENER_CHECK;
     loop {
@@ -167,13 +174,10 @@ async fn listen(
         if let Some((now, offset)) = now {
             *alive_at = Some(now);
             checked = Instant::now();
-            state
-                .metrics
-                .clock_offset
-                .set(offset.num_microseconds().unwrap_or(0) as f64 / 1e6);
+            sink.clock_offset(offset);
         }
         for token_hash in revoked {
-            state.revoke_session(&token_hash);
+            sink.revoked(&token_hash);
         }
         tokio::time::sleep(REVOCATION_POLL).await;
     }
@@ -215,5 +219,59 @@ mod tests {
         cache.remember(b"b".to_vec(), live(2));
         cache.forget_sessions();
         assert!(cache.cached(b"b").is_none());
+    }
+
+    /// What a listener under test heard.
+    #[derive(Clone, Default)]
+    struct Heard(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+    impl RevocationSink for Heard {
+        fn revoked(&self, token_hash: &[u8]) {
+            self.0.lock().unwrap().push(token_hash.to_vec());
+        }
+
+        fn clock_offset(&self, _offset: TimeDelta) {}
+    }
+
+    impl Heard {
+        async fn until_heard(&self, token_hash: &[u8]) -> bool {
+            let heard = || self.0.lock().unwrap().iter().any(|h| h == token_hash);
+            presence_testkit::eventually(Duration::from_secs(10), async || heard()).await
+        }
+    }
+
+    /// A session opened on `db`: its id and token hash.
+    fn session(db: &presence_model::testing::TestDatabase, name: &str) -> (i64, Vec<u8>) {
+        use presence_model::testing::{TIMINGS, register};
+        let user = register(db, name);
+        let mut conn = db.pool().get().unwrap();
+        let logged_in = presence_model::users::open_session(&mut conn, TIMINGS, user)
+            .unwrap()
+            .unwrap();
+        let hash = presence_model::tokens::hash_token(logged_in.token.expose());
+        (logged_in.session_id, hash)
+    }
+
+    #[actix_web::test]
+    async fn revocations_made_before_and_after_the_listener_connects_are_heard() {
+        use presence_model::testing::TIMINGS;
+        let db = presence_model::testing::TestDatabase::new();
+        let (before, before_hash) = session(&db, "ada");
+        let (after, after_hash) = session(&db, "bob");
+        let log_out = |session| {
+            let mut conn = db.pool().get().unwrap();
+            presence_model::sessions::log_out(&mut conn, TIMINGS, session)
+                .unwrap()
+                .unwrap();
+        };
+        // Revoked as the process starts, before its listener could listen: caught up on.
+        log_out(before);
+        let heard = Heard::default();
+        let listener =
+            actix_web::rt::spawn(listen_for_revocations(heard.clone(), db.url().to_owned()));
+        assert!(heard.until_heard(&before_hash).await);
+        log_out(after);
+        assert!(heard.until_heard(&after_hash).await);
+        listener.abort();
     }
 }

@@ -54,8 +54,10 @@ impl Application {
             sent: metrics.jobs_enqueued.clone(),
             failed: metrics.enqueue_failures.clone(),
         };
-        let nudges = PublishNudges::new(redis_url, prefix, asked.clone());
-        let redis = std::sync::Arc::new(LazyRedis::new(redis_url, REDIS_TIMEOUT));
+        // One connection for every Redis command (the job queue and the subscription
+        // have their own).
+        let redis = LazyRedis::new(redis_url, REDIS_TIMEOUT);
+        let nudges = PublishNudges::new(&redis, prefix, asked.clone());
         let metrics_streams_open = metrics.streams_open.clone();
         let metrics_stream_resyncs = metrics.stream_resyncs.clone();
         let status_ends = StatusEnds::new(redis_url, prefix, asked);
@@ -63,19 +65,13 @@ impl Application {
             pool,
             metrics,
             sessions: SessionCache::new(&policy),
-            activity: ActivityBuffer::default(),
+            activity: std::sync::Arc::new(ActivityBuffer::new(
+                presence_runtime::replicas::replica_name("api"),
+            )),
             nudges,
             status_ends,
-            login_throttle: LoginThrottle::new(
-                config.login_limits(),
-                &config.redis.redis_url,
-                &config.redis.redis_prefix,
-            ),
-            admission: crate::admission::Admission::new(
-                config.admission_quotas(),
-                std::sync::Arc::new(LazyRedis::new(redis_url, crate::throttle::REDIS_TIMEOUT)),
-                prefix,
-            ),
+            login_throttle: LoginThrottle::new(config.login_limits(), &redis, prefix),
+            admission: crate::admission::Admission::new(config.admission_quotas(), &redis, prefix),
             hashing: PasswordHashing::new(config.password_hashes_in_flight()),
             policy: std::sync::RwLock::new(policy),
             session_ttl: config.session_ttl(),
@@ -84,7 +80,7 @@ impl Application {
                 metrics_streams_open,
                 metrics_stream_resyncs,
             )),
-            tickets: Tickets::new(redis.clone(), prefix, config.streams.tickets_per_user),
+            tickets: Tickets::new(&redis, prefix, config.streams.tickets_per_user),
             redis,
             config_prefix: prefix.to_owned(),
         });
@@ -131,7 +127,18 @@ impl Application {
         .disable_signals()
         .listen(listener)?
         .run();
-        actix_web::rt::spawn(activity::flush_periodically(app_state.clone()));
+        let flush_period = app_state
+            .policy()
+            .flush_interval()
+            .to_std()
+            .unwrap_or(std::time::Duration::from_secs(10));
+        let granularity_of = app_state.clone();
+        actix_web::rt::spawn(activity::flush_periodically(
+            app_state.activity.clone(),
+            app_state.pool.clone(),
+            flush_period,
+            move || granularity_of.policy().session_granularity(),
+        ));
         actix_web::rt::spawn(session_cache::listen_for_revocations(
             app_state.clone(),
             config.database.url.database_url.clone(),
@@ -142,7 +149,7 @@ impl Application {
             config.heartbeat_interval_ms,
         ));
         actix_web::rt::spawn(stream::follow_published_changes(
-            app_state.clone(),
+            app_state.streams.clone(),
             config.redis.redis_url.clone(),
             presence_changes_channel(&config.redis.redis_prefix),
         ));
@@ -199,7 +206,10 @@ impl Application {
                 served
             }
         };
-        activity::flush_and_forget(&self.state).await;
+        let granularity = self.state.policy().session_granularity();
+        (self.state.activity)
+            .flush_and_forget(&self.state.pool, granularity)
+            .await;
         metrics.stop(false).await;
         served
     }

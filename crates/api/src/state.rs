@@ -18,7 +18,7 @@ pub struct AppState {
     pub pool: DbPool,
     pub metrics: Metrics,
     pub sessions: SessionCache,
-    pub activity: ActivityBuffer,
+    pub activity: std::sync::Arc<ActivityBuffer>,
     /// Publish nudges, sent after each transition.
     pub nudges: PublishNudges,
     /// Jobs scheduled for the seconds in which manual or custom statuses end.
@@ -36,7 +36,7 @@ pub struct AppState {
     /// Stream tickets, shared by every replica through Redis.
     pub tickets: crate::tickets::Tickets,
     /// Redis, for what the API reads there itself (tickets, the workers' reports).
-    pub redis: std::sync::Arc<presence_runtime::redis_conn::LazyRedis>,
+    pub redis: presence_runtime::redis_conn::LazyRedis,
     /// `REDIS_PREFIX`: where the workers' reports and queues are.
     pub config_prefix: String,
 }
@@ -47,11 +47,30 @@ impl AppState {
         *self.policy.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Writes the activity deferred so far (see [`ActivityBuffer::flush`]).
+    pub async fn flush_activity(&self) {
+        let granularity = self.policy().session_granularity();
+        self.activity.flush(&self.pool, granularity).await;
+    }
+
     /// A session was revoked (logged out), here or on another replica: its cached entry
     /// goes, and so does every stream it opened.
     pub fn revoke_session(&self, token_hash: &[u8]) {
         self.sessions.revoke(token_hash);
         self.streams.end_session(token_hash);
+    }
+}
+
+/// Revocations heard by the listener reach the session cache and the streams; the clock
+/// offset it measures, the metrics.
+impl crate::session_cache::RevocationSink for web::Data<AppState> {
+    fn revoked(&self, token_hash: &[u8]) {
+        self.revoke_session(token_hash);
+    }
+
+    fn clock_offset(&self, offset: TimeDelta) {
+        let seconds = offset.num_microseconds().unwrap_or(0) as f64 / 1e6;
+        self.metrics.clock_offset.set(seconds);
     }
 }
 

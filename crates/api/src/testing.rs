@@ -184,7 +184,7 @@ impl TestApp {
 
     /// Writes the activity the app deferred, as its periodic flush would.
     pub async fn flush(&self) {
-        crate::activity::flush(&self.state).await;
+        self.state.flush_activity().await;
     }
 
     /// Runs the sweep's work now, as a tick would (without claiming one, and with no

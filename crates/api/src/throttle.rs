@@ -56,11 +56,12 @@ struct Count {
 }
 
 impl LoginThrottle {
-    pub fn new(limits: LoginLimits, redis_url: &str, prefix: &str) -> Self {
+    /// Failures are counted on `redis`, each use waiting at most [`REDIS_TIMEOUT`].
+    pub fn new(limits: LoginLimits, redis: &LazyRedis, prefix: &str) -> Self {
         Self {
             limits,
             key_prefix: format!("{prefix}:login-failures"),
-            redis: LazyRedis::new(redis_url, REDIS_TIMEOUT),
+            redis: redis.with_timeout(REDIS_TIMEOUT),
             local: Cache::builder()
                 .max_capacity(LOCAL_CAPACITY)
                 .time_to_live(limits.window)
@@ -294,7 +295,7 @@ mod tests {
                 per_address: 5,
                 window: Duration::from_secs(60),
             },
-            "redis://127.0.0.1:1",
+            &LazyRedis::new("redis://127.0.0.1:1", REDIS_TIMEOUT),
             "test",
         )
     }

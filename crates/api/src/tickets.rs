@@ -14,7 +14,6 @@
 //! minted before a logout opens nothing after it. A user holds at most
 //! `TICKETS_PER_USER` live tickets: minting one more invalidates their oldest.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -59,7 +58,7 @@ pub struct Redeemed {
 }
 
 pub struct Tickets {
-    redis: Arc<LazyRedis>,
+    redis: LazyRedis,
     prefix: String,
     per_user: u32,
     issue: redis::Script,
@@ -85,9 +84,9 @@ impl From<Spent> for ApiError {
 }
 
 impl Tickets {
-    pub fn new(redis: Arc<LazyRedis>, prefix: &str, per_user: u32) -> Self {
+    pub fn new(redis: &LazyRedis, prefix: &str, per_user: u32) -> Self {
         Self {
-            redis,
+            redis: redis.clone(),
             prefix: prefix.to_owned(),
             per_user,
             issue: redis::Script::new(ISSUE),

@@ -8,10 +8,25 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::OnlineStatus;
 use crate::settings::Timings;
 use crate::views::LiveSession;
+use crate::vocabulary::{ChangeReason, CountsAs};
 
 /// The longest a looked-up session is trusted without asking PostgreSQL again, whatever
 /// the window (revocations evict entries sooner; this bounds a stale user name or flag).
 const MAX_SESSION_TRUST: Duration = Duration::from_secs(60);
+
+/// How a request's activity is recorded: the defer-or-write procedure, decided from what
+/// is known of its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recording {
+    /// The request is not activity: nothing is written.
+    Nothing,
+    /// Kept for the next flush (real use if `active`): the user stays as others see them.
+    Defer { active: bool },
+    /// Written at once (a user coming back, going from away to online, …), with `reason`
+    /// for the transition it may record. Decided from a cached session, it means "look
+    /// the session up again, then decide": a cached snapshot's times only get older.
+    WriteNow { reason: ChangeReason, active: bool },
+}
 
 /// Timings under which a user who keeps sending heartbeats could be swept offline, or
 /// one who keeps using the app be shown away.
@@ -99,6 +114,27 @@ impl PresencePolicy {
             && (!active || fresh(session.active_at, self.timings.away_after()))
     }
 
+    /// How activity at `now` on `session` is recorded, for a request that `counts_as`
+    /// (with the heartbeat's `declared_active`): deferred while [`Self::may_defer`] holds,
+    /// written at once otherwise.
+    pub fn recording(
+        &self,
+        session: &LiveSession,
+        counts_as: CountsAs,
+        declared_active: Option<bool>,
+        now: DateTime<Utc>,
+    ) -> Recording {
+        let Some(reason) = counts_as.reason() else {
+            return Recording::Nothing;
+        };
+        let active = counts_as.is_use(declared_active);
+        if self.may_defer(session, now, active) {
+            Recording::Defer { active }
+        } else {
+            Recording::WriteNow { reason, active }
+        }
+    }
+
     /// See [`Timings::session_granularity`].
     pub fn session_granularity(&self) -> TimeDelta {
         self.timings.session_granularity()
@@ -143,6 +179,62 @@ mod tests {
         assert_eq!(
             refused.to_string(),
             "flush interval (10000 ms) + heartbeat interval (30000 ms) = 40000 ms must be at most half of the presence window (60 s) and of the away timeout (300 s), or users who keep sending heartbeats could be marked offline or away"
+        );
+    }
+
+    #[test]
+    fn activity_is_deferred_only_while_it_changes_nothing_others_are_shown() {
+        let policy = policy(120, 10_000, 30_000).unwrap();
+        let now = Utc::now();
+        let session = |status, seen_ago: i64, used_ago: i64| LiveSession {
+            session_id: 1,
+            user_id: 1,
+            is_admin: false,
+            stored_status: status,
+            last_seen: Some(now - TimeDelta::seconds(seen_ago)),
+            active_at: Some(now - TimeDelta::seconds(used_ago)),
+        };
+        let recent = session(OnlineStatus::Online, 5, 5);
+        let heartbeat = |session: &LiveSession, active| {
+            policy.recording(session, CountsAs::Heartbeat, active, now)
+        };
+        assert_eq!(heartbeat(&recent, None), Recording::Defer { active: true });
+        assert_eq!(
+            heartbeat(&recent, Some(false)),
+            Recording::Defer { active: false }
+        );
+        assert_eq!(
+            policy.recording(&recent, CountsAs::Nothing, None, now),
+            Recording::Nothing
+        );
+        // Stored offline: the user comes back, which others must be told at once.
+        let offline = session(OnlineStatus::Offline, 5, 5);
+        assert_eq!(
+            policy.recording(&offline, CountsAs::Activity, None, now),
+            Recording::WriteNow {
+                reason: ChangeReason::Activity,
+                active: true
+            }
+        );
+        // `last_seen` would leave the window (120 s) before a flush (2 × 10 s) lands.
+        let fading = session(OnlineStatus::Online, 101, 5);
+        assert!(matches!(
+            heartbeat(&fading, None),
+            Recording::WriteNow { .. }
+        ));
+        // Idle for longer than the away timeout (300 s) allows: use is written at once, a
+        // heartbeat saying the page is idle is not.
+        let idle = session(OnlineStatus::Online, 5, 281);
+        assert_eq!(
+            heartbeat(&idle, None),
+            Recording::WriteNow {
+                reason: ChangeReason::Heartbeat,
+                active: true
+            }
+        );
+        assert_eq!(
+            heartbeat(&idle, Some(false)),
+            Recording::Defer { active: false }
         );
     }
 

@@ -52,9 +52,10 @@ pub struct PublishNudges {
 }
 
 impl PublishNudges {
-    pub fn new(redis_url: &str, prefix: &str, asked: Asked) -> Self {
+    /// Nudges are sent on `redis`, each waiting at most [`NUDGE_TIMEOUT`].
+    pub fn new(redis: &LazyRedis, prefix: &str, asked: Asked) -> Self {
         Self {
-            redis: LazyRedis::new(redis_url, NUDGE_TIMEOUT),
+            redis: redis.with_timeout(NUDGE_TIMEOUT),
             channel: publish_nudges_channel(prefix),
             asked,
         }

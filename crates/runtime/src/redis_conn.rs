@@ -5,14 +5,18 @@
 //! sent on is dead) while the connection manager reconnects: [`LazyRedis::run`] then sends
 //! it once more, on the new connection, so no caller sees that failure.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use tokio::sync::OnceCell;
 
+/// Clones share one connection (multiplexed: commands from every task are pipelined on
+/// it), each with its own timeout.
+#[derive(Clone)]
 pub struct LazyRedis {
-    url: String,
-    conn: OnceCell<ConnectionManager>,
+    url: Arc<str>,
+    conn: Arc<OnceCell<ConnectionManager>>,
     timeout: Duration,
 }
 
@@ -26,16 +30,24 @@ impl LazyRedis {
     /// Uses of it wait at most `timeout` for Redis.
     pub fn new(url: &str, timeout: Duration) -> Self {
         Self {
-            url: url.to_owned(),
-            conn: OnceCell::new(),
+            url: url.into(),
+            conn: Arc::new(OnceCell::new()),
             timeout,
+        }
+    }
+
+    /// The same connection, its uses waiting at most `timeout`.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            timeout,
+            ..self.clone()
         }
     }
 
     async fn connect(&self) -> Result<ConnectionManager, String> {
         self.conn
             .get_or_try_init(|| async {
-                let client = redis::Client::open(self.url.as_str())?;
+                let client = redis::Client::open(&*self.url)?;
                 ConnectionManager::new(client).await
             })
             .await

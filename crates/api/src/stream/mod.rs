@@ -621,15 +621,10 @@ fn changes_frame(batch: &Batch) -> Bytes {
 }
 
 /// Follows the Redis channel of published changes for as long as the process runs, and
-/// hands each to the hub. Whenever the subscription is (re)established, the streams
+/// hands each to `streams`. Whenever the subscription is (re)established, the streams
 /// already open are resynced: changes published while nobody listened never reached this
 /// process.
-pub async fn follow_published_changes(
-    state: web::Data<AppState>,
-    redis_url: String,
-    channel: String,
-) {
-    let streams = &state.streams;
+pub async fn follow_published_changes(streams: Arc<StreamHub>, redis_url: String, channel: String) {
     follow_channel(&redis_url, &channel, |followed| match followed {
         Followed::Subscribed => {
             streams.following.store(true, Ordering::Release);
