@@ -16,6 +16,7 @@ use std::time::Duration;
 use actix_web::web;
 use chrono::{DateTime, TimeDelta, Utc};
 use presence_model::DbPool;
+use presence_model::ids::SessionId;
 use presence_model::presence::{self, Touch};
 
 /// Deferred writes kept at most before a flush is forced (one per active session).
@@ -25,7 +26,7 @@ pub const MAX_PENDING: usize = 1_000_000;
 /// `activity_flushes`.
 pub struct ActivityBuffer {
     /// Session id → the latest activity not yet written.
-    pending: Mutex<HashMap<i64, Touch>>,
+    pending: Mutex<HashMap<SessionId, Touch>>,
     /// Held through a flush: flushes run one at a time, and "flush now" waits for the one
     /// in progress, so everything deferred before it is written when it returns.
     flushing: tokio::sync::Mutex<()>,
@@ -45,7 +46,7 @@ impl ActivityBuffer {
 
     /// Records activity at `at` (real use if `active`) to be written by the next flush.
     /// Returns whether the backlog is full enough that the caller should flush now.
-    pub fn defer(&self, session_id: i64, at: DateTime<Utc>, active: bool) -> bool {
+    pub fn defer(&self, session_id: SessionId, at: DateTime<Utc>, active: bool) -> bool {
         let touch = Touch {
             session_id,
             seen_at: at,
@@ -134,7 +135,7 @@ impl ActivityBuffer {
 }
 
 /// Keeps one touch per session: the latest sighting and the latest use.
-fn merge(pending: &mut HashMap<i64, Touch>, touch: Touch) {
+fn merge(pending: &mut HashMap<SessionId, Touch>, touch: Touch) {
     let kept = pending.entry(touch.session_id).or_insert(touch);
     kept.seen_at = kept.seen_at.max(touch.seen_at);
     kept.active_at = kept.active_at.max(touch.active_at);
@@ -166,7 +167,7 @@ mod tests {
         touches.sort_unstable_by_key(|t| t.session_id);
         touches
             .into_iter()
-            .map(|t| (t.session_id, t.seen_at, t.active_at))
+            .map(|t| (t.session_id.0, t.seen_at, t.active_at))
             .collect()
     }
 
@@ -177,7 +178,7 @@ mod tests {
         let ms = TimeDelta::milliseconds;
         for n in 0..10_000 {
             // Session 0 is only ever idle; the others are used on every other request.
-            activity.defer(n % 3, start + ms(n), n % 3 != 0 && n % 2 == 0);
+            activity.defer(SessionId(n % 3), start + ms(n), n % 3 != 0 && n % 2 == 0);
         }
         assert_eq!(
             sorted(activity.take_pending()),
@@ -194,10 +195,10 @@ mod tests {
     fn a_failed_flush_loses_nothing() {
         let activity = ActivityBuffer::new("test".to_owned());
         let t = Utc::now();
-        activity.defer(1, t, true);
+        activity.defer(SessionId(1), t, true);
         let taken = activity.take_pending();
-        activity.defer(1, t + TimeDelta::seconds(1), false);
-        activity.defer(2, t, false);
+        activity.defer(SessionId(1), t + TimeDelta::seconds(1), false);
+        activity.defer(SessionId(2), t, false);
         activity.restore(taken);
         assert_eq!(
             sorted(activity.take_pending()),
@@ -206,7 +207,7 @@ mod tests {
     }
 
     /// Its own database, a user logged in once: the session's id.
-    fn logged_in(db: &presence_model::testing::TestDatabase) -> i64 {
+    fn logged_in(db: &presence_model::testing::TestDatabase) -> SessionId {
         use presence_model::testing::{TIMINGS, register};
         let user = register(db, "ada");
         let mut conn = db.pool().get().unwrap();
@@ -260,7 +261,7 @@ mod tests {
         );
         let activity = ActivityBuffer::new("replica-b".to_owned());
         let t = Utc::now();
-        activity.defer(7, t, true);
+        activity.defer(SessionId(7), t, true);
         assert!(!activity.flush(&unreachable, TimeDelta::zero()).await);
         assert_eq!(sorted(activity.take_pending()), vec![(7, t, Some(t))]);
     }

@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 use crate::errors::ApiError;
 use crate::session_cache::CachedSession;
 use crate::state::{AppState, db, publish_soon};
+use presence_model::ids::{SessionId, UserId};
 
 /// The heartbeat's optional body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -34,8 +35,8 @@ const MAX_TOKEN_LEN: usize = 256;
 
 /// The caller, authenticated by a live session, with their presence just refreshed.
 pub struct Authenticated {
-    pub session_id: i64,
-    pub user_id: i64,
+    pub session_id: SessionId,
+    pub user_id: UserId,
     /// Whether the caller may use the admins' endpoints.
     pub is_admin: bool,
     /// The caller's `last_seen`: this request, if it counted as activity.

@@ -187,12 +187,13 @@ async fn listen(
 mod tests {
     use super::*;
     use presence_model::OnlineStatus;
+    use presence_model::ids::{SessionId, UserId};
     use presence_model::settings::Timings;
 
     fn live(session_id: i64) -> LiveSession {
         LiveSession {
-            session_id,
-            user_id: 1,
+            session_id: SessionId(session_id),
+            user_id: UserId(1),
             is_admin: false,
             stored_status: OnlineStatus::Online,
             last_seen: Some(Utc::now()),
@@ -241,7 +242,7 @@ mod tests {
     }
 
     /// A session opened on `db`: its id and token hash.
-    fn session(db: &presence_model::testing::TestDatabase, name: &str) -> (i64, Vec<u8>) {
+    fn session(db: &presence_model::testing::TestDatabase, name: &str) -> (SessionId, Vec<u8>) {
         use presence_model::testing::{TIMINGS, register};
         let user = register(db, name);
         let mut conn = db.pool().get().unwrap();

@@ -22,6 +22,7 @@ use presence_runtime::redis_conn::LazyRedis;
 use sha2::{Digest, Sha256};
 
 use crate::errors::ApiError;
+use presence_model::ids::UserId;
 
 /// How long a ticket is good for.
 pub const TICKET_TTL: Duration = Duration::from_secs(60);
@@ -52,7 +53,7 @@ return value
 /// What a redeemed ticket stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Redeemed {
-    pub user_id: i64,
+    pub user_id: UserId,
     /// The hash of the token of the session that minted it.
     pub token_hash: Vec<u8>,
 }
@@ -102,12 +103,12 @@ impl Tickets {
         )
     }
 
-    fn user_key(&self, user_id: i64) -> String {
+    fn user_key(&self, user_id: UserId) -> String {
         format!("{}:tickets-of:{user_id}", self.prefix)
     }
 
     /// A new ticket for the session of `user_id` whose token hashes to `token_hash`.
-    pub async fn issue(&self, user_id: i64, token_hash: &[u8]) -> Result<String, ApiError> {
+    pub async fn issue(&self, user_id: UserId, token_hash: &[u8]) -> Result<String, ApiError> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(|e| ApiError::internal(e.to_string()))?;
         let ticket = URL_SAFE_NO_PAD.encode(bytes);
@@ -184,7 +185,7 @@ mod tests {
         assert_eq!(
             parse_redeemed(&format!("42:{}", hex(&token_hash))),
             Some(Redeemed {
-                user_id: 42,
+                user_id: UserId(42),
                 token_hash
             })
         );

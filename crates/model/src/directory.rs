@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::error::ValidationError;
+use crate::ids::UserId;
 use crate::schema::users;
 use crate::settings::Timings;
 use crate::shown::{connected_now, true_presence};
@@ -29,7 +30,7 @@ pub struct ListedUser {
 }
 
 impl ListedUser {
-    pub fn id(&self) -> i64 {
+    pub fn id(&self) -> UserId {
         self.status.status.id
     }
 }
@@ -46,7 +47,7 @@ pub struct UserQuery {
     /// Only users whose shown status changed at or after then: a previous page's `as_of`.
     pub changed_since: Option<DateTime<Utc>>,
     /// Only users with a greater id: the cursor of the previous page.
-    pub after_id: Option<i64>,
+    pub after_id: Option<UserId>,
     pub limit: i64,
 }
 
@@ -56,7 +57,7 @@ pub struct UserPage {
     pub users: Vec<ListedUser>,
     pub as_of: DateTime<Utc>,
     /// Where the next page starts, if there is another row.
-    pub next_after_id: Option<i64>,
+    pub next_after_id: Option<UserId>,
 }
 
 /// How far before the read a page's `as_of` is put when the database hides other roles'
@@ -133,7 +134,7 @@ pub fn list_users(
     let shown = || true_presence(window, away_after, None);
     let mut rows = users::table
         .select(user_columns(timings))
-        .filter(users::id.gt(query.after_id.unwrap_or(0)))
+        .filter(users::id.gt(query.after_id.unwrap_or(UserId(0))))
         .order(users::id)
         // One more than a page: whether there is a next page.
         .limit(query.limit.saturating_add(1))

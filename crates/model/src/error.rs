@@ -56,7 +56,7 @@ pub enum Error {
     #[error("no presence timings are stored yet: no API has started on this database")]
     TimingsUnknown,
     #[error("user {0} does not exist")]
-    UnknownUser(i64),
+    UnknownUser(crate::ids::UserId),
 }
 
 impl Error {

@@ -13,6 +13,7 @@ use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamptz};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::ids::{EventId, Revision, UserId};
 use crate::schema::{presence_events, users};
 use crate::settings::Timings;
 use crate::shown::{ShownRow, shown_columns};
@@ -22,13 +23,15 @@ use crate::vocabulary::{ChangeReason, Presence};
 /// What everyone but the user and admins is shown of one user changed: a
 /// `presence_events` row, as published on Redis and returned by the history endpoint. It
 /// carries the status shown after the change, so a subscriber needs no lookup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Queryable, Selectable)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Queryable, QueryableByName, Selectable,
+)]
 #[diesel(table_name = presence_events, check_for_backend(diesel::pg::Pg))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PresenceChanged {
     /// Increases with every transition; a user's transitions happened in id order.
-    pub id: i64,
-    pub user_id: i64,
+    pub id: EventId,
+    pub user_id: UserId,
     #[diesel(column_name = from_status)]
     pub from: Presence,
     #[diesel(column_name = to_status)]
@@ -42,7 +45,7 @@ pub struct PresenceChanged {
     /// Its place in the order transitions are published in (what a stream's `Last-Event-ID`
     /// counts); `None` until it is being published.
     #[serde(default)]
-    pub revision: Option<i64>,
+    pub revision: Option<Revision>,
 }
 
 impl PresenceChanged {
@@ -99,7 +102,7 @@ struct PublishedRow {
 pub(crate) fn record_changes(
     conn: &mut PgConnection,
     timings: Timings,
-    user_ids: &[i64],
+    user_ids: &[UserId],
     at: Option<DateTime<Utc>>,
     causes: Causes,
 ) -> QueryResult<Vec<PresenceChanged>> {
@@ -176,14 +179,13 @@ pub(crate) fn record_changes(
     .bind::<Array<Nullable<Text>>, _>(&changed.status_text)
     .bind::<Array<Nullable<Text>>, _>(&changed.status_emoji)
     .bind::<Array<Nullable<Timestamptz>>, _>(&changed.dnd_until)
-    .load::<RecordedRow>(conn)
-    .map(|rows| rows.into_iter().map(RecordedRow::into_change).collect())
+    .load(conn)
 }
 
 /// The transitions to record, column by column (bound as arrays).
 #[derive(Default)]
 struct Changed {
-    user_ids: Vec<i64>,
+    user_ids: Vec<UserId>,
     from: Vec<Presence>,
     to: Vec<Presence>,
     reasons: Vec<ChangeReason>,
@@ -203,50 +205,6 @@ impl Changed {
         self.status_text.push(now.status_text);
         self.status_emoji.push(now.status_emoji);
         self.dnd_until.push(now.dnd_until);
-    }
-}
-
-#[derive(QueryableByName)]
-struct RecordedRow {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-    #[diesel(sql_type = BigInt)]
-    user_id: i64,
-    #[diesel(sql_type = Text)]
-    from_status: Presence,
-    #[diesel(sql_type = Text)]
-    to_status: Presence,
-    #[diesel(sql_type = Timestamptz)]
-    at: DateTime<Utc>,
-    #[diesel(sql_type = Text)]
-    reason: ChangeReason,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    last_seen: Option<DateTime<Utc>>,
-    #[diesel(sql_type = Nullable<Text>)]
-    status_text: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    status_emoji: Option<String>,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    dnd_until: Option<DateTime<Utc>>,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    revision: Option<i64>,
-}
-
-impl RecordedRow {
-    fn into_change(self) -> PresenceChanged {
-        PresenceChanged {
-            id: self.id,
-            user_id: self.user_id,
-            from: self.from_status,
-            to: self.to_status,
-            at: self.at,
-            reason: self.reason,
-            last_seen: self.last_seen,
-            status_text: self.status_text,
-            status_emoji: self.status_emoji,
-            dnd_until: self.dnd_until,
-            revision: self.revision,
-        }
     }
 }
 
@@ -299,7 +257,7 @@ pub fn publish_pending(
             return Ok(0);
         }
         publish(&events).map_err(Error::Publish)?;
-        let ids: Vec<i64> = events.iter().map(|event| event.id).collect();
+        let ids: Vec<EventId> = events.iter().map(|event| event.id).collect();
         diesel::update(presence_events::table.filter(presence_events::id.eq_any(&ids)))
             .set(presence_events::published_at.eq(diesel::dsl::now))
             .execute(conn)?;
@@ -320,8 +278,8 @@ mod tests {
     #[test]
     fn serializes_as_subscribers_expect() {
         let change = PresenceChanged {
-            id: 3,
-            user_id: 7,
+            id: EventId(3),
+            user_id: UserId(7),
             from: Presence::Offline,
             to: Presence::Online,
             at: DateTime::parse_from_rfc3339("2024-01-15T10:30:45.123456Z")
@@ -332,7 +290,7 @@ mod tests {
             status_text: Some("lunch".into()),
             status_emoji: None,
             dnd_until: None,
-            revision: Some(5),
+            revision: Some(Revision(5)),
         };
         let json = serde_json::to_value(&change).unwrap();
         assert_eq!(

@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Timestamptz;
 
 use crate::events::PresenceChanged;
+use crate::ids::{Revision, UserId};
 use crate::schema::{presence_events, users};
 use crate::settings::Timings;
 use crate::shown::ShownRow;
@@ -15,7 +16,7 @@ use crate::shown::ShownRow;
 /// of. Changes with a greater revision come after it.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    pub revision: i64,
+    pub revision: Revision,
     pub users: Vec<ShownRow>,
 }
 
@@ -24,7 +25,7 @@ pub struct Snapshot {
 pub fn snapshot(
     conn: &mut PgConnection,
     timings: Timings,
-    user_ids: Option<&[i64]>,
+    user_ids: Option<&[UserId]>,
 ) -> QueryResult<Snapshot> {
     conn.build_transaction()
         .repeatable_read()
@@ -40,11 +41,11 @@ pub fn snapshot(
 }
 
 /// The greatest revision given so far (0 before any).
-pub fn latest_revision(conn: &mut PgConnection) -> QueryResult<i64> {
+pub fn latest_revision(conn: &mut PgConnection) -> QueryResult<Revision> {
     presence_events::table
         .select(diesel::dsl::max(presence_events::revision))
-        .get_result::<Option<i64>>(conn)
-        .map(Option::unwrap_or_default)
+        .get_result::<Option<Revision>>(conn)
+        .map(|latest| latest.unwrap_or(Revision(0)))
 }
 
 /// Why a resume was refused: a snapshot is due instead.
@@ -64,8 +65,8 @@ pub enum ResumeRefused {
 /// user.
 pub fn changes_since(
     conn: &mut PgConnection,
-    after: i64,
-    user_ids: Option<&[i64]>,
+    after: Revision,
+    user_ids: Option<&[UserId]>,
     reach: chrono::TimeDelta,
     max: i64,
 ) -> QueryResult<Result<Vec<PresenceChanged>, ResumeRefused>> {
@@ -118,7 +119,7 @@ pub fn unpublished_backlog(conn: &mut PgConnection) -> QueryResult<(i64, Option<
 /// A user's transitions, newest first; `None` if there is no such user.
 pub fn presence_history(
     conn: &mut PgConnection,
-    user_id: i64,
+    user_id: UserId,
     limit: i64,
 ) -> QueryResult<Option<Vec<PresenceChanged>>> {
     let exists: bool =

@@ -10,6 +10,7 @@ pub mod directory;
 pub mod error;
 pub mod events;
 pub mod feed;
+pub mod ids;
 pub mod jobs;
 pub mod manual;
 pub mod policy;

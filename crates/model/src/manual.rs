@@ -10,6 +10,7 @@ use diesel::sql_types::{Interval, Nullable, Text, Timestamptz};
 
 use crate::error::ValidationError;
 use crate::events::PresenceChanged;
+use crate::ids::UserId;
 use crate::schema::users;
 use crate::settings::Timings;
 use crate::shown::shown_status;
@@ -150,7 +151,7 @@ pub struct StatusSet {
 pub fn set_status(
     conn: &mut PgConnection,
     timings: Timings,
-    user_id: i64,
+    user_id: UserId,
     change: &StatusChange,
 ) -> Result<Option<StatusSet>, crate::Error> {
     change.validate(crate::presence::activity_time())?;
@@ -285,7 +286,7 @@ pub fn expire_statuses(
         let availability_ended = users::availability_until.le(now);
         let status_ended = || users::status_expires_at.le(now);
         // Locked in id order first, as every write of many users' rows is.
-        let due: Vec<i64> = users::table
+        let due: Vec<UserId> = users::table
             .filter(availability_ended.or(status_ended()))
             .order(users::id)
             .select(users::id)
@@ -294,7 +295,7 @@ pub fn expire_statuses(
         if due.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<i64> = diesel::update(users::table.filter(users::id.eq_any(&due)))
+        let ids: Vec<UserId> = diesel::update(users::table.filter(users::id.eq_any(&due)))
             .set((
                 users::availability.eq(case_when::<_, _, Text>(
                     availability_ended,

@@ -187,8 +187,8 @@ mod tests {
         let policy = policy(120, 10_000, 30_000).unwrap();
         let now = Utc::now();
         let session = |status, seen_ago: i64, used_ago: i64| LiveSession {
-            session_id: 1,
-            user_id: 1,
+            session_id: crate::ids::SessionId(1),
+            user_id: crate::ids::UserId(1),
             is_admin: false,
             stored_status: status,
             last_seen: Some(now - TimeDelta::seconds(seen_ago)),

@@ -16,6 +16,7 @@ use diesel::sql_query;
 use diesel::sql_types::{Array, BigInt, Interval, Nullable, Timestamptz};
 
 use crate::events::{Causes, PresenceChanged};
+use crate::ids::{SessionId, UserId};
 use crate::schema::{sessions, users};
 use crate::settings::Timings;
 use crate::sql::clock_timestamp;
@@ -26,7 +27,7 @@ use crate::vocabulary::{ChangeReason, OnlineStatus};
 /// recorded if what others are shown changed.
 #[derive(Debug, Clone)]
 pub struct PresenceUpdate {
-    pub user_id: i64,
+    pub user_id: UserId,
     pub stored_status: OnlineStatus,
     pub last_seen: Option<DateTime<Utc>>,
     pub active_at: Option<DateTime<Utc>>,
@@ -44,7 +45,7 @@ pub struct PresenceUpdate {
 /// once see each other's revocation, and a request racing a logout see the revocation.
 pub(crate) fn lock_user(
     conn: &mut PgConnection,
-    user_id: i64,
+    user_id: UserId,
 ) -> QueryResult<Option<OnlineStatus>> {
     users::table
         .find(user_id)
@@ -71,7 +72,7 @@ pub(crate) enum Connectivity {
 pub(crate) fn write_presence(
     conn: &mut PgConnection,
     timings: Timings,
-    user_id: i64,
+    user_id: UserId,
     connection: Connectivity,
     reason: ChangeReason,
 ) -> QueryResult<PresenceUpdate> {
@@ -130,7 +131,7 @@ pub(crate) fn write_presence(
 pub fn mark_user_online(
     conn: &mut PgConnection,
     timings: Timings,
-    user_id: i64,
+    user_id: UserId,
     reason: ChangeReason,
 ) -> QueryResult<Option<PresenceUpdate>> {
     crate::db::transaction(conn, |conn| {
@@ -188,7 +189,7 @@ pub fn activity_time() -> DateTime<Utc> {
 /// Deferred activity of one session: seen at `seen_at`, really used at `active_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Touch {
-    pub session_id: i64,
+    pub session_id: SessionId,
     pub seen_at: DateTime<Utc>,
     pub active_at: Option<DateTime<Utc>>,
 }
@@ -212,7 +213,7 @@ pub fn flush_last_seen(
     touches: &[Touch],
     session_granularity: TimeDelta,
 ) -> QueryResult<usize> {
-    let ids: Vec<i64> = touches.iter().map(|t| t.session_id).collect();
+    let ids: Vec<SessionId> = touches.iter().map(|t| t.session_id).collect();
     let seen: Vec<DateTime<Utc>> = touches.iter().map(|t| t.seen_at).collect();
     let active: Vec<Option<DateTime<Utc>>> = touches.iter().map(|t| t.active_at).collect();
     crate::db::transaction(conn, |conn| {

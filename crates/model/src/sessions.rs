@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bytea, Text};
 
 use crate::Error;
+use crate::ids::{SessionId, UserId};
 use crate::presence::{self, Connectivity, PresenceUpdate};
 use crate::schema::sessions;
 use crate::settings::Timings;
@@ -35,13 +36,13 @@ pub struct LoggedOut {
 pub fn log_out(
     conn: &mut PgConnection,
     timings: Timings,
-    session_id: i64,
+    session_id: SessionId,
 ) -> QueryResult<Option<LoggedOut>> {
     crate::db::transaction(conn, |conn| {
         let Some(user_id) = sessions::table
             .find(session_id)
             .select(sessions::user_id)
-            .first::<i64>(conn)
+            .first::<UserId>(conn)
             .optional()?
         else {
             return Ok(None);
@@ -87,7 +88,7 @@ pub fn log_out(
 pub fn log_out_everywhere(
     conn: &mut PgConnection,
     timings: Timings,
-    user_id: i64,
+    user_id: UserId,
 ) -> QueryResult<Option<LoggedOut>> {
     crate::db::transaction(conn, |conn| {
         if presence::lock_user(conn, user_id)?.is_none() {
@@ -119,8 +120,8 @@ pub const MAX_SESSIONS_PER_USER: i64 = 100;
 
 /// Revokes the user's sessions beyond the [`MAX_SESSIONS_PER_USER`] most recently used,
 /// announcing each; in the caller's transaction, with the user's row locked.
-pub(crate) fn revoke_beyond_limit(conn: &mut PgConnection, user_id: i64) -> QueryResult<usize> {
-    let beyond: Vec<i64> = sessions::table
+pub(crate) fn revoke_beyond_limit(conn: &mut PgConnection, user_id: UserId) -> QueryResult<usize> {
+    let beyond: Vec<SessionId> = sessions::table
         .filter(sessions::user_id.eq(user_id))
         .filter(sessions::revoked_at.is_null())
         .order((sessions::last_seen.desc(), sessions::id.desc()))

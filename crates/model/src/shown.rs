@@ -16,6 +16,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Interval, Nullable, Text, Timestamptz};
 
 use crate::error::ValidationError;
+use crate::ids::UserId;
 use crate::schema::users;
 use crate::settings::Timings;
 use crate::sql::{coalesce, presence_of, presence_public, presence_shown_online};
@@ -135,7 +136,7 @@ pub(crate) fn shown_now(timings: Timings) -> shown_columns {
 /// custom status that has reached its end (as of the time read) is shown ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShownRow {
-    pub id: i64,
+    pub id: UserId,
     presence: Presence,
     pub(crate) public_presence: Presence,
     last_seen: Option<DateTime<Utc>>,
@@ -148,7 +149,7 @@ pub struct ShownRow {
 }
 
 type ShownFields = (
-    i64,
+    UserId,
     Presence,
     Presence,
     Option<DateTime<Utc>>,
@@ -250,7 +251,7 @@ impl ShownRow {
 pub fn shown_status(
     conn: &mut PgConnection,
     timings: Timings,
-    user_id: i64,
+    user_id: UserId,
 ) -> QueryResult<Option<ShownRow>> {
     users::table
         .find(user_id)
@@ -279,13 +280,13 @@ pub fn check_bulk_ids(count: usize) -> Result<(), ValidationError> {
 pub fn shown_statuses(
     conn: &mut PgConnection,
     timings: Timings,
-    ids: &[i64],
+    ids: &[UserId],
 ) -> QueryResult<Vec<ShownRow>> {
     let rows: Vec<ShownRow> = users::table
         .filter(users::id.eq_any(ids))
         .select(shown_now(timings))
         .load(conn)?;
-    let by_id: std::collections::HashMap<i64, &ShownRow> =
+    let by_id: std::collections::HashMap<UserId, &ShownRow> =
         rows.iter().map(|row| (row.id, row)).collect();
     Ok(ids
         .iter()
@@ -313,7 +314,7 @@ mod tests {
             .unwrap()
             .into();
         ShownRow {
-            id: 7,
+            id: UserId(7),
             presence: Presence::Online,
             public_presence: if availability == Availability::Invisible {
                 Presence::Offline

@@ -11,6 +11,7 @@ use diesel::sql_types::{Interval, Timestamptz};
 
 use crate::Error;
 use crate::events::{Causes, PresenceChanged};
+use crate::ids::UserId;
 use crate::schema::{activity_flushes, sweep_runs, users};
 use crate::settings::Timings;
 use crate::sql::{clock_timestamp, least};
@@ -241,7 +242,7 @@ pub fn sweep(
     .set(users::online_status.eq(OnlineStatus::Offline))
     .execute(conn)?;
     let mut changes = crate::manual::expire_statuses(conn, timings)?;
-    let ids: Vec<i64> = users::table
+    let ids: Vec<UserId> = users::table
         .filter(users::published_presence.ne(Presence::Offline))
         .order(users::id)
         .select(users::id)

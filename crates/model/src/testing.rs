@@ -126,7 +126,7 @@ pub const TIMINGS: crate::settings::Timings = crate::settings::Timings {
 };
 
 /// Registers `name` (password `password123`) and returns the user's id.
-pub fn register(db: &TestDatabase, name: &str) -> i64 {
+pub fn register(db: &TestDatabase, name: &str) -> crate::ids::UserId {
     crate::users::register(db.pool(), TIMINGS, name, "password123")
         .expect("register")
         .id()

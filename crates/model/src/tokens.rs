@@ -13,6 +13,7 @@ use diesel::sql_types::Timestamptz;
 use sha2::{Digest, Sha256};
 
 use crate::Error;
+use crate::ids::{SessionId, UserId};
 use crate::schema::sessions;
 use crate::views::LiveSession;
 
@@ -45,15 +46,15 @@ pub fn hash_token(token: &str) -> Vec<u8> {
 
 #[derive(Debug, Clone, Copy, Queryable)]
 pub(crate) struct Session {
-    pub(crate) id: i64,
-    pub(crate) user_id: i64,
+    pub(crate) id: SessionId,
+    pub(crate) user_id: UserId,
 }
 
 pub(crate) fn create(
     conn: &mut PgConnection,
-    user_id: i64,
+    user_id: UserId,
     token: &SessionToken,
-) -> QueryResult<i64> {
+) -> QueryResult<SessionId> {
     diesel::insert_into(sessions::table)
         .values((
             sessions::user_id.eq(user_id),
@@ -83,7 +84,11 @@ pub(crate) fn find_live(
 
 /// Marks the session as seen now (and really used, if `active`), unless it was revoked
 /// meanwhile; returns whether it was.
-pub(crate) fn touch(conn: &mut PgConnection, session_id: i64, active: bool) -> QueryResult<bool> {
+pub(crate) fn touch(
+    conn: &mut PgConnection,
+    session_id: SessionId,
+    active: bool,
+) -> QueryResult<bool> {
     let target = sessions::table
         .find(session_id)
         .filter(sessions::revoked_at.is_null());

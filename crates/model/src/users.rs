@@ -12,6 +12,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
+use crate::ids::{SessionId, UserId};
 use crate::presence::{self, Connectivity};
 use crate::schema::users;
 use crate::sessions;
@@ -43,7 +44,7 @@ pub struct Me {
 }
 
 impl Me {
-    pub fn id(&self) -> i64 {
+    pub fn id(&self) -> UserId {
         self.status.status.id
     }
 }
@@ -85,7 +86,7 @@ impl UserRow {
 }
 
 /// A user as they are shown themselves; `None` for an unknown id.
-pub fn me(conn: &mut PgConnection, timings: Timings, user_id: i64) -> QueryResult<Option<Me>> {
+pub fn me(conn: &mut PgConnection, timings: Timings, user_id: UserId) -> QueryResult<Option<Me>> {
     let row: Option<UserRow> = users::table
         .find(user_id)
         .select(user_columns(timings))
@@ -184,7 +185,7 @@ pub fn register(
     }
     let password_hash = hash_password(password)?;
     let mut conn = pool.get()?;
-    let id: i64 = diesel::insert_into(users::table)
+    let id: UserId = diesel::insert_into(users::table)
         .values((
             users::username.eq(username),
             users::password_hash.eq(password_hash),
@@ -205,7 +206,7 @@ pub fn register(
 #[derive(Debug)]
 pub struct LoggedIn {
     pub token: SessionToken,
-    pub session_id: i64,
+    pub session_id: SessionId,
     pub user: Me,
     pub update: presence::PresenceUpdate,
 }
@@ -221,7 +222,7 @@ pub fn log_in(
     password: &str,
 ) -> Result<LoggedIn, Error> {
     validate_username(username)?;
-    let found: Option<(i64, String)> = users::table
+    let found: Option<(UserId, String)> = users::table
         .filter(lower(users::username).eq(lower(username)))
         .select((users::id, users::password_hash))
         .first(&mut pool.get()?)
@@ -232,7 +233,7 @@ pub fn log_in(
             if let Some(hash) = UNKNOWN_USER_HASH.as_deref() {
                 verify_password(password, hash);
             }
-            (0, false)
+            (UserId(0), false)
         }
     };
     if !verified {
@@ -251,7 +252,7 @@ pub fn log_in(
 pub fn open_session(
     conn: &mut PgConnection,
     timings: Timings,
-    user_id: i64,
+    user_id: UserId,
 ) -> Result<Option<LoggedIn>, Error> {
     let token = SessionToken::generate()?;
     crate::db::transaction(conn, |conn| {
@@ -283,9 +284,9 @@ pub fn create_or_promote_admin(
     pool: &DbPool,
     username: &str,
     password: &str,
-) -> Result<(i64, bool), Error> {
+) -> Result<(UserId, bool), Error> {
     validate_username(username)?;
-    let promoted: Option<i64> =
+    let promoted: Option<UserId> =
         diesel::update(users::table.filter(lower(users::username).eq(lower(username))))
             .set(users::is_admin.eq(true))
             .returning(users::id)

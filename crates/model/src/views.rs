@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{SessionId, UserId};
 use crate::vocabulary::{Availability, OnlineStatus, Presence};
 
 /// A user's status as everyone but admins and the user is shown it: the stream, the
@@ -13,7 +14,7 @@ use crate::vocabulary::{Availability, OnlineStatus, Presence};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublicStatus {
-    pub id: i64,
+    pub id: UserId,
     pub presence: Presence,
     /// `online` while the presence is online, away or dnd: for clients that know only two
     /// states.
@@ -54,8 +55,8 @@ pub struct OwnStatus {
 /// requests.
 #[derive(Debug, Clone, PartialEq, Eq, diesel::Queryable)]
 pub struct LiveSession {
-    pub session_id: i64,
-    pub user_id: i64,
+    pub session_id: SessionId,
+    pub user_id: UserId,
     pub is_admin: bool,
     /// The user's connected flag.
     pub stored_status: OnlineStatus,

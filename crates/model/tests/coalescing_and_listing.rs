@@ -3,6 +3,7 @@
 use chrono::{TimeDelta, Utc};
 use presence_model::directory;
 use presence_model::directory::UserQuery;
+use presence_model::ids::{SessionId, UserId};
 use presence_model::policy::PresencePolicy;
 use presence_model::presence::Touch;
 use presence_model::testing::{TIMINGS, TestDatabase, register};
@@ -22,7 +23,7 @@ fn logged_in(db: &TestDatabase, name: &str) -> users::LoggedIn {
     users::log_in(db.pool(), TIMINGS, name, "password123").unwrap()
 }
 
-fn touch(session_id: i64, at: chrono::DateTime<Utc>) -> Touch {
+fn touch(session_id: SessionId, at: chrono::DateTime<Utc>) -> Touch {
     Touch {
         session_id,
         seen_at: at,
@@ -148,7 +149,7 @@ fn a_flush_writes_latest_activity_and_never_status() {
 #[test]
 fn users_are_listed_in_pages_and_by_changes() {
     let db = TestDatabase::new();
-    let ids: Vec<i64> = (0..5).map(|n| register(&db, &format!("user{n}"))).collect();
+    let ids: Vec<UserId> = (0..5).map(|n| register(&db, &format!("user{n}"))).collect();
     db.execute("UPDATE users SET changed_at = now() - interval '1 hour'");
     let mut conn = db.pool().get().unwrap();
     let page =
@@ -245,7 +246,7 @@ fn a_changes_poll_misses_no_write_that_commits_after_it() {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     let db = TestDatabase::new();
-    let ids: Vec<i64> = (0..4)
+    let ids: Vec<UserId> = (0..4)
         .map(|n| register(&db, &format!("racer{n}")))
         .collect();
     let query = |since| UserQuery {
@@ -256,7 +257,7 @@ fn a_changes_poll_misses_no_write_that_commits_after_it() {
     let mut conn = db.pool().get().unwrap();
     let start = directory::list_users(&mut conn, TIMINGS, &query(None)).unwrap();
     let done = AtomicBool::new(false);
-    let mut seen: HashMap<i64, Option<String>> = HashMap::new();
+    let mut seen: HashMap<UserId, Option<String>> = HashMap::new();
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let mut conn = db.pool().get().unwrap();
@@ -287,7 +288,7 @@ fn a_changes_poll_misses_no_write_that_commits_after_it() {
             }
         }
     });
-    let truth: HashMap<i64, Option<String>> =
+    let truth: HashMap<UserId, Option<String>> =
         directory::list_users(&mut conn, TIMINGS, &query(None))
             .unwrap()
             .users

@@ -8,6 +8,7 @@ use chrono::TimeDelta;
 use diesel::{Connection, PgConnection};
 use presence_model::events::PresenceChanged;
 use presence_model::feed;
+use presence_model::ids::{SessionId, UserId};
 use presence_model::manual;
 use presence_model::shown;
 use presence_model::testing::{TIMINGS, TestDatabase, register};
@@ -40,7 +41,7 @@ fn at_once<T: Send>(
     })
 }
 
-fn history(db: &TestDatabase, user_id: i64) -> Vec<PresenceChanged> {
+fn history(db: &TestDatabase, user_id: UserId) -> Vec<PresenceChanged> {
     let mut conn = db.pool().get().unwrap();
     let mut events = feed::presence_history(&mut conn, user_id, 1000)
         .unwrap()
@@ -49,7 +50,7 @@ fn history(db: &TestDatabase, user_id: i64) -> Vec<PresenceChanged> {
     events
 }
 
-fn stored_status(db: &TestDatabase, user_id: i64) -> String {
+fn stored_status(db: &TestDatabase, user_id: UserId) -> String {
     let online = db.query_i64(&format!(
         "SELECT count(*) AS n FROM users WHERE id = {user_id} AND online_status = 'online'"
     ));
@@ -57,7 +58,7 @@ fn stored_status(db: &TestDatabase, user_id: i64) -> String {
 }
 
 /// Transitions alternate, start from offline, and end at the stored status.
-fn assert_consistent(db: &TestDatabase, user_id: i64) {
+fn assert_consistent(db: &TestDatabase, user_id: UserId) {
     let events = history(db, user_id);
     let mut state = Presence::Offline;
     for event in &events {
@@ -99,7 +100,7 @@ fn simultaneous_logouts_of_the_last_sessions_take_the_user_offline() {
     for trial in 0..30 {
         let id = register(&db, &format!("two{trial}"));
         let mut conn = db.pool().get().unwrap();
-        let sessions: Vec<i64> = (0..2)
+        let sessions: Vec<SessionId> = (0..2)
             .map(|_| {
                 users::open_session(&mut conn, TIMINGS, id)
                     .unwrap()

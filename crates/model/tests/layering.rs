@@ -15,6 +15,7 @@ fn source(name: &str) -> String {
 const LAYERS: &[&str] = &[
     // Vocabulary and values: no query behind them.
     "text_enum",
+    "ids",
     "error",
     "schema",
     "sql",

@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{BigInt, Interval};
 use presence_model::directory;
+use presence_model::ids::UserId;
 use presence_model::settings::Timings;
 use presence_model::shown;
 use presence_model::sweeps;
@@ -22,15 +23,15 @@ const TIMINGS: Timings = Timings {
     away_after_secs: 300,
 };
 
-fn user(db: &TestDatabase, name: &str) -> i64 {
+fn user(db: &TestDatabase, name: &str) -> UserId {
     users::register(db.pool(), TIMINGS, name, "password123")
         .unwrap()
         .id()
 }
 
 /// Runs the sweep; the users it took offline, in id order.
-fn swept(conn: &mut PgConnection) -> QueryResult<Vec<i64>> {
-    let mut ids: Vec<i64> = sweeps::sweep(conn, TIMINGS, TimeDelta::zero())?
+fn swept(conn: &mut PgConnection) -> QueryResult<Vec<UserId>> {
+    let mut ids: Vec<UserId> = sweeps::sweep(conn, TIMINGS, TimeDelta::zero())?
         .into_iter()
         .filter(|change| change.to == Presence::Offline)
         .map(|change| change.user_id)
@@ -39,13 +40,13 @@ fn swept(conn: &mut PgConnection) -> QueryResult<Vec<i64>> {
     Ok(ids)
 }
 
-fn shown(conn: &mut PgConnection, id: i64) -> Option<views::PublicStatus> {
+fn shown(conn: &mut PgConnection, id: UserId) -> Option<views::PublicStatus> {
     shown::shown_status(conn, TIMINGS, id)
         .unwrap()
         .map(|row| row.shown_to_others())
 }
 
-fn set_last_seen_ago(conn: &mut PgConnection, user_id: i64, ago: TimeDelta) {
+fn set_last_seen_ago(conn: &mut PgConnection, user_id: UserId, ago: TimeDelta) {
     sql_query("UPDATE users SET last_seen = now() - $2 WHERE id = $1")
         .bind::<BigInt, _>(user_id)
         .bind::<Interval, _>(ago)
@@ -85,7 +86,7 @@ fn sweep_marks_offline_only_users_silent_longer_than_the_window() {
     assert_eq!(changed, vec![just_outside, long_gone]);
     assert_eq!(
         second,
-        Vec::<i64>::new(),
+        Vec::<UserId>::new(),
         "a second sweep has nothing left to do"
     );
 }
@@ -119,7 +120,7 @@ fn readers_never_see_online_past_the_window_even_without_a_sweep() {
     };
     assert_eq!(ids(OnlineStatus::Online), vec![fresh]);
     assert_eq!(ids(OnlineStatus::Offline), vec![stale]);
-    assert!(shown(&mut conn, 999_999).is_none());
+    assert!(shown(&mut conn, UserId(999_999)).is_none());
 }
 
 #[test]
@@ -143,7 +144,7 @@ fn transitions_are_reported_once() {
     assert_eq!(again.change, None);
     assert!(again.last_seen >= first.last_seen);
     assert!(
-        presence::mark_user_online(&mut conn, TIMINGS, 424_242, ChangeReason::Login)
+        presence::mark_user_online(&mut conn, TIMINGS, UserId(424_242), ChangeReason::Login)
             .unwrap()
             .is_none()
     );

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use presence_model::feed;
+use presence_model::ids::{EventId, UserId};
 use presence_model::settings::Timings;
 use presence_model::testing::{TIMINGS, TestDatabase, register};
 use presence_model::vocabulary::ChangeReason;
@@ -15,10 +16,10 @@ fn tick(second: i64) -> DateTime<Utc> {
 }
 
 /// `count` online users silent for an hour, and the timings stored as an API stores them.
-fn stale_online_users(db: &TestDatabase, count: usize) -> Vec<i64> {
+fn stale_online_users(db: &TestDatabase, count: usize) -> Vec<UserId> {
     let mut conn = db.pool().get().unwrap();
     settings::agree_on_timings(&mut conn, TIMINGS).unwrap();
-    let ids: Vec<i64> = (0..count)
+    let ids: Vec<UserId> = (0..count)
         .map(|n| {
             let id = register(db, &format!("user{n}"));
             presence::mark_user_online(&mut conn, TIMINGS, id, ChangeReason::Login).unwrap();
@@ -38,7 +39,7 @@ fn a_tick_is_swept_once_and_recorded() {
     let run = sweeps::run_sweep(&mut conn, tick(0), PERIOD, "sweep-test")
         .unwrap()
         .unwrap();
-    let mut swept: Vec<i64> = run.changes.iter().map(|c| c.user_id).collect();
+    let mut swept: Vec<UserId> = run.changes.iter().map(|c| c.user_id).collect();
     swept.sort_unstable();
     assert_eq!(swept, ids);
     // Recorded in the sweep's own transaction, waiting to be published.
@@ -111,7 +112,10 @@ fn history_is_newest_first() {
     assert_eq!(history, vec![logout.clone(), login]);
     let newest = feed::presence_history(&mut conn, id, 1).unwrap().unwrap();
     assert_eq!(newest, vec![logout]);
-    assert_eq!(feed::presence_history(&mut conn, id + 1, 10).unwrap(), None);
+    assert_eq!(
+        feed::presence_history(&mut conn, UserId(id.0 + 1), 10).unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -142,7 +146,7 @@ fn the_outbox_is_published_in_id_order_once_and_kept_when_publishing_fails() {
         Ok(())
     })
     .unwrap();
-    let event_ids: Vec<i64> = published.iter().map(|e| e.id).collect();
+    let event_ids: Vec<EventId> = published.iter().map(|e| e.id).collect();
     let mut sorted = event_ids.clone();
     sorted.sort_unstable();
     assert_eq!(event_ids, sorted, "in id order");
@@ -213,7 +217,7 @@ fn a_silent_user_whose_dnd_also_ended_is_recorded_swept() {
     let run = sweeps::run_sweep(&mut conn, tick(0), PERIOD, "sweep-test")
         .unwrap()
         .unwrap();
-    let mut seen: Vec<(i64, &str, &str, &str)> = run
+    let mut seen: Vec<(UserId, &str, &str, &str)> = run
         .changes
         .iter()
         .map(|c| (c.user_id, c.from.as_str(), c.to.as_str(), c.reason.as_str()))

@@ -20,6 +20,7 @@ use crate::auth::Authenticated;
 use crate::errors::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 use crate::state::{AppState, db, publish_soon};
+use presence_model::ids::UserId;
 
 /// One user's status, as everyone but admins and the user is shown it.
 #[utoipa::path(get, path = "/api/users/{id}/status/", tag = "status", security(("bearer" = [])),
@@ -32,7 +33,7 @@ use crate::state::{AppState, db, publish_soon};
 pub async fn status(
     state: web::Data<AppState>,
     _caller: Authenticated,
-    user_id: web::Path<i64>,
+    user_id: web::Path<UserId>,
 ) -> Result<HttpResponse, ApiError> {
     let (user_id, timings) = (user_id.into_inner(), state.policy().timings());
     let row = db(&state, move |conn| {
@@ -66,13 +67,13 @@ pub async fn own_status(
 pub struct StatusesQuery {
     /// 1 to 500 user ids.
     #[schema(value_type = Vec<i64>, min_items = 1, max_items = 500)]
-    ids: Vec<UserId>,
+    ids: Vec<JsonUserId>,
 }
 
 /// A user id in a JSON body: an integer, which JSON Schema lets be written `7.0` too.
-pub struct UserId(i64);
+pub struct JsonUserId(UserId);
 
-impl<'de> Deserialize<'de> for UserId {
+impl<'de> Deserialize<'de> for JsonUserId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let number = serde_json::Number::deserialize(deserializer)?;
         number
@@ -83,7 +84,7 @@ impl<'de> Deserialize<'de> for UserId {
                     .filter(|f| f.fract() == 0.0 && f.abs() < 2f64.powi(53))
                     .map(|f| f as i64)
             })
-            .map(UserId)
+            .map(|id| JsonUserId(UserId(id)))
             .ok_or_else(|| serde::de::Error::custom(format!("{number} is not a user id")))
     }
 }
@@ -93,7 +94,8 @@ pub struct Statuses {
     /// The known users' statuses, in the order asked.
     statuses: Vec<PublicStatus>,
     /// The ids asked for that are no user's.
-    missing: Vec<i64>,
+    #[schema(value_type = Vec<i64>)]
+    missing: Vec<UserId>,
 }
 
 /// The statuses of up to 500 users, in one query, as everyone but admins and each user
@@ -111,7 +113,7 @@ pub async fn statuses(
     _caller: Authenticated,
     JsonBody(StatusesQuery { ids }): JsonBody<StatusesQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let ids: Vec<i64> = ids.into_iter().map(|UserId(id)| id).collect();
+    let ids: Vec<UserId> = ids.into_iter().map(|JsonUserId(id)| id).collect();
     shown::check_bulk_ids(ids.len())?;
     let timings = state.policy().timings();
     let asked = ids.clone();
@@ -119,10 +121,10 @@ pub async fn statuses(
         shown::shown_statuses(conn, timings, &asked)
     })
     .await?;
-    let found: HashSet<i64> = rows.iter().map(|row| row.id).collect();
+    let found: HashSet<UserId> = rows.iter().map(|row| row.id).collect();
     // Each missing id once, in the order first asked.
     let mut reported = HashSet::new();
-    let missing: Vec<i64> = ids
+    let missing: Vec<UserId> = ids
         .into_iter()
         .filter(|id| !found.contains(id) && reported.insert(*id))
         .collect();

@@ -11,6 +11,7 @@ use crate::errors::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::stream::{self, OpenError, Refused, StreamRequest};
 use crate::tickets::TICKET_TTL;
+use presence_model::ids::{Revision, UserId};
 
 #[derive(Serialize, ToSchema)]
 pub struct Ticket {
@@ -66,19 +67,21 @@ pub struct StreamQuery {
     /// Resume after this revision, for clients that cannot send `Last-Event-ID` (a new
     /// `EventSource`, opened with a new ticket); the header wins.
     #[param(minimum = 0)]
-    last_event_id: Option<i64>,
+    #[param(value_type = Option<i64>)]
+    last_event_id: Option<Revision>,
 }
 
-fn parse_ids(ids: &str) -> Result<Vec<i64>, ApiError> {
+fn parse_ids(ids: &str) -> Result<Vec<UserId>, ApiError> {
     let invalid = |message: String| ApiError::Invalid {
         field: "ids".to_owned(),
         message,
     };
-    let ids: Vec<i64> = ids
+    let ids: Vec<UserId> = ids
         .split(',')
         .map(|id| {
             id.trim()
                 .parse()
+                .map(UserId)
                 .map_err(|_| invalid(format!("{id:?} is not a user id")))
         })
         .collect::<Result<_, _>>()?;

@@ -19,6 +19,7 @@ use crate::auth::{Admin, Authenticated, HeartbeatBody};
 use crate::errors::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 use crate::state::{AppState, blocking, db, publish_soon};
+use presence_model::ids::UserId;
 
 /// No `Debug`: it holds a password.
 #[derive(Deserialize, ToSchema)]
@@ -113,7 +114,7 @@ pub struct HistoryQuery {
 
 #[derive(Serialize, ToSchema)]
 pub struct History {
-    user_id: i64,
+    user_id: UserId,
     events: Vec<PresenceChanged>,
 }
 
@@ -295,9 +296,9 @@ pub async fn all_users(
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     let limit = page_limit(query.limit, USERS_DEFAULT_LIMIT, USERS_MAX_LIMIT)?;
-    let after_id = match query.cursor.as_deref().map(str::parse::<i64>) {
+    let after_id = match query.cursor.as_deref().map(str::parse::<UserId>) {
         None => None,
-        Some(Ok(id)) if id >= 0 => Some(id),
+        Some(Ok(id)) if id >= UserId(0) => Some(id),
         Some(_) => {
             return Err(ApiError::Invalid {
                 field: "cursor".to_owned(),
@@ -379,7 +380,7 @@ fn content_hash(list: &UserList) -> Result<String, ApiError> {
 pub async fn presence_history(
     state: web::Data<AppState>,
     caller: Authenticated,
-    user_id: web::Path<i64>,
+    user_id: web::Path<UserId>,
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = user_id.into_inner();

@@ -38,6 +38,7 @@ use tokio::sync::{Notify, watch};
 use crate::errors::ApiError;
 use crate::state::{AppState, db};
 use pending::{Batch, Pending};
+use presence_model::ids::{Revision, UserId};
 
 /// The most users an admin's stream of everyone may hold unsent before it is resynced.
 const MAX_PENDING_ALL: usize = 10_000;
@@ -70,10 +71,10 @@ pub type SessionKey = Vec<u8>;
 /// One open stream, as the fan-out sees it.
 pub struct Subscriber {
     key: u64,
-    owner: i64,
+    owner: UserId,
     session: SessionKey,
     /// The users it watches; `None`: everyone.
-    ids: Option<Vec<i64>>,
+    ids: Option<Vec<UserId>>,
     pending: Mutex<Pending>,
     wake: Notify,
     /// Set when the stream must end now: its session was revoked, or a newer stream of the
@@ -88,7 +89,7 @@ impl Subscriber {
 
     /// Holds a change for the next batch; returns whether it made the stream give up on
     /// what it held (it stalled, or holds too much).
-    fn offer(&self, revision: i64, status: &PublicStatus, settings: &StreamSettings) -> bool {
+    fn offer(&self, revision: Revision, status: &PublicStatus, settings: &StreamSettings) -> bool {
         let cap = if self.ids.is_some() {
             usize::MAX
         } else {
@@ -122,10 +123,10 @@ impl Subscriber {
 struct Registry {
     next_key: u64,
     by_key: HashMap<u64, Arc<Subscriber>>,
-    by_user: HashMap<i64, Vec<Arc<Subscriber>>>,
+    by_user: HashMap<UserId, Vec<Arc<Subscriber>>>,
     everyone: Vec<Arc<Subscriber>>,
     /// Each owner's streams, oldest first.
-    by_owner: HashMap<i64, Vec<Arc<Subscriber>>>,
+    by_owner: HashMap<UserId, Vec<Arc<Subscriber>>>,
     by_session: HashMap<SessionKey, Vec<u64>>,
 }
 
@@ -164,7 +165,7 @@ impl Registry {
 
     /// The oldest open stream of `owner` opened with `session`: the one a reconnect of the
     /// same client replaces.
-    fn oldest_of_session(&self, owner: i64, session: &[u8]) -> Option<u64> {
+    fn oldest_of_session(&self, owner: UserId, session: &[u8]) -> Option<u64> {
         self.by_owner
             .get(&owner)?
             .iter()
@@ -220,9 +221,9 @@ impl StreamHub {
     /// stream); only a stream that would take a place of its own is refused.
     fn subscribe(
         self: &Arc<Self>,
-        owner: i64,
+        owner: UserId,
         session: SessionKey,
-        ids: Option<Vec<i64>>,
+        ids: Option<Vec<UserId>>,
     ) -> Result<Subscription, Refused> {
         let mut registry = self.registry();
         let owned = registry.by_owner.get(&owner).map_or(0, Vec::len);
@@ -356,7 +357,7 @@ impl Drop for Subscription {
 #[schema(as = StreamSnapshot)]
 pub struct SnapshotData<'a> {
     /// The revision the statuses are as of (also the event's `id`).
-    rev: i64,
+    rev: Revision,
     /// Each watched user that exists, once, in id order.
     users: &'a [PublicStatus],
 }
@@ -366,7 +367,7 @@ pub struct SnapshotData<'a> {
 #[schema(as = StreamChanges)]
 pub struct ChangesData<'a> {
     /// The revision of the last change (also the event's `id`).
-    rev: i64,
+    rev: Revision,
     /// Each changed user once, in the order of their latest change.
     changes: &'a [PublicStatus],
 }
@@ -392,7 +393,7 @@ pub struct ResyncData {
     reason: ResyncReason,
 }
 
-fn event(name: &str, id: Option<i64>, data: &impl Serialize) -> Bytes {
+fn event(name: &str, id: Option<Revision>, data: &impl Serialize) -> Bytes {
     let json = serde_json::to_string(data).unwrap_or_else(|_| "{}".to_owned());
     let id = id.map(|id| format!("id: {id}\n")).unwrap_or_default();
     Bytes::from(format!("event: {name}\n{id}data: {json}\n\n"))
@@ -408,12 +409,12 @@ fn retry_frame() -> Bytes {
 
 /// What a stream was asked for.
 pub struct StreamRequest {
-    pub user_id: i64,
+    pub user_id: UserId,
     /// The session it is opened with: the stream ends when that session is revoked.
     pub session: SessionKey,
     /// `None`: every user (admins only; checked by the caller).
-    pub ids: Option<Vec<i64>>,
-    pub last_event_id: Option<i64>,
+    pub ids: Option<Vec<UserId>>,
+    pub last_event_id: Option<Revision>,
 }
 
 /// Why a stream could not be opened.
@@ -459,13 +460,13 @@ pub async fn open(
 }
 
 struct Start {
-    last_event_id: Option<i64>,
+    last_event_id: Option<Revision>,
 }
 
 struct Live {
     state: web::Data<AppState>,
     subscription: Subscription,
-    ids: Option<Vec<i64>>,
+    ids: Option<Vec<UserId>>,
     stopping: watch::Receiver<bool>,
     last_sent: Option<Instant>,
 }
@@ -499,7 +500,7 @@ impl Live {
     }
 
     /// The changes after `after`, coalesced, as one `presence` event (nothing if none).
-    async fn resume(&mut self, after: i64) -> Result<Result<Vec<u8>, ResyncReason>, ApiError> {
+    async fn resume(&mut self, after: Revision) -> Result<Result<Vec<u8>, ResyncReason>, ApiError> {
         let (ids, reach) = (self.ids.clone(), self.settings().resume_reach);
         let changes = db(&self.state, move |conn| {
             feed::changes_since(conn, after, ids.as_deref(), reach, MAX_RESUME_CHANGES)
@@ -548,7 +549,7 @@ impl Live {
     }
 
     /// Everything up to `floor` has been sent: drop it from what is held.
-    fn settle(&self, floor: i64) {
+    fn settle(&self, floor: Revision) {
         self.subscriber().pending().settle(floor);
     }
 

@@ -5,15 +5,16 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use presence_model::ids::{Revision, UserId};
 use presence_model::views::PublicStatus;
 
 /// Users' changes not yet sent to one stream.
 #[derive(Debug, Default)]
 pub(super) struct Pending {
     /// User id → (revision, status): the latest only.
-    changes: HashMap<i64, (i64, PublicStatus)>,
+    changes: HashMap<UserId, (Revision, PublicStatus)>,
     /// Changes up to this revision are already in what the stream sent.
-    floor: i64,
+    floor: Revision,
     /// What was held was dropped: the stream owes its client a new snapshot.
     resync: bool,
     /// When the oldest change held arrived.
@@ -24,15 +25,15 @@ pub(super) struct Pending {
 /// and the revision of the last.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Batch {
-    pub rev: i64,
+    pub rev: Revision,
     pub changes: Vec<PublicStatus>,
 }
 
 impl Batch {
     /// The latest of each user among `changes` (revision, status); `None` if there are
     /// none.
-    pub fn coalesce(changes: impl IntoIterator<Item = (i64, PublicStatus)>) -> Option<Self> {
-        let mut latest: HashMap<i64, (i64, PublicStatus)> = HashMap::new();
+    pub fn coalesce(changes: impl IntoIterator<Item = (Revision, PublicStatus)>) -> Option<Self> {
+        let mut latest: HashMap<UserId, (Revision, PublicStatus)> = HashMap::new();
         for (revision, status) in changes {
             match latest.get(&status.id) {
                 Some((held, _)) if *held > revision => {}
@@ -41,7 +42,7 @@ impl Batch {
                 }
             }
         }
-        let mut changes: Vec<(i64, PublicStatus)> = latest.into_values().collect();
+        let mut changes: Vec<(Revision, PublicStatus)> = latest.into_values().collect();
         changes.sort_unstable_by_key(|(revision, _)| *revision);
         let rev = changes.last()?.0;
         Some(Self {
@@ -58,7 +59,7 @@ impl Pending {
     /// client reads nothing) or `cap` users are held; returns whether it gave up.
     pub fn offer(
         &mut self,
-        revision: i64,
+        revision: Revision,
         status: &PublicStatus,
         now: Instant,
         stall: Duration,
@@ -102,7 +103,7 @@ impl Pending {
     }
 
     /// Everything up to `floor` has been sent (a snapshot or resume as of it): drops it.
-    pub fn settle(&mut self, floor: i64) {
+    pub fn settle(&mut self, floor: Revision) {
         self.floor = self.floor.max(floor);
         self.changes.retain(|_, (revision, _)| *revision > floor);
         if self.changes.is_empty() {
@@ -129,7 +130,7 @@ mod tests {
 
     fn status(id: i64, presence: Presence) -> PublicStatus {
         PublicStatus {
-            id,
+            id: UserId(id),
             presence,
             online_status: presence.online_status(),
             last_seen: None,
@@ -140,7 +141,7 @@ mod tests {
     }
 
     fn ids_and_presence(batch: &Batch) -> Vec<(i64, Presence)> {
-        batch.changes.iter().map(|s| (s.id, s.presence)).collect()
+        batch.changes.iter().map(|s| (s.id.0, s.presence)).collect()
     }
 
     #[test]
@@ -153,10 +154,10 @@ mod tests {
             (3, 7, Presence::Away),
             (4, 9, Presence::Dnd),
         ] {
-            assert!(!pending.offer(revision, &status(id, presence), now, STALL, 100));
+            assert!(!pending.offer(Revision(revision), &status(id, presence), now, STALL, 100));
         }
         let batch = pending.take_batch().unwrap();
-        assert_eq!(batch.rev, 4);
+        assert_eq!(batch.rev, Revision(4));
         assert_eq!(
             ids_and_presence(&batch),
             [
@@ -167,7 +168,7 @@ mod tests {
         );
         assert!(pending.take_batch().is_none(), "taken once");
         // What was sent is the floor: a late copy of revision 3 is not sent again.
-        assert!(!pending.offer(3, &status(7, Presence::Away), now, STALL, 100));
+        assert!(!pending.offer(Revision(3), &status(7, Presence::Away), now, STALL, 100));
         assert!(!pending.has_changes());
     }
 
@@ -175,12 +176,12 @@ mod tests {
     fn an_older_revision_arriving_late_never_replaces_a_newer_one() {
         let mut pending = Pending::default();
         let now = Instant::now();
-        pending.offer(5, &status(7, Presence::Dnd), now, STALL, 100);
-        pending.offer(4, &status(7, Presence::Online), now, STALL, 100);
+        pending.offer(Revision(5), &status(7, Presence::Dnd), now, STALL, 100);
+        pending.offer(Revision(4), &status(7, Presence::Online), now, STALL, 100);
         let batch = pending.take_batch().unwrap();
         assert_eq!(
             (batch.rev, ids_and_presence(&batch)),
-            (5, vec![(7, Presence::Dnd)])
+            (Revision(5), vec![(7, Presence::Dnd)])
         );
     }
 
@@ -188,9 +189,9 @@ mod tests {
     fn a_snapshot_settles_what_it_already_holds() {
         let mut pending = Pending::default();
         let now = Instant::now();
-        pending.offer(1, &status(7, Presence::Online), now, STALL, 100);
-        pending.offer(2, &status(8, Presence::Online), now, STALL, 100);
-        pending.settle(1);
+        pending.offer(Revision(1), &status(7, Presence::Online), now, STALL, 100);
+        pending.offer(Revision(2), &status(8, Presence::Online), now, STALL, 100);
+        pending.settle(Revision(1));
         let batch = pending.take_batch().unwrap();
         assert_eq!(ids_and_presence(&batch), [(8, Presence::Online)]);
     }
@@ -199,34 +200,34 @@ mod tests {
     fn a_stalled_client_or_too_many_users_makes_it_give_up_and_owe_a_resync() {
         let mut pending = Pending::default();
         let start = Instant::now();
-        assert!(!pending.offer(1, &status(7, Presence::Online), start, STALL, 100));
+        assert!(!pending.offer(Revision(1), &status(7, Presence::Online), start, STALL, 100));
         // The oldest held change waited past the stall: everything is dropped.
         let late = start + STALL + Duration::from_millis(1);
-        assert!(pending.offer(2, &status(8, Presence::Online), late, STALL, 100));
+        assert!(pending.offer(Revision(2), &status(8, Presence::Online), late, STALL, 100));
         assert!(!pending.has_changes());
         // Nothing is held while the resync is owed; once sent, changes are held again.
-        assert!(!pending.offer(3, &status(9, Presence::Online), late, STALL, 100));
+        assert!(!pending.offer(Revision(3), &status(9, Presence::Online), late, STALL, 100));
         assert!(!pending.has_changes());
         assert!(pending.take_resync());
         assert!(!pending.take_resync(), "owed once");
-        assert!(!pending.offer(4, &status(9, Presence::Online), late, STALL, 100));
+        assert!(!pending.offer(Revision(4), &status(9, Presence::Online), late, STALL, 100));
         assert!(pending.has_changes());
         // At the cap of users held, the next change gives up too.
         let mut capped = Pending::default();
-        assert!(!capped.offer(1, &status(1, Presence::Online), start, STALL, 2));
-        assert!(!capped.offer(2, &status(2, Presence::Online), start, STALL, 2));
-        assert!(capped.offer(3, &status(3, Presence::Online), start, STALL, 2));
+        assert!(!capped.offer(Revision(1), &status(1, Presence::Online), start, STALL, 2));
+        assert!(!capped.offer(Revision(2), &status(2, Presence::Online), start, STALL, 2));
+        assert!(capped.offer(Revision(3), &status(3, Presence::Online), start, STALL, 2));
     }
 
     #[test]
     fn resuming_coalesces_like_a_batch() {
         let batch = Batch::coalesce([
-            (10, status(1, Presence::Online)),
-            (11, status(2, Presence::Away)),
-            (12, status(1, Presence::Offline)),
+            (Revision(10), status(1, Presence::Online)),
+            (Revision(11), status(2, Presence::Away)),
+            (Revision(12), status(1, Presence::Offline)),
         ])
         .unwrap();
-        assert_eq!(batch.rev, 12);
+        assert_eq!(batch.rev, Revision(12));
         assert_eq!(
             ids_and_presence(&batch),
             [(2, Presence::Away), (1, Presence::Offline)]

@@ -48,7 +48,7 @@ async fn any_authenticated_request_brings_a_swept_user_back_online() {
     let (id, token) = app.sign_up("bob").await;
     app.db
         .execute("UPDATE users SET last_seen = now() - interval '1 hour'");
-    let swept: Vec<i64> = app.sweep().iter().map(|change| change.user_id).collect();
+    let swept: Vec<i64> = app.sweep().iter().map(|change| change.user_id.0).collect();
     assert_eq!(swept, [id]);
 
     let me = app.get("/api/users/me/", Some(&token)).await;

@@ -11,7 +11,12 @@ fn recorded(app: &TestApp) -> Vec<(i64, String, String, String)> {
     let mut conn = app.db.pool().get().unwrap();
     let mut events = Vec::new();
     for user in 1..=4 {
-        if let Some(history) = presence_model::feed::presence_history(&mut conn, user, 100).unwrap()
+        if let Some(history) = presence_model::feed::presence_history(
+            &mut conn,
+            presence_model::ids::UserId(user),
+            100,
+        )
+        .unwrap()
         {
             events.extend(history);
         }
@@ -26,7 +31,7 @@ fn recorded(app: &TestApp) -> Vec<(i64, String, String, String)> {
         .into_iter()
         .map(|e| {
             (
-                e.user_id,
+                e.user_id.0,
                 e.from.as_str().to_owned(),
                 e.to.as_str().to_owned(),
                 e.reason.as_str().to_owned(),
@@ -139,7 +144,7 @@ async fn a_swept_user_who_logs_out_makes_no_transition() {
     let (id, token) = app.sign_up("swept").await;
     app.db
         .execute("UPDATE users SET last_seen = now() - interval '10 minutes'");
-    let swept: Vec<i64> = app.sweep().iter().map(|change| change.user_id).collect();
+    let swept: Vec<i64> = app.sweep().iter().map(|change| change.user_id.0).collect();
     assert_eq!(swept, [id]);
     let response = app.post("/api/users/logout/", Some(&token), None).await;
     assert_eq!(response.status, StatusCode::NO_CONTENT);

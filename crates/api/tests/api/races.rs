@@ -41,9 +41,10 @@ fn transitions(db: &TestDatabase, user: &str) -> Vec<(String, String, String)> {
     let id = db.query_i64(&format!(
         "SELECT id AS n FROM users WHERE username = '{user}'"
     ));
-    let mut events = presence_model::feed::presence_history(&mut conn, id, 1000)
-        .unwrap()
-        .unwrap();
+    let mut events =
+        presence_model::feed::presence_history(&mut conn, presence_model::ids::UserId(id), 1000)
+            .unwrap()
+            .unwrap();
     events.reverse();
     events
         .into_iter()

@@ -49,9 +49,10 @@ async fn set_status(app: &TestApp, token: &str, body: Value) -> Value {
 /// The transitions recorded for `id`: (from, to, reason), oldest first.
 fn recorded(app: &TestApp, id: i64) -> Vec<(String, String, String)> {
     let mut conn = app.db.pool().get().unwrap();
-    let mut events = presence_model::feed::presence_history(&mut conn, id, 1000)
-        .unwrap()
-        .unwrap();
+    let mut events =
+        presence_model::feed::presence_history(&mut conn, presence_model::ids::UserId(id), 1000)
+            .unwrap()
+            .unwrap();
     events.reverse();
     events
         .iter()

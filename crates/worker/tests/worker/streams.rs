@@ -268,7 +268,7 @@ async fn a_reader_too_slow_to_keep_up_gets_resync_and_a_new_snapshot() {
             presence_model::presence::mark_user_online(
                 &mut conn,
                 timings,
-                *id,
+                presence_model::ids::UserId(*id),
                 presence_model::vocabulary::ChangeReason::Activity,
             )
             .unwrap();
@@ -291,7 +291,13 @@ async fn a_reader_too_slow_to_keep_up_gets_resync_and_a_new_snapshot() {
                 ..Default::default()
             };
             for id in ids {
-                presence_model::manual::set_status(&mut conn, timings, id, &change).unwrap();
+                presence_model::manual::set_status(
+                    &mut conn,
+                    timings,
+                    presence_model::ids::UserId(id),
+                    &change,
+                )
+                .unwrap();
             }
         })
         .await
