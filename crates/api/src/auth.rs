@@ -150,7 +150,7 @@ async fn record_activity(
             })
             .await?
             .ok_or(ApiError::Unauthenticated)?;
-            publish_soon(state, update.change.as_ref()).await;
+            publish_soon(state, update.transition.as_ref()).await;
             let caller = Authenticated::new(&live, update.last_seen, token_hash.clone());
             state.sessions.remember(token_hash, live);
             Ok(caller)

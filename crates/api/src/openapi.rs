@@ -412,7 +412,7 @@ mod tests {
         for name in [
             "PublicStatus",
             "HeartbeatResponse",
-            "PresenceChanged",
+            "Transition",
             "ErrorDetail",
         ] {
             let schema = schema(name);

@@ -11,7 +11,7 @@ use crate::errors::ApiError;
 use crate::metrics::Metrics;
 use crate::session_cache::SessionCache;
 use crate::throttle::{LoginThrottle, PasswordHashing};
-use presence_model::events::PresenceChanged;
+use presence_model::events::Transition;
 use presence_runtime::nudges::{PublishNudges, StatusEnds};
 
 pub struct AppState {
@@ -100,7 +100,7 @@ where
 
 /// Asks a worker to publish `change` now, if the write made one (see
 /// `presence_runtime::nudges`).
-pub(crate) async fn publish_soon(state: &AppState, change: Option<&PresenceChanged>) {
+pub(crate) async fn publish_soon(state: &AppState, change: Option<&Transition>) {
     if let Some(change) = change {
         let what = format!("transition {} of user {}", change.id, change.user_id);
         state.nudges.nudge(&what).await;

@@ -189,7 +189,7 @@ impl TestApp {
 
     /// Runs the sweep's work now, as a tick would (without claiming one, and with no
     /// outage behind it); the transitions it recorded.
-    pub fn sweep(&self) -> Vec<presence_model::events::PresenceChanged> {
+    pub fn sweep(&self) -> Vec<presence_model::events::Transition> {
         let mut conn = self.db.pool().get().expect("connection");
         presence_model::sweeps::sweep(&mut conn, self.config.timings(), chrono::TimeDelta::zero())
             .expect("sweep")

@@ -28,7 +28,7 @@ use crate::vocabulary::{ChangeReason, Presence};
 )]
 #[diesel(table_name = presence_events, check_for_backend(diesel::pg::Pg))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct PresenceChanged {
+pub struct Transition {
     /// Increases with every transition; a user's transitions happened in id order.
     pub id: EventId,
     pub user_id: UserId,
@@ -48,7 +48,7 @@ pub struct PresenceChanged {
     pub revision: Option<Revision>,
 }
 
-impl PresenceChanged {
+impl Transition {
     /// The user's status object after this change, as everyone but admins and the user
     /// is shown it.
     pub fn status(&self) -> PublicStatus {
@@ -105,7 +105,7 @@ pub(crate) fn record_changes(
     user_ids: &[UserId],
     at: Option<DateTime<Utc>>,
     causes: Causes,
-) -> QueryResult<Vec<PresenceChanged>> {
+) -> QueryResult<Vec<Transition>> {
     let rows: Vec<PublishedRow> = users::table
         .filter(users::id.eq_any(user_ids))
         .order(users::id)
@@ -118,7 +118,7 @@ pub(crate) fn record_changes(
             users::published_dnd_until,
         ))
         .load(conn)?;
-    let mut changed = Changed::default();
+    let mut changed = TransitionRows::default();
     for row in rows {
         let now = row.shown.shown_to_others();
         let told = (
@@ -184,7 +184,7 @@ pub(crate) fn record_changes(
 
 /// The transitions to record, column by column (bound as arrays).
 #[derive(Default)]
-struct Changed {
+struct TransitionRows {
     user_ids: Vec<UserId>,
     from: Vec<Presence>,
     to: Vec<Presence>,
@@ -195,7 +195,7 @@ struct Changed {
     dnd_until: Vec<Option<DateTime<Utc>>>,
 }
 
-impl Changed {
+impl TransitionRows {
     fn push(&mut self, from: Presence, reason: ChangeReason, now: PublicStatus) {
         self.user_ids.push(now.id);
         self.from.push(from);
@@ -227,7 +227,7 @@ const PUBLISH_LOCK_KEY: i64 = 0x7072_6573_7075_6273; // "prespubs"
 pub fn publish_pending(
     conn: &mut PgConnection,
     batch: i64,
-    publish: impl FnOnce(&[PresenceChanged]) -> Result<(), String>,
+    publish: impl FnOnce(&[Transition]) -> Result<(), String>,
 ) -> Result<usize, Error> {
     conn.transaction(|conn| {
         lock_publisher(conn)?;
@@ -246,12 +246,12 @@ pub fn publish_pending(
     })?;
     conn.transaction(|conn| {
         lock_publisher(conn)?;
-        let events: Vec<PresenceChanged> = presence_events::table
+        let events: Vec<Transition> = presence_events::table
             .filter(presence_events::published_at.is_null())
             .filter(presence_events::revision.is_not_null())
             .order(presence_events::revision)
             .limit(batch)
-            .select(PresenceChanged::as_select())
+            .select(Transition::as_select())
             .load(conn)?;
         if events.is_empty() {
             return Ok(0);
@@ -277,7 +277,7 @@ mod tests {
 
     #[test]
     fn serializes_as_subscribers_expect() {
-        let change = PresenceChanged {
+        let change = Transition {
             id: EventId(3),
             user_id: UserId(7),
             from: Presence::Offline,
@@ -302,7 +302,7 @@ mod tests {
                 "dnd_until": null, "revision": 5
             })
         );
-        let back: PresenceChanged = serde_json::from_value(json).unwrap();
+        let back: Transition = serde_json::from_value(json).unwrap();
         assert_eq!(back, change);
     }
 }

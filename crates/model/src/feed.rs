@@ -6,7 +6,7 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::Timestamptz;
 
-use crate::events::PresenceChanged;
+use crate::events::Transition;
 use crate::ids::{Revision, UserId};
 use crate::schema::{presence_events, users};
 use crate::settings::Timings;
@@ -69,7 +69,7 @@ pub fn changes_since(
     user_ids: Option<&[UserId]>,
     reach: chrono::TimeDelta,
     max: i64,
-) -> QueryResult<Result<Vec<PresenceChanged>, ResumeRefused>> {
+) -> QueryResult<Result<Vec<Transition>, ResumeRefused>> {
     conn.build_transaction()
         .repeatable_read()
         .read_only()
@@ -92,7 +92,7 @@ pub fn changes_since(
                 .filter(presence_events::revision.gt(after))
                 .order(presence_events::revision)
                 .limit(max + 1)
-                .select(PresenceChanged::as_select())
+                .select(Transition::as_select())
                 .into_boxed();
             if let Some(ids) = user_ids {
                 query = query.filter(presence_events::user_id.eq_any(ids));
@@ -121,7 +121,7 @@ pub fn presence_history(
     conn: &mut PgConnection,
     user_id: UserId,
     limit: i64,
-) -> QueryResult<Option<Vec<PresenceChanged>>> {
+) -> QueryResult<Option<Vec<Transition>>> {
     let exists: bool =
         diesel::select(diesel::dsl::exists(users::table.find(user_id))).get_result(conn)?;
     if !exists {
@@ -131,7 +131,7 @@ pub fn presence_history(
         .filter(presence_events::user_id.eq(user_id))
         .order(presence_events::id.desc())
         .limit(limit)
-        .select(PresenceChanged::as_select())
+        .select(Transition::as_select())
         .load(conn)
         .map(Some)
 }

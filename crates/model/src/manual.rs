@@ -9,7 +9,7 @@ use diesel::sql_query;
 use diesel::sql_types::{Interval, Nullable, Text, Timestamptz};
 
 use crate::error::ValidationError;
-use crate::events::PresenceChanged;
+use crate::events::Transition;
 use crate::ids::UserId;
 use crate::schema::users;
 use crate::settings::Timings;
@@ -37,13 +37,13 @@ fn is_forbidden_in_status(c: char) -> bool {
 
 /// A change of one field: left out (`Keep`) keeps the stored value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Change<T> {
+pub enum Update<T> {
     #[default]
     Keep,
     Set(T),
 }
 
-impl<T> Change<T> {
+impl<T> Update<T> {
     /// The value to write, if any.
     pub fn as_set(&self) -> Option<&T> {
         match self {
@@ -56,7 +56,7 @@ impl<T> Change<T> {
 /// The columns of `users` a manual status write sets; `None` keeps a column.
 #[derive(AsChangeset)]
 #[diesel(table_name = users)]
-struct ManualStatusWrite<'a> {
+struct ManualColumns<'a> {
     availability: Option<Availability>,
     availability_until: Option<Option<DateTime<Utc>>>,
     status_text: Option<Option<&'a str>>,
@@ -66,20 +66,20 @@ struct ManualStatusWrite<'a> {
 
 /// What a user asks to change of their manual status; fields left out keep their value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StatusChange {
+pub struct StatusUpdate {
     /// The availability, with when it ends (`None`: never; only for away and dnd).
-    pub availability: Change<(Availability, Option<DateTime<Utc>>)>,
-    pub text: Change<Option<String>>,
-    pub emoji: Change<Option<String>>,
-    pub text_expires_at: Change<Option<DateTime<Utc>>>,
+    pub availability: Update<(Availability, Option<DateTime<Utc>>)>,
+    pub text: Update<Option<String>>,
+    pub emoji: Update<Option<String>>,
+    pub text_expires_at: Update<Option<DateTime<Utc>>>,
 }
 
-impl StatusChange {
+impl StatusUpdate {
     /// Refuses what cannot be stored, naming the field: an end for `auto` or `invisible`,
     /// an end or expiry not in the future or more than [`MAX_END_AHEAD`] away, text or
     /// emoji too long or holding control characters or bidirectional overrides.
     pub fn validate(&self, now: DateTime<Utc>) -> Result<(), ValidationError> {
-        if let Change::Set((availability, Some(until))) = &self.availability {
+        if let Update::Set((availability, Some(until))) = &self.availability {
             if matches!(availability, Availability::Auto | Availability::Invisible) {
                 return Err(ValidationError::new(
                     "until",
@@ -88,14 +88,14 @@ impl StatusChange {
             }
             check_end("until", *until, now)?;
         }
-        if let Change::Set(Some(expires)) = &self.text_expires_at {
+        if let Update::Set(Some(expires)) = &self.text_expires_at {
             check_end("text_expires_at", *expires, now)?;
         }
         for (field, value, max) in [
             ("text", &self.text, STATUS_TEXT_MAX_CHARS),
             ("emoji", &self.emoji, STATUS_EMOJI_MAX_CHARS),
         ] {
-            if let Change::Set(Some(value)) = value {
+            if let Update::Set(Some(value)) = value {
                 if value.chars().count() > max {
                     return Err(ValidationError::new(
                         field,
@@ -135,9 +135,9 @@ fn check_end(
 /// The outcome of a status change: the user's status (their own view) and what was
 /// recorded for others, if anything they are shown changed.
 #[derive(Debug, Clone)]
-pub struct StatusSet {
+pub struct StatusWritten {
     pub status: OwnStatus,
-    pub change: Option<PresenceChanged>,
+    pub transition: Option<Transition>,
     /// When this status next ends by itself (an availability's `until`, a text's expiry):
     /// the time to schedule its expiry for.
     pub next_expiry: Option<DateTime<Utc>>,
@@ -152,8 +152,8 @@ pub fn set_status(
     conn: &mut PgConnection,
     timings: Timings,
     user_id: UserId,
-    change: &StatusChange,
-) -> Result<Option<StatusSet>, crate::Error> {
+    change: &StatusUpdate,
+) -> Result<Option<StatusWritten>, crate::Error> {
     change.validate(crate::presence::activity_time())?;
     Ok(crate::db::transaction(conn, |conn| {
         if crate::presence::lock_user(conn, user_id)?.is_none() {
@@ -163,14 +163,14 @@ pub fn set_status(
             return Ok(None);
         };
         let availability = match &change.availability {
-            Change::Set((availability, _)) => Some(*availability),
-            Change::Keep => None,
+            Update::Set((availability, _)) => Some(*availability),
+            Update::Keep => None,
         };
-        let write = ManualStatusWrite {
+        let write = ManualColumns {
             availability,
             availability_until: match &change.availability {
-                Change::Set((_, until)) => Some(*until),
-                Change::Keep => None,
+                Update::Set((_, until)) => Some(*until),
+                Update::Keep => None,
             },
             status_text: change.text.as_set().map(Option::as_deref),
             status_emoji: change.emoji.as_set().map(Option::as_deref),
@@ -216,9 +216,9 @@ pub fn set_status(
             .into_iter()
             .flatten()
             .min();
-        Ok(Some(StatusSet {
+        Ok(Some(StatusWritten {
             status: after.shown_to_self(),
-            change,
+            transition: change,
             next_expiry,
         }))
     })?)
@@ -277,10 +277,7 @@ pub fn time_to_next_end(
 /// others are shown change (reason `expiry`). Run by the job scheduled for each end, and
 /// by every sweep in case a job was lost; a second run finds nothing to do. Returns the
 /// transitions recorded.
-pub fn expire_statuses(
-    conn: &mut PgConnection,
-    timings: Timings,
-) -> QueryResult<Vec<PresenceChanged>> {
+pub fn expire_statuses(conn: &mut PgConnection, timings: Timings) -> QueryResult<Vec<Transition>> {
     use diesel::dsl::{case_when, now};
     crate::db::transaction(conn, |conn| {
         let availability_ended = users::availability_until.le(now);
@@ -344,46 +341,46 @@ mod tests {
     #[test]
     fn status_changes_are_validated_by_field() {
         let now = Utc::now();
-        let field = |change: StatusChange| change.validate(now).map_err(|e| e.field);
+        let field = |change: StatusUpdate| change.validate(now).map_err(|e| e.field);
         assert_eq!(
-            field(StatusChange {
-                availability: Change::Set((Availability::Auto, Some(now + TimeDelta::hours(1)))),
+            field(StatusUpdate {
+                availability: Update::Set((Availability::Auto, Some(now + TimeDelta::hours(1)))),
                 ..Default::default()
             }),
             Err("until")
         );
         assert_eq!(
-            field(StatusChange {
-                availability: Change::Set((Availability::Dnd, Some(now - TimeDelta::seconds(1)))),
+            field(StatusUpdate {
+                availability: Update::Set((Availability::Dnd, Some(now - TimeDelta::seconds(1)))),
                 ..Default::default()
             }),
             Err("until")
         );
         assert_eq!(
-            field(StatusChange {
-                text: Change::Set(Some("x".repeat(101))),
+            field(StatusUpdate {
+                text: Update::Set(Some("x".repeat(101))),
                 ..Default::default()
             }),
             Err("text")
         );
         assert_eq!(
-            field(StatusChange {
-                emoji: Change::Set(Some("x".repeat(33))),
+            field(StatusUpdate {
+                emoji: Update::Set(Some("x".repeat(33))),
                 ..Default::default()
             }),
             Err("emoji")
         );
         assert_eq!(
-            field(StatusChange {
-                text: Change::Set(Some("a\0b".into())),
+            field(StatusUpdate {
+                text: Update::Set(Some("a\0b".into())),
                 ..Default::default()
             }),
             Err("text")
         );
         assert_eq!(
-            field(StatusChange {
-                availability: Change::Set((Availability::Dnd, Some(now + TimeDelta::hours(1)))),
-                text: Change::Set(Some("x".repeat(100))),
+            field(StatusUpdate {
+                availability: Update::Set((Availability::Dnd, Some(now + TimeDelta::hours(1)))),
+                text: Update::Set(Some("x".repeat(100))),
                 ..Default::default()
             }),
             Ok(())

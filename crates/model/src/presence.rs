@@ -15,7 +15,7 @@ use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{Array, BigInt, Interval, Nullable, Timestamptz};
 
-use crate::events::{Causes, PresenceChanged};
+use crate::events::{Causes, Transition};
 use crate::ids::{SessionId, UserId};
 use crate::schema::{sessions, users};
 use crate::settings::Timings;
@@ -26,13 +26,13 @@ use crate::vocabulary::{ChangeReason, OnlineStatus};
 /// A user's connection and activity right after a presence write, with the transition it
 /// recorded if what others are shown changed.
 #[derive(Debug, Clone)]
-pub struct PresenceUpdate {
+pub struct PresenceWritten {
     pub user_id: UserId,
     pub stored_status: OnlineStatus,
     pub last_seen: Option<DateTime<Utc>>,
     pub active_at: Option<DateTime<Utc>>,
     /// The outbox row: inserted in the same transaction as the write.
-    pub change: Option<PresenceChanged>,
+    pub transition: Option<Transition>,
 }
 
 /// Locks the user's row until the transaction ends and returns their stored flag (`None`
@@ -75,7 +75,7 @@ pub(crate) fn write_presence(
     user_id: UserId,
     connection: Connectivity,
     reason: ChangeReason,
-) -> QueryResult<PresenceUpdate> {
+) -> QueryResult<PresenceWritten> {
     let user = diesel::update(users::table.find(user_id));
     let written = (users::online_status, users::last_seen, users::active_at);
     let (stored_status, last_seen, active_at): (OnlineStatus, _, _) = match connection {
@@ -117,12 +117,12 @@ pub(crate) fn write_presence(
     };
     let change =
         crate::events::record_changes(conn, timings, &[user_id], None, Causes::only(reason))?.pop();
-    Ok(PresenceUpdate {
+    Ok(PresenceWritten {
         user_id,
         stored_status,
         last_seen,
         active_at,
-        change,
+        transition: change,
     })
 }
 
@@ -133,7 +133,7 @@ pub fn mark_user_online(
     timings: Timings,
     user_id: UserId,
     reason: ChangeReason,
-) -> QueryResult<Option<PresenceUpdate>> {
+) -> QueryResult<Option<PresenceWritten>> {
     crate::db::transaction(conn, |conn| {
         if lock_user(conn, user_id)?.is_none() {
             return Ok(None);
@@ -159,7 +159,7 @@ pub fn record_activity(
     session_ttl: TimeDelta,
     reason: ChangeReason,
     active: bool,
-) -> QueryResult<Option<(LiveSession, PresenceUpdate)>> {
+) -> QueryResult<Option<(LiveSession, PresenceWritten)>> {
     let token_hash = crate::tokens::hash_token(token);
     crate::db::transaction(conn, |conn| {
         let Some(session) = crate::tokens::find_live(conn, &token_hash, session_ttl)? else {

@@ -8,7 +8,7 @@ use diesel::sql_types::{Bytea, Text};
 
 use crate::Error;
 use crate::ids::{SessionId, UserId};
-use crate::presence::{self, Connectivity, PresenceUpdate};
+use crate::presence::{self, Connectivity, PresenceWritten};
 use crate::schema::sessions;
 use crate::settings::Timings;
 use crate::vocabulary::ChangeReason;
@@ -22,7 +22,7 @@ pub const REVOCATIONS_CHANNEL: &str = "presence_revoked";
 #[derive(Debug)]
 pub struct LoggedOut {
     /// The user's presence write: offline if no other session of theirs was connected.
-    pub update: PresenceUpdate,
+    pub presence: PresenceWritten,
 }
 
 /// Logout: revokes this session only, announces the revocation on
@@ -79,7 +79,7 @@ pub fn log_out(
         };
         let update =
             presence::write_presence(conn, timings, user_id, connection, ChangeReason::Logout)?;
-        Ok(Some(LoggedOut { update }))
+        Ok(Some(LoggedOut { presence: update }))
     })
 }
 
@@ -110,7 +110,7 @@ pub fn log_out_everywhere(
             Connectivity::Disconnected,
             ChangeReason::Logout,
         )?;
-        Ok(Some(LoggedOut { update }))
+        Ok(Some(LoggedOut { presence: update }))
     })
 }
 

@@ -10,7 +10,7 @@ use diesel::sql_query;
 use diesel::sql_types::{Interval, Timestamptz};
 
 use crate::Error;
-use crate::events::{Causes, PresenceChanged};
+use crate::events::{Causes, Transition};
 use crate::ids::UserId;
 use crate::schema::{activity_flushes, sweep_runs, users};
 use crate::settings::Timings;
@@ -128,7 +128,7 @@ pub struct SweepRun {
     pub tick_at: DateTime<Utc>,
     pub started_at: DateTime<Utc>,
     /// The transitions it recorded.
-    pub changes: Vec<PresenceChanged>,
+    pub changes: Vec<Transition>,
 }
 
 impl SweepRun {
@@ -209,7 +209,7 @@ pub fn sweep(
     conn: &mut PgConnection,
     timings: Timings,
     unheard: TimeDelta,
-) -> QueryResult<Vec<PresenceChanged>> {
+) -> QueryResult<Vec<Transition>> {
     let window = timings.window();
     let now = || diesel::dsl::now.into_sql::<Timestamptz>();
     // The oldest promise of the replicas heard from within the last window.

@@ -208,7 +208,7 @@ pub struct LoggedIn {
     pub token: SessionToken,
     pub session_id: SessionId,
     pub user: Me,
-    pub update: presence::PresenceUpdate,
+    pub presence: presence::PresenceWritten,
 }
 
 /// Checks the password, opens a session and marks the user online.
@@ -272,7 +272,7 @@ pub fn open_session(
             token,
             session_id,
             user,
-            update,
+            presence: update,
         })
     })
     .map_err(Into::into)

@@ -6,7 +6,7 @@ use std::sync::Barrier;
 
 use chrono::TimeDelta;
 use diesel::{Connection, PgConnection};
-use presence_model::events::PresenceChanged;
+use presence_model::events::Transition;
 use presence_model::feed;
 use presence_model::ids::{SessionId, UserId};
 use presence_model::manual;
@@ -41,7 +41,7 @@ fn at_once<T: Send>(
     })
 }
 
-fn history(db: &TestDatabase, user_id: UserId) -> Vec<PresenceChanged> {
+fn history(db: &TestDatabase, user_id: UserId) -> Vec<Transition> {
     let mut conn = db.pool().get().unwrap();
     let mut events = feed::presence_history(&mut conn, user_id, 1000)
         .unwrap()
@@ -116,7 +116,7 @@ fn simultaneous_logouts_of_the_last_sessions_take_the_user_offline() {
         });
         let went_offline = outcomes
             .iter()
-            .filter(|o| o.update.change.is_some())
+            .filter(|o| o.presence.transition.is_some())
             .count();
         assert_eq!(went_offline, 1, "trial {trial}");
         assert_eq!(stored_status(&db, id), "offline", "trial {trial}");
@@ -174,7 +174,7 @@ fn interleaved_logins_logouts_and_activity_leave_the_truth() {
 
 #[test]
 fn manual_statuses_racing_logins_activity_and_logouts_keep_one_chain_of_transitions() {
-    use presence_model::manual::{Change, StatusChange};
+    use presence_model::manual::{StatusUpdate, Update};
     use presence_model::vocabulary::Availability;
     let db = TestDatabase::new();
     let availabilities = [
@@ -198,8 +198,8 @@ fn manual_statuses_racing_logins_activity_and_logouts_keep_one_chain_of_transiti
         // log in anew: all released together.
         at_once(&db, 16, |i, conn| match i % 4 {
             0 => {
-                let change = StatusChange {
-                    availability: Change::Set((availabilities[i / 4], None)),
+                let change = StatusUpdate {
+                    availability: Update::Set((availabilities[i / 4], None)),
                     ..Default::default()
                 };
                 manual::set_status(conn, TIMINGS, id, &change)

@@ -131,7 +131,7 @@ fn transitions_are_reported_once() {
     let first = presence::mark_user_online(&mut conn, TIMINGS, id, ChangeReason::Login)
         .unwrap()
         .unwrap();
-    let change = first.change.clone().expect("a transition");
+    let change = first.transition.clone().expect("a transition");
     assert_eq!(
         (change.from, change.to, change.reason),
         (Presence::Offline, Presence::Online, ChangeReason::Login)
@@ -141,7 +141,7 @@ fn transitions_are_reported_once() {
     let again = presence::mark_user_online(&mut conn, TIMINGS, id, ChangeReason::Login)
         .unwrap()
         .unwrap();
-    assert_eq!(again.change, None);
+    assert_eq!(again.transition, None);
     assert!(again.last_seen >= first.last_seen);
     assert!(
         presence::mark_user_online(&mut conn, TIMINGS, UserId(424_242), ChangeReason::Login)
@@ -162,7 +162,7 @@ fn logout_keeps_user_online_while_another_session_is_live() {
         .unwrap()
         .unwrap();
     assert!(
-        after_phone.update.change.is_none(),
+        after_phone.presence.transition.is_none(),
         "laptop session still live"
     );
     assert!(
@@ -173,7 +173,7 @@ fn logout_keeps_user_online_while_another_session_is_live() {
     let after_laptop = sessions::log_out(&mut conn, TIMINGS, laptop.session_id)
         .unwrap()
         .unwrap();
-    let change = after_laptop.update.change.unwrap();
+    let change = after_laptop.presence.transition.unwrap();
     assert_eq!(
         (change.from, change.to, change.reason),
         (Presence::Online, Presence::Offline, ChangeReason::Logout)
@@ -243,7 +243,7 @@ fn record(
     conn: &mut PgConnection,
     token: &str,
     ttl: TimeDelta,
-) -> QueryResult<Option<(views::LiveSession, presence::PresenceUpdate)>> {
+) -> QueryResult<Option<(views::LiveSession, presence::PresenceWritten)>> {
     presence::record_activity(conn, TIMINGS, token, ttl, ChangeReason::Activity, true)
 }
 

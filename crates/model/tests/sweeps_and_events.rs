@@ -105,7 +105,10 @@ fn history_is_newest_first() {
     let logout = presence_model::sessions::log_out(&mut conn, TIMINGS, login.session_id)
         .unwrap()
         .unwrap();
-    let (login, logout) = (login.update.change.unwrap(), logout.update.change.unwrap());
+    let (login, logout) = (
+        login.presence.transition.unwrap(),
+        logout.presence.transition.unwrap(),
+    );
     assert!(logout.id > login.id && logout.at >= login.at);
 
     let history = feed::presence_history(&mut conn, id, 10).unwrap().unwrap();

@@ -10,7 +10,7 @@ use apalis_core::backend::Vacuum;
 use apalis_cron::Tick;
 use apalis_redis::ConnectionManager;
 use chrono::{DateTime, Utc};
-use presence_model::events::{self, PresenceChanged};
+use presence_model::events::{self, Transition};
 use presence_model::feed;
 use presence_model::jobs::{EndStatuses, SCHEDULE_AHEAD};
 use presence_model::manual;
@@ -148,7 +148,7 @@ impl WorkerState {
 async fn publish(
     mut redis: ConnectionManager,
     channel: &str,
-    batch: &[PresenceChanged],
+    batch: &[Transition],
 ) -> Result<(), String> {
     let mut pipeline = redis::pipe();
     for event in batch {

@@ -9,7 +9,7 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use presence_model::counts::PresenceCounts;
 use presence_model::manual;
-use presence_model::manual::{Change, StatusChange};
+use presence_model::manual::{StatusUpdate, Update};
 use presence_model::shown;
 use presence_model::views::{OwnStatus, PublicStatus};
 use presence_model::vocabulary::Availability;
@@ -162,7 +162,8 @@ fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
 /// The caller's manual status; fields left out keep their value.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct StatusUpdate {
+#[schema(as = StatusUpdate)]
+pub struct StatusUpdateBody {
     /// `auto` leaves presence to activity; `away` and `dnd` show while connected;
     /// `invisible` shows everyone else a logged-out user.
     availability: Option<Availability>,
@@ -185,11 +186,12 @@ pub struct StatusUpdate {
     text_expires_at: Option<Option<DateTime<Utc>>>,
 }
 
-impl StatusUpdate {
-    fn into_change(self) -> Result<StatusChange, ApiError> {
+impl StatusUpdateBody {
+    /// The update the body asks for, in the model's terms.
+    fn into_update(self) -> Result<StatusUpdate, ApiError> {
         let availability = match (self.availability, self.until) {
-            (Some(availability), until) => Change::Set((availability, until.flatten())),
-            (None, None | Some(None)) => Change::Keep,
+            (Some(availability), until) => Update::Set((availability, until.flatten())),
+            (None, None | Some(None)) => Update::Keep,
             (None, Some(Some(_))) => {
                 return Err(ApiError::Invalid {
                     field: "until".to_owned(),
@@ -197,11 +199,11 @@ impl StatusUpdate {
                 });
             }
         };
-        Ok(StatusChange {
+        Ok(StatusUpdate {
             availability,
-            text: self.text.map_or(Change::Keep, Change::Set),
-            emoji: self.emoji.map_or(Change::Keep, Change::Set),
-            text_expires_at: self.text_expires_at.map_or(Change::Keep, Change::Set),
+            text: self.text.map_or(Update::Keep, Update::Set),
+            emoji: self.emoji.map_or(Update::Keep, Update::Set),
+            text_expires_at: self.text_expires_at.map_or(Update::Keep, Update::Set),
         })
     }
 }
@@ -209,7 +211,7 @@ impl StatusUpdate {
 /// Set the caller's manual status and custom status. Others are told what they are
 /// shown change; an end (`until`, `text_expires_at`) is applied at that moment.
 #[utoipa::path(put, path = "/api/users/me/status/", tag = "status", security(("bearer" = [])),
-    request_body = StatusUpdate,
+    request_body = StatusUpdateBody,
     responses(
         (status = 200, description = "The caller's status", body = OwnStatus),
         (status = 400, description = "An unknown availability, an end in the past or for \
@@ -218,16 +220,16 @@ impl StatusUpdate {
 pub async fn set_status(
     state: web::Data<AppState>,
     caller: Authenticated,
-    JsonBody(update): JsonBody<StatusUpdate>,
+    JsonBody(body): JsonBody<StatusUpdateBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let change = update.into_change()?;
+    let update = body.into_update()?;
     let (user_id, timings) = (caller.user_id, state.policy().timings());
     let set = db(&state, move |conn| {
-        manual::set_status(conn, timings, user_id, &change)
+        manual::set_status(conn, timings, user_id, &update)
     })
     .await?
     .ok_or(ApiError::Unauthenticated)?;
-    publish_soon(&state, set.change.as_ref()).await;
+    publish_soon(&state, set.transition.as_ref()).await;
     if let Some(at) = set.next_expiry {
         state.status_ends.schedule(at).await;
     }

@@ -5,7 +5,7 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use presence_model::directory;
 use presence_model::directory::{ListedUser, UserQuery};
-use presence_model::events::PresenceChanged;
+use presence_model::events::Transition;
 use presence_model::feed;
 use presence_model::users::Me;
 use presence_model::vocabulary::Presence;
@@ -115,7 +115,7 @@ pub struct HistoryQuery {
 #[derive(Serialize, ToSchema)]
 pub struct History {
     user_id: UserId,
-    events: Vec<PresenceChanged>,
+    events: Vec<Transition>,
 }
 
 /// Create an account.
@@ -186,7 +186,7 @@ pub async fn login(
         Err(e) => return Err(e),
     };
     throttle.clear(&username).await;
-    publish_soon(&state, logged_in.update.change.as_ref()).await;
+    publish_soon(&state, logged_in.presence.transition.as_ref()).await;
     Ok(HttpResponse::Ok().json(LoginResponse {
         token: logged_in.token.expose().to_owned(),
         user: logged_in.user,
@@ -209,7 +209,7 @@ pub async fn logout(
     .await?;
     // Here at once; other replicas as the NOTIFY of the revocation reaches them.
     state.revoke_session(&caller.token_hash);
-    let change = logged_out.and_then(|out| out.update.change);
+    let change = logged_out.and_then(|out| out.presence.transition);
     publish_soon(&state, change.as_ref()).await;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -231,7 +231,7 @@ pub async fn logout_all(
     .await?;
     // The caller's own at once; the others as the NOTIFYs reach this and every replica.
     state.revoke_session(&caller.token_hash);
-    let change = logged_out.and_then(|out| out.update.change);
+    let change = logged_out.and_then(|out| out.presence.transition);
     publish_soon(&state, change.as_ref()).await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -28,7 +28,7 @@ use actix_web::web;
 use actix_web::web::Bytes;
 use chrono::TimeDelta;
 use futures_util::StreamExt;
-use presence_model::events::PresenceChanged;
+use presence_model::events::Transition;
 use presence_model::feed::{self, ResumeRefused};
 use presence_model::views::PublicStatus;
 use presence_runtime::redis_conn::{Followed, follow_channel};
@@ -306,7 +306,7 @@ impl StreamHub {
     }
 
     /// Hands a published change to the streams watching its user.
-    pub fn dispatch(&self, change: &PresenceChanged) {
+    pub fn dispatch(&self, change: &Transition) {
         let Some(revision) = change.revision else {
             return;
         };
@@ -635,7 +635,7 @@ pub async fn follow_published_changes(streams: Arc<StreamHub>, redis_url: String
             }
         }
         Followed::Message(message) => {
-            match serde_json::from_slice::<PresenceChanged>(message.get_payload_bytes()) {
+            match serde_json::from_slice::<Transition>(message.get_payload_bytes()) {
                 Ok(change) => streams.dispatch(&change),
                 Err(e) => log::warn!("streams: unreadable published change: {e}"),
             }

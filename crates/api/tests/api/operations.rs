@@ -134,7 +134,7 @@ async fn the_openapi_document_describes_every_route() {
         "ErrorCode",
         "StreamEvent",
         "OnlineStatus",
-        "PresenceChanged",
+        "Transition",
         "ErrorBody",
         "Credentials",
     ] {

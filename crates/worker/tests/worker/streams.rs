@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use presence_api::testing::{Event, EventStream, TestApp};
-use presence_model::manual::Change;
+use presence_model::manual::Update;
 use presence_testkit::eventually;
 use serde_json::{Value, json};
 
@@ -285,9 +285,9 @@ async fn a_reader_too_slow_to_keep_up_gets_resync_and_a_new_snapshot() {
         let round = round.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         actix_web::rt::task::spawn_blocking(move || {
             let mut conn = pool.get().unwrap();
-            let change = presence_model::manual::StatusChange {
-                text: Change::Set(Some(format!("{}{round}", "😀".repeat(95)))),
-                emoji: Change::Set(Some("😀".repeat(32))),
+            let change = presence_model::manual::StatusUpdate {
+                text: Update::Set(Some(format!("{}{round}", "😀".repeat(95)))),
+                emoji: Update::Set(Some("😀".repeat(32))),
                 ..Default::default()
             };
             for id in ids {
