@@ -16,7 +16,7 @@ use std::time::Duration;
 use actix_web::web;
 use chrono::{DateTime, TimeDelta, Utc};
 use presence_model::DbPool;
-use presence_model::ids::SessionId;
+use presence_model::ids::{SessionId, UserId};
 use presence_model::presence::{self, Touch};
 
 /// Deferred writes kept at most before a flush is forced (one per active session).
@@ -75,9 +75,13 @@ impl ActivityBuffer {
     /// session rows are written when `session_granularity` old. Runs even with nothing
     /// pending, to renew the promise. On failure (PostgreSQL down) the touches are kept
     /// for the next flush: nothing is lost while the process lives, and the stale promise
-    /// keeps the sweep from taking users whose activity is still here. Returns whether it
-    /// wrote.
-    pub async fn flush(&self, pool: &DbPool, session_granularity: TimeDelta) -> bool {
+    /// keeps the sweep from taking users whose activity is still here. Returns the users
+    /// written, `None` if it could not write.
+    pub async fn flush(
+        &self,
+        pool: &DbPool,
+        session_granularity: TimeDelta,
+    ) -> Option<Vec<UserId>> {
         let _one_at_a_time = self.flushing.lock().await;
         let flushed_through = presence_model::clock::now();
         let touches = self.take_pending();
@@ -103,17 +107,20 @@ impl ActivityBuffer {
         .await;
         match result {
             Ok((Ok(users), _)) => {
-                log::debug!("flushed activity of {count} sessions ({users} users)");
-                true
+                log::debug!(
+                    "flushed activity of {count} sessions ({} users)",
+                    users.len()
+                );
+                Some(users)
             }
             Ok((Err(e), touches)) => {
                 log::error!("could not write the activity of {count} sessions, will retry: {e}");
                 self.restore(touches);
-                false
+                None
             }
             Err(e) => {
                 log::error!("activity flush did not run: {e}");
-                false
+                None
             }
         }
     }
@@ -142,18 +149,21 @@ fn merge(pending: &mut HashMap<SessionId, Touch>, touch: Touch) {
 }
 
 /// Flushes `buffer` every `period` until the server stops, at the session granularity
-/// in force at each flush.
+/// in force at each flush, telling `wrote` the users each flush wrote.
 pub async fn flush_periodically(
     buffer: Arc<ActivityBuffer>,
     pool: DbPool,
     period: Duration,
     session_granularity: impl Fn() -> TimeDelta,
+    wrote: impl Fn(&[UserId]),
 ) {
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        buffer.flush(&pool, session_granularity()).await;
+        if let Some(users) = buffer.flush(&pool, session_granularity()).await {
+            wrote(&users);
+        }
     }
 }
 
@@ -224,7 +234,7 @@ mod tests {
         let activity = ActivityBuffer::new("replica-a".to_owned());
         let later = Utc::now() + TimeDelta::seconds(30);
         activity.defer(session, later, true);
-        assert!(activity.flush(db.pool(), TimeDelta::zero()).await);
+        assert!(activity.flush(db.pool(), TimeDelta::zero()).await.is_some());
         let micros = |sql: &str| db.query_i64(sql);
         assert_eq!(
             micros(&format!(
@@ -262,7 +272,12 @@ mod tests {
         let activity = ActivityBuffer::new("replica-b".to_owned());
         let t = Utc::now();
         activity.defer(SessionId(7), t, true);
-        assert!(!activity.flush(&unreachable, TimeDelta::zero()).await);
+        assert!(
+            activity
+                .flush(&unreachable, TimeDelta::zero())
+                .await
+                .is_none()
+        );
         assert_eq!(sorted(activity.take_pending()), vec![(7, t, Some(t))]);
     }
 }

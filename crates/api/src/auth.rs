@@ -150,6 +150,7 @@ async fn record_activity(
             })
             .await?
             .ok_or(ApiError::Unauthenticated)?;
+            state.wrote_user(live.user_id);
             publish_soon(state, update.transition.as_ref()).await;
             let caller = Authenticated::new(&live, update.last_seen, token_hash.clone());
             state.sessions.remember(token_hash, live);

@@ -67,6 +67,10 @@ pub struct Config {
     #[arg(long, env = "HEARTBEAT_INTERVAL_MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub heartbeat_interval_ms: u32,
+    /// Users this replica holds in memory to answer `/me` and status lookups (about 400
+    /// bytes each); past it the least used are read from PostgreSQL again.
+    #[arg(long, env = "PRESENCE_CACHE_USERS", default_value_t = 100_000)]
+    pub presence_cache_users: u64,
     /// Seconds a session may go unused before its token stops working (default 30 days).
     #[arg(long, env = "SESSION_TTL_SECS", default_value_t = 2_592_000,
           value_parser = clap::value_parser!(u32).range(1..))]

@@ -18,6 +18,7 @@ pub struct Metrics {
     pub stream_resyncs: IntCounter,
     /// The database's clock minus this process's, as last measured.
     pub clock_offset: Gauge,
+    pub presence_cache: crate::presence_cache::CacheMetrics,
 }
 
 impl Metrics {
@@ -70,7 +71,31 @@ impl Metrics {
             "Streams that gave up on the changes they held (stalled client, lost Redis \
              subscription) and owe their client a new snapshot",
         )?)?;
+        let presence_cache = crate::presence_cache::CacheMetrics {
+            hits: registry.register(IntCounter::new(
+                "presence_cache_hits_total",
+                "Users read from this replica's memory (status lookups, /me)",
+            )?)?,
+            misses: registry.register(IntCounter::new(
+                "presence_cache_misses_total",
+                "Users read from PostgreSQL because this replica did not hold them",
+            )?)?,
+            fallbacks: registry.register(IntCounter::new(
+                "presence_cache_fallbacks_total",
+                "Users read from PostgreSQL because this replica could not trust its memory \
+                 (its listener was not hearing every write)",
+            )?)?,
+            forgotten: registry.register(IntCounter::new(
+                "presence_cache_forgotten_total",
+                "Users forgotten because a replica wrote them",
+            )?)?,
+            hearing: registry.register(IntGauge::new(
+                "presence_cache_hearing",
+                "1 while this replica hears every write of users (its memory is trusted)",
+            )?)?,
+        };
         Ok(Self {
+            presence_cache,
             streams_open,
             stream_resyncs,
             registry,

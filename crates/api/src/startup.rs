@@ -17,8 +17,9 @@ use crate::activity::{self, ActivityBuffer};
 use crate::config::Config;
 use crate::errors::{self, ApiError, JSON_BODY_LIMIT};
 use crate::metrics::Metrics;
+use crate::presence_cache::PresenceCache;
 use crate::routes;
-use crate::session_cache::{self, SessionCache};
+use crate::session_cache::SessionCache;
 use crate::state::AppState;
 use crate::stream::{self, StreamHub};
 use crate::throttle::{LoginThrottle, PasswordHashing};
@@ -61,10 +62,13 @@ impl Application {
         let metrics_streams_open = metrics.streams_open.clone();
         let metrics_stream_resyncs = metrics.stream_resyncs.clone();
         let status_ends = StatusEnds::new(redis_url, prefix, asked);
+        let presence =
+            PresenceCache::new(config.presence_cache_users, metrics.presence_cache.clone());
         let state = web::Data::new(AppState {
             pool,
             metrics,
             sessions: SessionCache::new(&policy),
+            presence,
             activity: std::sync::Arc::new(ActivityBuffer::new(
                 presence_runtime::replicas::replica_name("api"),
             )),
@@ -132,14 +136,16 @@ impl Application {
             .flush_interval()
             .to_std()
             .unwrap_or(std::time::Duration::from_secs(10));
-        let granularity_of = app_state.clone();
+        let (granularity_of, written_to) = (app_state.clone(), app_state.clone());
         actix_web::rt::spawn(activity::flush_periodically(
             app_state.activity.clone(),
             app_state.pool.clone(),
             flush_period,
             move || granularity_of.policy().session_granularity(),
+            // Its own writes: forgotten here at once (others hear of them).
+            move |users| written_to.presence.forget(users),
         ));
-        actix_web::rt::spawn(session_cache::listen_for_revocations(
+        actix_web::rt::spawn(crate::listener::listen(
             app_state.clone(),
             config.database.url.database_url.clone(),
         ));

@@ -1,14 +1,20 @@
 //! What every handler shares, and the one way handlers reach the database.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use actix_web::web;
 use chrono::TimeDelta;
 use presence_model::db::PgConnection;
+use presence_model::ids::UserId;
 use presence_model::policy::PresencePolicy;
+use presence_model::users::UserRecord;
 use presence_model::{DbPool, Error};
 
 use crate::activity::ActivityBuffer;
 use crate::errors::ApiError;
 use crate::metrics::Metrics;
+use crate::presence_cache::PresenceCache;
 use crate::session_cache::SessionCache;
 use crate::throttle::{LoginThrottle, PasswordHashing};
 use presence_model::events::Transition;
@@ -18,6 +24,8 @@ pub struct AppState {
     pub pool: DbPool,
     pub metrics: Metrics,
     pub sessions: SessionCache,
+    /// What this replica remembers of users, for `/me` and the status lookups.
+    pub presence: PresenceCache,
     pub activity: std::sync::Arc<ActivityBuffer>,
     /// Publish nudges, sent after each transition.
     pub nudges: PublishNudges,
@@ -50,7 +58,29 @@ impl AppState {
     /// Writes the activity deferred so far (see [`ActivityBuffer::flush`]).
     pub async fn flush_activity(&self) {
         let granularity = self.policy().session_granularity();
-        self.activity.flush(&self.pool, granularity).await;
+        if let Some(users) = self.activity.flush(&self.pool, granularity).await {
+            self.presence.forget(&users);
+        }
+    }
+
+    /// The records of `ids` (unknown ids left out), from this replica's memory where it
+    /// holds them.
+    pub async fn user_records(
+        &self,
+        ids: &[UserId],
+    ) -> Result<HashMap<UserId, Arc<UserRecord>>, ApiError> {
+        Ok(self.presence.records(&self.pool, ids).await?)
+    }
+
+    /// One user's record (`None`: no such user), from memory where held.
+    pub async fn user_record(&self, id: UserId) -> Result<Option<Arc<UserRecord>>, ApiError> {
+        Ok(self.user_records(&[id]).await?.remove(&id))
+    }
+
+    /// This replica wrote `user`'s row: what it remembers of them goes at once, so its
+    /// next read shows the write (other replicas hear of it from PostgreSQL).
+    pub fn wrote_user(&self, user: UserId) {
+        self.presence.forget(&[user]);
     }
 
     /// A session was revoked (logged out), here or on another replica: its cached entry
@@ -61,11 +91,19 @@ impl AppState {
     }
 }
 
-/// Revocations heard by the listener reach the session cache and the streams; the clock
-/// offset it measures, the metrics.
-impl crate::session_cache::RevocationSink for web::Data<AppState> {
+/// Revocations heard by the listener reach the session cache and the streams; written
+/// users, the presence cache; the clock offset it measures, the metrics.
+impl crate::listener::Announcements for web::Data<AppState> {
     fn revoked(&self, token_hash: &[u8]) {
         self.revoke_session(token_hash);
+    }
+
+    fn users_written(&self, ids: &[UserId]) {
+        self.presence.forget(ids);
+    }
+
+    fn hearing(&self, hearing: bool) {
+        self.presence.set_hearing(hearing);
     }
 
     fn clock_offset(&self, offset: TimeDelta) {

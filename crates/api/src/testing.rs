@@ -77,6 +77,7 @@ impl TestApp {
             last_seen_flush_ms: 100,
             heartbeat_interval_ms: 100,
             session_ttl_secs: 3600,
+            presence_cache_users: 100_000,
             client_body_timeout_ms: 10_000,
             login_max_failures_per_account: 10,
             login_max_failures_per_address: 100,

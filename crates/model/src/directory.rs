@@ -12,9 +12,10 @@ use crate::error::ValidationError;
 use crate::ids::UserId;
 use crate::schema::users;
 use crate::settings::Timings;
+use crate::shown::ShownRow;
 use crate::shown::{connected_now, true_presence};
 use crate::sql::{lower, presence_went_offline_since};
-use crate::users::{Account, USERNAME_MAX_CHARS, UserRow, user_columns, username_char};
+use crate::users::{Account, USERNAME_MAX_CHARS, UserRecord, username_char};
 use crate::views::AdminStatus;
 use crate::vocabulary::{OnlineStatus, Presence};
 use diesel::dsl::now;
@@ -133,7 +134,7 @@ pub fn list_users(
     let connected = || connected_now(window);
     let shown = || true_presence(window, away_after, None);
     let mut rows = users::table
-        .select(user_columns(timings))
+        .select((UserRecord::as_select(), now.into_sql::<Timestamptz>()))
         .filter(users::id.gt(query.after_id.unwrap_or(UserId(0))))
         .order(users::id)
         // One more than a page: whether there is a next page.
@@ -177,15 +178,17 @@ pub fn list_users(
     if let Some(prefix) = &query.name_prefix {
         rows = rows.filter(lower(users::username).like(like_prefix(prefix)));
     }
-    let mut rows: Vec<UserRow> = rows.load(conn)?;
+    let mut rows: Vec<(UserRecord, DateTime<Utc>)> = rows.load(conn)?;
     let more = rows.len() > usize::try_from(query.limit).unwrap_or(usize::MAX);
     rows.truncate(usize::try_from(query.limit).unwrap_or(usize::MAX));
-    let next_after_id = more.then(|| rows.last().map(|row| row.shown.id)).flatten();
+    let next_after_id = more
+        .then(|| rows.last().map(|(record, _)| record.facts.id))
+        .flatten();
     let users = rows
-        .iter()
-        .map(|row| ListedUser {
-            account: row.account(),
-            status: row.shown.shown_to_admins(),
+        .into_iter()
+        .map(|(record, at)| ListedUser {
+            account: record.account,
+            status: ShownRow::from_facts(record.facts, timings, at).shown_to_admins(),
         })
         .collect();
     Ok(UserPage {

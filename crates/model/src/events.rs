@@ -13,10 +13,11 @@ use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamptz};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::facts::UserFacts;
 use crate::ids::{EventId, Revision, UserId};
 use crate::schema::{presence_events, users};
 use crate::settings::Timings;
-use crate::shown::{ShownRow, shown_columns};
+use crate::shown::{ShownRow, facts_at};
 use crate::views::PublicStatus;
 use crate::vocabulary::{ChangeReason, Presence};
 
@@ -84,14 +85,31 @@ impl Causes {
     }
 }
 
-/// A user's status now, and what others were last told of it.
-#[derive(Queryable)]
-struct PublishedRow {
-    shown: ShownRow,
-    published_presence: Presence,
-    published_status_text: Option<String>,
-    published_status_emoji: Option<String>,
-    published_dnd_until: Option<DateTime<Utc>>,
+/// What others were last told of a user (the `published_*` columns), in the terms of
+/// what they are shown now: the two are compared.
+#[derive(Debug, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
+struct Told {
+    #[diesel(column_name = published_presence)]
+    presence: Presence,
+    #[diesel(column_name = published_status_text)]
+    status_text: Option<String>,
+    #[diesel(column_name = published_status_emoji)]
+    status_emoji: Option<String>,
+    #[diesel(column_name = published_dnd_until)]
+    dnd_until: Option<DateTime<Utc>>,
+}
+
+impl Told {
+    /// What telling others `status` tells them.
+    fn of(status: &PublicStatus) -> Self {
+        Self {
+            presence: status.presence,
+            status_text: status.status_text.clone(),
+            status_emoji: status.status_emoji.clone(),
+            dnd_until: status.dnd_until,
+        }
+    }
 }
 
 /// Records, for each of `user_ids`, a transition if what others are shown of them (as of
@@ -106,47 +124,30 @@ pub(crate) fn record_changes(
     at: Option<DateTime<Utc>>,
     causes: Causes,
 ) -> QueryResult<Vec<Transition>> {
-    let rows: Vec<PublishedRow> = users::table
+    let (facts, read_at) = facts_at(at);
+    let rows: Vec<(UserFacts, DateTime<Utc>, Told)> = users::table
         .filter(users::id.eq_any(user_ids))
         .order(users::id)
         .for_update()
-        .select((
-            shown_columns(timings.window(), timings.away_after(), at),
-            users::published_presence,
-            users::published_status_text,
-            users::published_status_emoji,
-            users::published_dnd_until,
-        ))
+        .select((facts, read_at, Told::as_select()))
         .load(conn)?;
     let mut changed = TransitionRows::default();
-    for row in rows {
-        let now = row.shown.shown_to_others();
-        let told = (
-            row.published_presence,
-            &row.published_status_text,
-            &row.published_status_emoji,
-            row.published_dnd_until,
-        );
-        if (
-            now.presence,
-            &now.status_text,
-            &now.status_emoji,
-            now.dnd_until,
-        ) == told
-        {
+    for (facts, at, told) in rows {
+        let now = ShownRow::from_facts(facts, timings, at).shown_to_others();
+        if Told::of(&now) == told {
             continue;
         }
-        let reason = if now.presence == row.published_presence {
+        let reason = if now.presence == told.presence {
             causes.custom
         } else {
             causes.presence.unwrap_or(match now.presence {
                 // Silence, whatever else ended meanwhile.
                 Presence::Offline => ChangeReason::Sweep,
-                Presence::Away if row.published_presence == Presence::Online => ChangeReason::Idle,
+                Presence::Away if told.presence == Presence::Online => ChangeReason::Idle,
                 Presence::Online | Presence::Away | Presence::Dnd => ChangeReason::Expiry,
             })
         };
-        changed.push(row.published_presence, reason, now);
+        changed.push(told.presence, reason, now);
     }
     if changed.user_ids.is_empty() {
         return Ok(Vec::new());

@@ -205,14 +205,19 @@ pub struct Touch {
 /// by `session_granularity`: they serve the session TTL, "is another session live?" and
 /// the sweep's fall-back of `active_at`, which need no finer grain, and skipping those
 /// writes halves the rows a flush writes. Users are written before sessions, the lock
-/// order of every presence write. Returns the number of users written.
+/// order of every presence write. Returns the users written.
 pub fn flush_last_seen(
     conn: &mut PgConnection,
     replica: &str,
     flushed_through: DateTime<Utc>,
     touches: &[Touch],
     session_granularity: TimeDelta,
-) -> QueryResult<usize> {
+) -> QueryResult<Vec<UserId>> {
+    #[derive(QueryableByName)]
+    struct Written {
+        #[diesel(sql_type = BigInt)]
+        id: UserId,
+    }
     let ids: Vec<SessionId> = touches.iter().map(|t| t.session_id).collect();
     let seen: Vec<DateTime<Utc>> = touches.iter().map(|t| t.seen_at).collect();
     let active: Vec<Option<DateTime<Utc>>> = touches.iter().map(|t| t.active_at).collect();
@@ -231,10 +236,10 @@ pub fn flush_last_seen(
             ))
             .execute(conn)?;
         if ids.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         // UPDATE … FROM `unnest` of the buffered touches, which the DSL cannot say.
-        let users = sql_query(
+        let users: Vec<Written> = sql_query(
             "WITH latest AS ( \
                SELECT s.user_id, max(t.seen_at) AS seen_at, max(t.active_at) AS active_at \
                FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[]) \
@@ -245,12 +250,13 @@ pub fn flush_last_seen(
                active_at = GREATEST(u.active_at, latest.active_at), changed_at = now() \
              FROM latest \
              WHERE u.id = latest.user_id AND (u.last_seen IS NULL OR u.last_seen < latest.seen_at \
-               OR u.active_at IS NULL OR u.active_at < latest.active_at)",
+               OR u.active_at IS NULL OR u.active_at < latest.active_at) \
+             RETURNING u.id",
         )
         .bind::<Array<BigInt>, _>(&ids)
         .bind::<Array<Timestamptz>, _>(&seen)
         .bind::<Array<Nullable<Timestamptz>>, _>(&active)
-        .execute(conn)?;
+        .load(conn)?;
         // The same, for the sessions.
         sql_query(
             "UPDATE sessions s SET last_seen = GREATEST(s.last_seen, t.seen_at), \
@@ -265,7 +271,7 @@ pub fn flush_last_seen(
         .bind::<Array<Nullable<Timestamptz>>, _>(&active)
         .bind::<Interval, _>(session_granularity)
         .execute(conn)?;
-        Ok(users)
+        Ok(users.into_iter().map(|user| user.id).collect())
     })
 }
 

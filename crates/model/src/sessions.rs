@@ -1,12 +1,10 @@
 //! Ending sessions: logout, logout everywhere, and the revocations every API replica hears
 //! (`NOTIFY` in the ending transaction, `LISTEN` on a connection of its own).
 
-use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Bytea, Text};
 
-use crate::Error;
 use crate::ids::{SessionId, UserId};
 use crate::presence::{self, Connectivity, PresenceWritten};
 use crate::schema::sessions;
@@ -154,52 +152,7 @@ fn announce_revocations(conn: &mut PgConnection, token_hashes: &[Vec<u8>]) -> Qu
         .map(drop)
 }
 
-/// A dedicated connection listening on [`REVOCATIONS_CHANNEL`]: how an API replica learns
-/// of revocations made by any replica. Not pooled, since it must stay open between polls.
-pub struct RevocationListener {
-    conn: PgConnection,
-}
-
-impl RevocationListener {
-    pub fn connect(database_url: &str) -> Result<Self, Error> {
-        let mut conn = PgConnection::establish(database_url)?;
-        // LISTEN is a statement with no DSL form.
-        diesel::sql_query(format!("LISTEN {REVOCATIONS_CHANNEL}")).execute(&mut conn)?;
-        Ok(Self { conn })
-    }
-
-    /// The token hashes announced since the last call; never blocks. An error means the
-    /// connection is lost: connect again, and catch up with [`Self::revoked_since`].
-    pub fn poll(&mut self) -> QueryResult<Vec<Vec<u8>>> {
-        let mut hashes = Vec::new();
-        for notification in self.conn.notifications_iter() {
-            hashes.extend(decode_hex(&notification?.payload));
-        }
-        Ok(hashes)
-    }
-
-    /// A round trip that proves the connection is alive, answering the database's clock.
-    pub fn database_time(&mut self) -> QueryResult<DateTime<Utc>> {
-        diesel::select(diesel::dsl::now.into_sql::<diesel::sql_types::Timestamptz>())
-            .get_result(&mut self.conn)
-    }
-
-    /// [`crate::clock::calibrate`] on this connection.
-    pub fn calibrate_clock(&mut self) -> QueryResult<chrono::TimeDelta> {
-        crate::clock::calibrate(&mut self.conn)
-    }
-
-    /// Token hashes of the sessions revoked at or after `since` (database clock): the
-    /// announcements a replica may have missed while it was not listening.
-    pub fn revoked_since(&mut self, since: DateTime<Utc>) -> QueryResult<Vec<Vec<u8>>> {
-        sessions::table
-            .filter(sessions::revoked_at.ge(since))
-            .select(sessions::token_hash)
-            .load(&mut self.conn)
-    }
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }

@@ -1,21 +1,23 @@
 //! What a user is shown: the read views, one rule for every reader.
 //!
-//! Shown presence is one of `online`, `away`, `dnd`, `offline`, decided by one rule in SQL
-//! (`presence_of`, migration `000009`): offline unless connected; then a manual away or
-//! dnd that has not ended; then online while the user was active within the away
-//! timeout, away after. Everyone but the user and admins is shown `presence_public`
-//! instead, in which an invisible user is exactly a user who logged out when they went
-//! invisible: offline, `last_seen` frozen then, no custom status (others see a custom
-//! status only while its user is connected). Both views are read in one selection
-//! ([`shown_columns`]); [`ShownRow`] gives each viewer theirs.
+//! Shown presence is one of `online`, `away`, `dnd`, `offline`, decided by one rule
+//! ([`UserFacts::presence_at`], also the SQL function `presence_of` of migration `000009`
+//! that filters and counts): offline unless connected; then a manual away or dnd that has
+//! not ended; then online while the user was active within the away timeout, away after.
+//! Everyone but the user and admins is shown the public presence instead, in which an
+//! invisible user is exactly a user who logged out when they went invisible: offline,
+//! `last_seen` frozen then, no custom status (others see a custom status only while its
+//! user is connected). Reads load a user's facts with the time of the read
+//! ([`facts_at`]); [`ShownRow`] gives each viewer theirs.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::dsl::{AsExprOf, auto_type};
-use diesel::pg::{Pg, PgConnection};
+use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Interval, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Interval, Nullable, Timestamptz};
 
 use crate::error::ValidationError;
+use crate::facts::{FactColumns, UserFacts, fact_columns, has_ended};
 use crate::ids::UserId;
 use crate::schema::users;
 use crate::settings::Timings;
@@ -86,54 +88,14 @@ pub(crate) fn public_presence(
     )
 }
 
-/// The columns a [`ShownRow`] is read from, for the `users` row in scope, as of `at` (the
-/// start of the transaction for every read; the sweep's own time for the sweep).
-#[auto_type]
-pub(crate) fn shown_columns(
-    window: TimeDelta,
-    away_after: TimeDelta,
-    at: Option<DateTime<Utc>>,
-) -> _ {
-    let presence: true_presence = true_presence(window, away_after, at);
-    let public: public_presence = public_presence(window, away_after, at);
-    let at: at_or_now = at_or_now(at);
-    (
-        users::id,
-        presence,
-        public,
-        users::last_seen,
-        users::invisible_since,
-        users::availability,
-        users::availability_until,
-        users::status_text,
-        users::status_emoji,
-        users::status_expires_at,
-        at,
-    )
+/// A user's facts with the time they are read at: `at`, or the start of the
+/// transaction (the sweep reads as of its own time).
+pub(crate) fn facts_at(at: Option<DateTime<Utc>>) -> (FactColumns, at_or_now) {
+    (fact_columns(), at_or_now(at))
 }
 
-/// The SQL types of [`shown_columns`].
-type ShownSql = (
-    BigInt,
-    Text,
-    Text,
-    Nullable<Timestamptz>,
-    Nullable<Timestamptz>,
-    Text,
-    Nullable<Timestamptz>,
-    Nullable<Text>,
-    Nullable<Text>,
-    Nullable<Timestamptz>,
-    Timestamptz,
-);
-
-/// [`shown_columns`] for the timings in force, as of the start of the transaction.
-pub(crate) fn shown_now(timings: Timings) -> shown_columns {
-    shown_columns(timings.window(), timings.away_after(), None)
-}
-
-/// One user's status in both views, as [`shown_columns`] reads it: a manual status or a
-/// custom status that has reached its end (as of the time read) is shown ended.
+/// One user's status in both views, as of a time: a manual status or a custom status
+/// that has reached its end is shown ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShownRow {
     pub id: UserId,
@@ -148,58 +110,37 @@ pub struct ShownRow {
     pub(crate) status_expires_at: Option<DateTime<Utc>>,
 }
 
-type ShownFields = (
-    UserId,
-    Presence,
-    Presence,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-    Availability,
-    Option<DateTime<Utc>>,
-    Option<String>,
-    Option<String>,
-    Option<DateTime<Utc>>,
-    DateTime<Utc>,
-);
-
-impl Queryable<ShownSql, Pg> for ShownRow {
-    type Row = ShownFields;
-
-    fn build(row: ShownFields) -> diesel::deserialize::Result<Self> {
-        let (id, presence, public_presence, last_seen, invisible_since) =
-            (row.0, row.1, row.2, row.3, row.4);
-        let (availability, availability_until, status_text, status_emoji, status_expires_at) =
-            (row.5, row.6, row.7, row.8, row.9);
-        let at = row.10;
-        let ended = |end: Option<DateTime<Utc>>| end.is_some_and(|end| end <= at);
-        let availability_ended = ended(availability_until);
-        let status_ended = ended(status_expires_at);
-        Ok(Self {
-            id,
+impl ShownRow {
+    /// What `facts` show at `at`, under `timings`.
+    pub fn from_facts(facts: UserFacts, timings: Timings, at: DateTime<Utc>) -> Self {
+        let presence = facts.presence_at(timings, at);
+        let public_presence = facts.public_presence_at(timings, at);
+        let availability_ended = has_ended(facts.availability_until, at);
+        let status_ended = has_ended(facts.status_expires_at, at);
+        Self {
+            id: facts.id,
             presence,
             public_presence,
-            last_seen,
+            last_seen: facts.last_seen,
             // An invisible user's `last_seen` is frozen, for others, when they went
             // invisible.
-            public_last_seen: if availability == Availability::Invisible {
-                invisible_since
+            public_last_seen: if facts.availability == Availability::Invisible {
+                facts.invisible_since
             } else {
-                last_seen
+                facts.last_seen
             },
             availability: if availability_ended {
                 Availability::Auto
             } else {
-                availability
+                facts.availability
             },
-            availability_until: availability_until.filter(|_| !availability_ended),
-            status_text: status_text.filter(|_| !status_ended),
-            status_emoji: status_emoji.filter(|_| !status_ended),
-            status_expires_at: status_expires_at.filter(|_| !status_ended),
-        })
+            availability_until: facts.availability_until.filter(|_| !availability_ended),
+            status_text: facts.status_text.filter(|_| !status_ended),
+            status_emoji: facts.status_emoji.filter(|_| !status_ended),
+            status_expires_at: facts.status_expires_at.filter(|_| !status_ended),
+        }
     }
-}
 
-impl ShownRow {
     /// The true status, or the public one, in the public shape.
     fn status(&self, truth: bool) -> PublicStatus {
         let (presence, last_seen) = if truth {
@@ -253,11 +194,20 @@ pub fn shown_status(
     timings: Timings,
     user_id: UserId,
 ) -> QueryResult<Option<ShownRow>> {
-    users::table
+    let read: Option<(UserFacts, DateTime<Utc>)> = users::table
         .find(user_id)
-        .select(shown_now(timings))
+        .select(facts_at(None))
         .get_result(conn)
-        .optional()
+        .optional()?;
+    Ok(read.map(|(facts, at)| ShownRow::from_facts(facts, timings, at)))
+}
+
+/// The facts of `ids`, unknown ids left out, in no order: what a replica caches.
+pub fn user_facts(conn: &mut PgConnection, ids: &[UserId]) -> QueryResult<Vec<UserFacts>> {
+    users::table
+        .filter(users::id.eq_any(ids))
+        .select(fact_columns())
+        .load(conn)
 }
 
 /// The most ids one bulk lookup (or one stream) may ask for.
@@ -282,24 +232,27 @@ pub fn shown_statuses(
     timings: Timings,
     ids: &[UserId],
 ) -> QueryResult<Vec<ShownRow>> {
-    let rows: Vec<ShownRow> = users::table
+    let read: Vec<(UserFacts, DateTime<Utc>)> = users::table
         .filter(users::id.eq_any(ids))
-        .select(shown_now(timings))
+        .select(facts_at(None))
         .load(conn)?;
-    let by_id: std::collections::HashMap<UserId, &ShownRow> =
-        rows.iter().map(|row| (row.id, row)).collect();
-    Ok(ids
-        .iter()
-        .filter_map(|id| by_id.get(id).map(|row| (*row).clone()))
-        .collect())
+    let by_id: std::collections::HashMap<UserId, ShownRow> = read
+        .into_iter()
+        .map(|(facts, at)| (facts.id, ShownRow::from_facts(facts, timings, at)))
+        .collect();
+    Ok(ids.iter().filter_map(|id| by_id.get(id).cloned()).collect())
 }
 
 /// Every user's status, in id order: the snapshot of an admin's stream of everyone.
 pub fn all_shown_statuses(conn: &mut PgConnection, timings: Timings) -> QueryResult<Vec<ShownRow>> {
-    users::table
+    let read: Vec<(UserFacts, DateTime<Utc>)> = users::table
         .order(users::id)
-        .select(shown_now(timings))
-        .load(conn)
+        .select(facts_at(None))
+        .load(conn)?;
+    Ok(read
+        .into_iter()
+        .map(|(facts, at)| ShownRow::from_facts(facts, timings, at))
+        .collect())
 }
 
 #[cfg(test)]

@@ -241,7 +241,7 @@ pub fn sweep(
     )
     .set(users::online_status.eq(OnlineStatus::Offline))
     .execute(conn)?;
-    let mut changes = crate::manual::expire_statuses(conn, timings)?;
+    let mut changes = crate::status_ends::expire_statuses(conn, timings)?;
     let ids: Vec<UserId> = users::table
         .filter(users::published_presence.ne(Presence::Offline))
         .order(users::id)

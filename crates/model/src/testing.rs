@@ -131,3 +131,48 @@ pub fn register(db: &TestDatabase, name: &str) -> crate::ids::UserId {
         .expect("register")
         .id()
 }
+
+/// What the SQL functions `presence_of` and `presence_public` answer for `facts` at `at`
+/// (for the test that holds the Rust rule to them).
+pub fn sql_presence(
+    conn: &mut diesel::pg::PgConnection,
+    facts: &crate::facts::UserFacts,
+    timings: crate::settings::Timings,
+    at: chrono::DateTime<chrono::Utc>,
+) -> (crate::vocabulary::Presence, crate::vocabulary::Presence) {
+    use crate::sql::{presence_of, presence_public};
+    let args = || {
+        (
+            facts.connected,
+            facts.last_seen,
+            facts.active_at,
+            facts.availability,
+            facts.availability_until,
+        )
+    };
+    let (connected, last_seen, active_at, availability, until) = args();
+    let of = presence_of(
+        connected,
+        last_seen,
+        active_at,
+        availability,
+        until,
+        timings.window(),
+        timings.away_after(),
+        at,
+    );
+    let (connected, last_seen, active_at, availability, until) = args();
+    let public = presence_public(
+        connected,
+        last_seen,
+        active_at,
+        availability,
+        until,
+        timings.window(),
+        timings.away_after(),
+        at,
+    );
+    diesel::select((of, public))
+        .get_result(conn)
+        .expect("the SQL rule answers")
+}

@@ -9,15 +9,17 @@ use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::Timestamptz;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
+use crate::facts::UserFacts;
 use crate::ids::{SessionId, UserId};
 use crate::presence::{self, Connectivity};
 use crate::schema::users;
 use crate::sessions;
 use crate::settings::Timings;
-use crate::shown::{ShownRow, shown_now};
+use crate::shown::ShownRow;
 use crate::sql::lower;
 use crate::tokens::{self, SessionToken};
 use crate::views::OwnStatus;
@@ -25,7 +27,8 @@ use crate::vocabulary::ChangeReason;
 use crate::{DbPool, Error};
 
 /// A user's account as the API shows it (never the password hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Queryable, Selectable)]
+#[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Account {
     pub username: String,
@@ -49,53 +52,46 @@ impl Me {
     }
 }
 
-/// A user row as read, before a viewer is known.
-#[derive(Debug, Clone, Queryable)]
-pub struct UserRow {
-    username: String,
-    is_admin: bool,
-    created_at: DateTime<Utc>,
-    pub(crate) shown: ShownRow,
+/// A user as stored: their account and their presence facts, before a time or a viewer
+/// is applied (what an API replica caches for `/me`).
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
+pub struct UserRecord {
+    #[diesel(embed)]
+    pub account: Account,
+    #[diesel(embed)]
+    pub facts: UserFacts,
 }
 
-/// The columns a [`UserRow`] is read from.
-pub(crate) fn user_columns(
-    timings: Timings,
-) -> (
-    users::username,
-    users::is_admin,
-    users::created_at,
-    crate::shown::shown_columns,
-) {
-    (
-        users::username,
-        users::is_admin,
-        users::created_at,
-        shown_now(timings),
-    )
-}
-
-impl UserRow {
-    pub(crate) fn account(&self) -> Account {
-        Account {
-            username: self.username.clone(),
-            is_admin: self.is_admin,
-            created_at: self.created_at,
+impl UserRecord {
+    /// The user as they are shown themselves at `at`.
+    pub fn me(self, timings: Timings, at: DateTime<Utc>) -> Me {
+        Me {
+            account: self.account,
+            status: ShownRow::from_facts(self.facts, timings, at).shown_to_self(),
         }
     }
 }
 
 /// A user as they are shown themselves; `None` for an unknown id.
 pub fn me(conn: &mut PgConnection, timings: Timings, user_id: UserId) -> QueryResult<Option<Me>> {
-    let row: Option<UserRow> = users::table
+    let read: Option<(UserRecord, DateTime<Utc>)> = users::table
         .find(user_id)
-        .select(user_columns(timings))
+        .select((
+            UserRecord::as_select(),
+            diesel::dsl::now.into_sql::<Timestamptz>(),
+        ))
         .get_result(conn)
         .optional()?;
-    Ok(row.map(|row| Me {
-        account: row.account(),
-        status: row.shown.shown_to_self(),
-    }))
+    Ok(read.map(|(record, at)| record.me(timings, at)))
+}
+
+/// The records of `ids`, unknown ids left out, in no order: what a replica caches.
+pub fn user_records(conn: &mut PgConnection, ids: &[UserId]) -> QueryResult<Vec<UserRecord>> {
+    users::table
+        .filter(users::id.eq_any(ids))
+        .select(UserRecord::as_select())
+        .load(conn)
 }
 
 pub const USERNAME_MAX_CHARS: usize = 150;

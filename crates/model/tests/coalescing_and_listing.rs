@@ -112,7 +112,7 @@ fn a_flush_writes_latest_activity_and_never_status() {
         TimeDelta::seconds(30),
     )
     .unwrap();
-    assert_eq!(written, 2, "a and b; c's session is revoked");
+    assert_eq!(written.len(), 2, "a and b; c's session is revoked");
     let last_seen = |name: &str| {
         db.query_i64(&format!(
             "SELECT (extract(epoch FROM now() - last_seen) * 1000)::bigint AS n FROM users WHERE username = '{name}'"

@@ -27,6 +27,8 @@ const LAYERS: &[&str] = &[
     "settings",
     "jobs",
     "policy",
+    // The rule, in Rust, over what it reads.
+    "facts",
     // Reads: what is shown, and the session rows.
     "shown",
     "counts",
@@ -37,8 +39,11 @@ const LAYERS: &[&str] = &[
     // Transitions: the only code that locks a user row.
     "presence",
     "manual",
+    "status_ends",
     "sweeps",
     "sessions",
+    // What a replica hears of the others' writes.
+    "notifications",
     // Accounts, and the admins' list of them.
     "users",
     "directory",

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use presence_model::events::{self, Transition};
 use presence_model::feed;
 use presence_model::jobs::{EndStatuses, SCHEDULE_AHEAD};
-use presence_model::manual;
+use presence_model::status_ends;
 use presence_model::sweeps::{self, SweepRun};
 use presence_model::{DbPool, settings};
 use presence_runtime::nudges::StatusEnds;
@@ -193,7 +193,7 @@ pub async fn sweep_tick(
         }
         // The ends coming near get their jobs (an end further away had none).
         let ends = state
-            .db(|conn| Ok(manual::ends_within(conn, SCHEDULE_AHEAD)?))
+            .db(|conn| Ok(status_ends::ends_within(conn, SCHEDULE_AHEAD)?))
             .await?;
         for end in ends {
             state.status_ends.schedule(end).await;
@@ -273,7 +273,7 @@ pub async fn end_statuses(
             let changes = state
                 .db(|conn| {
                     let timings = settings::timings(conn)?;
-                    Ok(manual::expire_statuses(conn, timings)?)
+                    Ok(status_ends::expire_statuses(conn, timings)?)
                 })
                 .await?;
             if !changes.is_empty() {
@@ -281,7 +281,7 @@ pub async fn end_statuses(
                 state.publish_wanted.notify_one();
             }
             let next = state
-                .db(move |conn| Ok(manual::time_to_next_end(conn, second_ends)?))
+                .db(move |conn| Ok(status_ends::time_to_next_end(conn, second_ends)?))
                 .await?;
             match next {
                 Some(wait) => tokio::time::sleep(wait.min(MAX_EARLY_RELEASE)).await,

@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use presence_model::counts::PresenceCounts;
 use presence_model::manual;
 use presence_model::manual::{StatusUpdate, Update};
-use presence_model::shown;
+use presence_model::shown::{self, ShownRow};
+use presence_model::users::UserRecord;
 use presence_model::views::{OwnStatus, PublicStatus};
 use presence_model::vocabulary::Availability;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -35,13 +36,12 @@ pub async fn status(
     _caller: Authenticated,
     user_id: web::Path<UserId>,
 ) -> Result<HttpResponse, ApiError> {
-    let (user_id, timings) = (user_id.into_inner(), state.policy().timings());
-    let row = db(&state, move |conn| {
-        shown::shown_status(conn, timings, user_id)
-    })
-    .await?
-    .ok_or_else(|| ApiError::NotFound(format!("no user with id {user_id}")))?;
-    Ok(HttpResponse::Ok().json(row.shown_to_others()))
+    let user_id = user_id.into_inner();
+    let record = state
+        .user_record(user_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no user with id {user_id}")))?;
+    Ok(HttpResponse::Ok().json(shown_now(&state, &record).shown_to_others()))
 }
 
 /// The caller's own status (with their `availability` and its end).
@@ -53,13 +53,11 @@ pub async fn own_status(
     state: web::Data<AppState>,
     caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let (user_id, timings) = (caller.user_id, state.policy().timings());
-    let row = db(&state, move |conn| {
-        shown::shown_status(conn, timings, user_id)
-    })
-    .await?
-    .ok_or(ApiError::Unauthenticated)?;
-    Ok(HttpResponse::Ok().json(row.shown_to_self()))
+    let record = state
+        .user_record(caller.user_id)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    Ok(HttpResponse::Ok().json(shown_now(&state, &record).shown_to_self()))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -115,23 +113,25 @@ pub async fn statuses(
 ) -> Result<HttpResponse, ApiError> {
     let ids: Vec<UserId> = ids.into_iter().map(|JsonUserId(id)| id).collect();
     shown::check_bulk_ids(ids.len())?;
-    let timings = state.policy().timings();
-    let asked = ids.clone();
-    let rows = db(&state, move |conn| {
-        shown::shown_statuses(conn, timings, &asked)
-    })
-    .await?;
-    let found: HashSet<UserId> = rows.iter().map(|row| row.id).collect();
+    let records = state.user_records(&ids).await?;
+    let mut statuses = Vec::with_capacity(ids.len());
     // Each missing id once, in the order first asked.
+    let mut missing = Vec::new();
     let mut reported = HashSet::new();
-    let missing: Vec<UserId> = ids
-        .into_iter()
-        .filter(|id| !found.contains(id) && reported.insert(*id))
-        .collect();
-    Ok(HttpResponse::Ok().json(Statuses {
-        statuses: rows.iter().map(shown::ShownRow::shown_to_others).collect(),
-        missing,
-    }))
+    for id in ids {
+        match records.get(&id) {
+            Some(record) => statuses.push(shown_now(&state, record).shown_to_others()),
+            None if reported.insert(id) => missing.push(id),
+            None => {}
+        }
+    }
+    Ok(HttpResponse::Ok().json(Statuses { statuses, missing }))
+}
+
+/// What `record` shows now (by the database's clock), under the timings in force.
+fn shown_now(state: &AppState, record: &UserRecord) -> ShownRow {
+    let timings = state.policy().timings();
+    ShownRow::from_facts(record.facts.clone(), timings, presence_model::clock::now())
 }
 
 /// How many users are online, away and in do-not-disturb (an invisible user is not
@@ -229,6 +229,7 @@ pub async fn set_status(
     })
     .await?
     .ok_or(ApiError::Unauthenticated)?;
+    state.wrote_user(user_id);
     publish_soon(&state, set.transition.as_ref()).await;
     if let Some(at) = set.next_expiry {
         state.status_ends.schedule(at).await;

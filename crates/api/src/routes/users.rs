@@ -8,6 +8,7 @@ use presence_model::directory::{ListedUser, UserQuery};
 use presence_model::events::Transition;
 use presence_model::feed;
 use presence_model::users::Me;
+use presence_model::users::UserRecord;
 use presence_model::vocabulary::Presence;
 use presence_model::{OnlineStatus, sessions, users};
 use serde::{Deserialize, Serialize};
@@ -186,6 +187,7 @@ pub async fn login(
         Err(e) => return Err(e),
     };
     throttle.clear(&username).await;
+    state.wrote_user(logged_in.user.id());
     publish_soon(&state, logged_in.presence.transition.as_ref()).await;
     Ok(HttpResponse::Ok().json(LoginResponse {
         token: logged_in.token.expose().to_owned(),
@@ -209,6 +211,7 @@ pub async fn logout(
     .await?;
     // Here at once; other replicas as the NOTIFY of the revocation reaches them.
     state.revoke_session(&caller.token_hash);
+    state.wrote_user(caller.user_id);
     let change = logged_out.and_then(|out| out.presence.transition);
     publish_soon(&state, change.as_ref()).await;
     Ok(HttpResponse::NoContent().finish())
@@ -231,6 +234,7 @@ pub async fn logout_all(
     .await?;
     // The caller's own at once; the others as the NOTIFYs reach this and every replica.
     state.revoke_session(&caller.token_hash);
+    state.wrote_user(caller.user_id);
     let change = logged_out.and_then(|out| out.presence.transition);
     publish_soon(&state, change.as_ref()).await;
     Ok(HttpResponse::NoContent().finish())
@@ -265,9 +269,11 @@ pub async fn me(
     caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
     let (timings, user_id) = (state.policy().timings(), caller.user_id);
-    let user = db(&state, move |conn| users::me(conn, timings, user_id))
+    let record = state
+        .user_record(user_id)
         .await?
         .ok_or(ApiError::Unauthenticated)?;
+    let user = UserRecord::clone(&record).me(timings, presence_model::clock::now());
     Ok(HttpResponse::Ok().json(user))
 }
 

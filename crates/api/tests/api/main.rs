@@ -1,5 +1,6 @@
 //! The API over real HTTP against a real PostgreSQL, one fresh database per test.
 
+mod cache;
 mod coalescing;
 mod errors;
 mod faults;

@@ -1,0 +1,131 @@
+//! What this replica remembers of users (their account and presence facts), so that
+//! `/me` and the status lookups are answered from memory, as exactly as PostgreSQL would
+//! answer them.
+//!
+//! An entry holds the stored facts, never a shown presence: what a reader is shown is
+//! computed from them at the time of the read (`ShownRow::from_facts`), so offline at the
+//! window, away at the away timeout and a manual status at its end come at their moment
+//! without any write. Every write of a user's row, by any replica or worker, is announced
+//! by a trigger (migration `000012`) and heard by `crate::listener` within a poll (50 ms),
+//! and the entry is forgotten; the replica that wrote forgets it at once (read your
+//! writes). While the listener is not hearing (its connection lost, not yet caught up),
+//! nothing is remembered and every read goes to PostgreSQL. A read from PostgreSQL is
+//! remembered only if nothing was forgotten while it ran (it may predate that write).
+//!
+//! How stale an answer may be: a write on another replica is seen here within a poll of
+//! the listener; `last_seen` is what is stored, which deferred activity refreshes every
+//! flush (`LAST_SEEN_FLUSH_MS`), as reads from PostgreSQL always were. Memory: at most
+//! `PRESENCE_CACHE_USERS` users (about 400 bytes each); past it the least used are
+//! evicted and read from PostgreSQL when asked for again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use moka::sync::Cache;
+use presence_model::DbPool;
+use presence_model::ids::UserId;
+use presence_model::users::{self, UserRecord};
+use prometheus::{IntCounter, IntGauge};
+
+/// The cache's counters, registered with the process's metrics.
+#[derive(Clone)]
+pub struct CacheMetrics {
+    pub hits: IntCounter,
+    pub misses: IntCounter,
+    pub fallbacks: IntCounter,
+    pub forgotten: IntCounter,
+    pub hearing: IntGauge,
+}
+
+pub struct PresenceCache {
+    users: Cache<UserId, Arc<UserRecord>>,
+    /// Whether every write is heard: entries are trusted only then.
+    hearing: AtomicBool,
+    /// Counts forgettings, so a read that overlapped one is not remembered.
+    forgettings: AtomicU64,
+    metrics: CacheMetrics,
+}
+
+impl PresenceCache {
+    /// Remembers at most `capacity` users; trusts nothing until told it hears every write.
+    pub fn new(capacity: u64, metrics: CacheMetrics) -> Self {
+        Self {
+            users: Cache::builder().max_capacity(capacity).build(),
+            hearing: AtomicBool::new(false),
+            forgettings: AtomicU64::new(0),
+            metrics,
+        }
+    }
+
+    /// Whether every write is heard from now on (the listener is caught up) or may be
+    /// missed (its connection is lost). Either way what is remembered goes: it may
+    /// predate a write that was missed.
+    pub fn set_hearing(&self, hearing: bool) {
+        if !hearing {
+            self.hearing.store(false, Ordering::SeqCst);
+        }
+        self.forgettings.fetch_add(1, Ordering::SeqCst);
+        self.users.invalidate_all();
+        if hearing {
+            self.hearing.store(true, Ordering::SeqCst);
+        }
+        self.metrics.hearing.set(i64::from(hearing));
+    }
+
+    /// These users' rows were written: what is remembered of them goes.
+    pub fn forget(&self, ids: &[UserId]) {
+        self.forgettings.fetch_add(1, Ordering::SeqCst);
+        for id in ids {
+            self.users.invalidate(id);
+        }
+        self.metrics.forgotten.inc_by(ids.len() as u64);
+    }
+
+    /// The records of `ids` (unknown ids left out), from memory where held, the rest
+    /// from PostgreSQL in one query.
+    pub async fn records(
+        &self,
+        pool: &DbPool,
+        ids: &[UserId],
+    ) -> Result<HashMap<UserId, Arc<UserRecord>>, presence_runtime::blocking::BlockingError> {
+        let hearing = self.hearing.load(Ordering::SeqCst);
+        let mut found = HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for &id in ids {
+            match self.users.get(&id).filter(|_| hearing) {
+                Some(record) => {
+                    found.insert(id, record);
+                }
+                None if !found.contains_key(&id) && !missing.contains(&id) => missing.push(id),
+                None => {}
+            }
+        }
+        self.metrics.hits.inc_by(found.len() as u64);
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let counter = if hearing {
+            &self.metrics.misses
+        } else {
+            &self.metrics.fallbacks
+        };
+        counter.inc_by(missing.len() as u64);
+        let before = self.forgettings.load(Ordering::SeqCst);
+        let read = presence_runtime::blocking::with_connection(pool, move |conn| {
+            users::user_records(conn, &missing)
+        })
+        .await?;
+        let remember = hearing
+            && self.hearing.load(Ordering::SeqCst)
+            && self.forgettings.load(Ordering::SeqCst) == before;
+        for record in read {
+            let record = Arc::new(record);
+            if remember {
+                self.users.insert(record.facts.id, record.clone());
+            }
+            found.insert(record.facts.id, record);
+        }
+        Ok(found)
+    }
+}

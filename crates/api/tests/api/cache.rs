@@ -1,0 +1,172 @@
+//! Status reads served from each replica's memory, as exact as PostgreSQL: a change made
+//! through one replica is read at once there and within a second on another, whoever
+//! made it; activity through one replica keeps the user online on the other; and a
+//! replica that stops hearing PostgreSQL trusts nothing it remembers.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use presence_api::testing::TestApp;
+use presence_model::testing::TestDatabase;
+use presence_testkit::{OwnPostgres, eventually};
+use serde_json::{Value, json};
+
+async fn status(app: &TestApp, viewer: &str, id: i64) -> Value {
+    let response = app
+        .get(&format!("/api/users/{id}/status/"), Some(viewer))
+        .await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+    response.body
+}
+
+/// Whether `check` holds of `id`'s status on `app` within a second.
+async fn within_a_second(
+    app: &TestApp,
+    viewer: &str,
+    id: i64,
+    check: impl Fn(&Value) -> bool,
+) -> bool {
+    eventually(Duration::from_secs(1), async || {
+        check(&status(app, viewer, id).await)
+    })
+    .await
+}
+
+#[actix_web::test]
+async fn a_change_is_read_at_once_where_it_was_made_and_within_a_second_elsewhere() {
+    let a = TestApp::spawn().await;
+    let b = a.replica(|_| {}).await;
+    let (_, viewer) = b.sign_up("viewer").await;
+    let (id, token) = a.sign_up("subject").await;
+    let until = (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339();
+    // Each change through `a`, with what everyone else is then shown.
+    let changes: [(Value, &str, Option<&str>); 5] = [
+        (
+            json!({ "availability": "dnd", "until": until }),
+            "dnd",
+            None,
+        ),
+        (
+            json!({ "text": "lunch", "emoji": "🍜" }),
+            "dnd",
+            Some("lunch"),
+        ),
+        (json!({ "availability": "invisible" }), "offline", None),
+        (json!({ "availability": "auto" }), "online", Some("lunch")),
+        (json!({ "text": null }), "online", None),
+    ];
+    for (body, presence, text) in changes {
+        // Held in both replicas' memory before the change.
+        status(&b, &viewer, id).await;
+        status(&a, &viewer, id).await;
+        let response = a
+            .put("/api/users/me/status/", Some(&token), Some(&body))
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+        let expected =
+            |shown: &Value| shown["presence"] == presence && shown["status_text"].as_str() == text;
+        let here = status(&a, &viewer, id).await;
+        assert!(expected(&here), "read your writes after {body}: {here}");
+        assert!(
+            within_a_second(&b, &viewer, id, expected).await,
+            "the other replica after {body}"
+        );
+    }
+    let response = a.post("/api/users/logout/", Some(&token), None).await;
+    assert_eq!(response.status, StatusCode::NO_CONTENT);
+    assert_eq!(status(&a, &viewer, id).await["presence"], "offline");
+    assert!(within_a_second(&b, &viewer, id, |s| s["presence"] == "offline").await);
+    let token = a.login("subject").await;
+    assert_eq!(status(&a, &viewer, id).await["presence"], "online");
+    assert!(within_a_second(&b, &viewer, id, |s| s["presence"] == "online").await);
+    // What the user sees of themselves follows too.
+    let me = a.get("/api/users/me/", Some(&token)).await;
+    assert_eq!(me.body["availability"], "auto");
+    assert!(b.metric("presence_api_presence_cache_hits_total").await > 0.0);
+    assert!(
+        b.metric("presence_api_presence_cache_forgotten_total")
+            .await
+            > 0.0
+    );
+}
+
+#[actix_web::test]
+async fn a_user_active_through_one_replica_is_online_on_the_other_throughout() {
+    // A 2 s window, activity flushed every 200 ms and heartbeats every 500 ms.
+    let a = TestApp::spawn_with(|config| {
+        config.offline_after_secs = 2;
+        config.away_after_secs = 2;
+        config.last_seen_flush_ms = 200;
+        config.heartbeat_interval_ms = 500;
+    })
+    .await;
+    let b = a.replica(|_| {}).await;
+    let (_, viewer) = b.sign_up("viewer").await;
+    let (id, token) = a.sign_up("beater").await;
+    let start = std::time::Instant::now();
+    // Three windows of heartbeats through `a` only, read on `b` all along.
+    while start.elapsed() < Duration::from_secs(6) {
+        let beat = a.post("/api/users/heartbeat/", Some(&token), None).await;
+        assert_eq!(beat.status, StatusCode::OK);
+        for _ in 0..5 {
+            let shown = status(&b, &viewer, id).await;
+            assert_eq!(
+                shown["presence"],
+                "online",
+                "at {:?}: {shown}",
+                start.elapsed()
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Silent: offline on `b` once the window has passed, with no write at all.
+    let offline = eventually(Duration::from_secs(4), async || {
+        status(&b, &viewer, id).await["presence"] == "offline"
+    })
+    .await;
+    assert!(offline);
+}
+
+#[actix_web::test]
+async fn a_replica_that_stops_hearing_postgres_trusts_nothing_it_remembers() {
+    let postgres = OwnPostgres::start();
+    let a = TestApp::spawn_on(TestDatabase::on_server(&postgres.url()), |config| {
+        config.database.database_pool_timeout_ms = 300;
+    })
+    .await;
+    let b = a.replica(|_| {}).await;
+    let (_, viewer) = b.sign_up("viewer").await;
+    let (id, token) = a.sign_up("subject").await;
+    assert_eq!(status(&b, &viewer, id).await["presence"], "online");
+    postgres.stop();
+    postgres.start_again();
+    // A change the moment PostgreSQL is back, before `b` has listened again.
+    let dnd = json!({ "availability": "dnd" });
+    let changed = eventually(Duration::from_secs(5), async || {
+        a.put("/api/users/me/status/", Some(&token), Some(&dnd))
+            .await
+            .status
+            == StatusCode::OK
+    })
+    .await;
+    assert!(changed);
+    // Within a second `b` shows it (from PostgreSQL while it cannot trust its memory),
+    // and once it has, never the old status again, from memory once it hears again.
+    assert!(within_a_second(&b, &viewer, id, |s| s["presence"] == "dnd").await);
+    assert!(
+        b.metric("presence_api_presence_cache_fallbacks_total")
+            .await
+            > 0.0
+    );
+    let hearing = eventually(Duration::from_secs(5), async || {
+        assert_eq!(status(&b, &viewer, id).await["presence"], "dnd");
+        b.metric("presence_api_presence_cache_hearing").await == 1.0
+    })
+    .await;
+    assert!(hearing, "listening again");
+    let hits = b.metric("presence_api_presence_cache_hits_total").await;
+    for _ in 0..20 {
+        assert_eq!(status(&b, &viewer, id).await["presence"], "dnd");
+    }
+    assert!(b.metric("presence_api_presence_cache_hits_total").await > hits);
+}
