@@ -48,12 +48,9 @@ impl Listener {
         for notification in self.conn.notifications_iter() {
             let notification = notification?;
             if notification.channel == USER_FACTS_CHANNEL {
-                heard.users.extend(
-                    notification
-                        .payload
-                        .split(',')
-                        .filter_map(|id| id.parse::<UserId>().ok()),
-                );
+                heard
+                    .users
+                    .extend(notification.payload.parse::<UserId>().ok());
             } else {
                 heard.revoked.extend(decode_hex(&notification.payload));
             }
