@@ -18,7 +18,7 @@
 //! `PRESENCE_CACHE_USERS` users (about 400 bytes each); past it the least used are
 //! evicted and read from PostgreSQL when asked for again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -92,13 +92,14 @@ impl PresenceCache {
         let hearing = self.hearing.load(Ordering::SeqCst);
         let mut found = HashMap::with_capacity(ids.len());
         let mut missing = Vec::new();
-        for &id in ids {
+        let mut asked = HashSet::with_capacity(ids.len());
+        // An id asked twice is looked up once.
+        for &id in ids.iter().filter(|id| asked.insert(**id)) {
             match self.users.get(&id).filter(|_| hearing) {
                 Some(record) => {
                     found.insert(id, record);
                 }
-                None if !found.contains_key(&id) && !missing.contains(&id) => missing.push(id),
-                None => {}
+                None => missing.push(id),
             }
         }
         self.metrics.hits.inc_by(found.len() as u64);

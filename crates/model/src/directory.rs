@@ -188,7 +188,7 @@ pub fn list_users(
         .into_iter()
         .map(|(record, at)| ListedUser {
             account: record.account,
-            status: ShownRow::from_facts(record.facts, timings, at).shown_to_admins(),
+            status: ShownRow::from_facts(&record.facts, timings, at).shown_to_admins(),
         })
         .collect();
     Ok(UserPage {

@@ -133,7 +133,7 @@ pub(crate) fn record_changes(
         .load(conn)?;
     let mut changed = TransitionRows::default();
     for (facts, at, told) in rows {
-        let now = ShownRow::from_facts(facts, timings, at).shown_to_others();
+        let now = ShownRow::from_facts(&facts, timings, at).shown_to_others();
         if Told::of(&now) == told {
             continue;
         }

@@ -112,7 +112,7 @@ pub struct ShownRow {
 
 impl ShownRow {
     /// What `facts` show at `at`, under `timings`.
-    pub fn from_facts(facts: UserFacts, timings: Timings, at: DateTime<Utc>) -> Self {
+    pub fn from_facts(facts: &UserFacts, timings: Timings, at: DateTime<Utc>) -> Self {
         let presence = facts.presence_at(timings, at);
         let public_presence = facts.public_presence_at(timings, at);
         let availability_ended = has_ended(facts.availability_until, at);
@@ -135,8 +135,8 @@ impl ShownRow {
                 facts.availability
             },
             availability_until: facts.availability_until.filter(|_| !availability_ended),
-            status_text: facts.status_text.filter(|_| !status_ended),
-            status_emoji: facts.status_emoji.filter(|_| !status_ended),
+            status_text: facts.status_text.clone().filter(|_| !status_ended),
+            status_emoji: facts.status_emoji.clone().filter(|_| !status_ended),
             status_expires_at: facts.status_expires_at.filter(|_| !status_ended),
         }
     }
@@ -199,7 +199,7 @@ pub fn shown_status(
         .select(facts_at(None))
         .get_result(conn)
         .optional()?;
-    Ok(read.map(|(facts, at)| ShownRow::from_facts(facts, timings, at)))
+    Ok(read.map(|(facts, at)| ShownRow::from_facts(&facts, timings, at)))
 }
 
 /// The facts of `ids`, unknown ids left out, in no order: what a replica caches.
@@ -238,7 +238,7 @@ pub fn shown_statuses(
         .load(conn)?;
     let by_id: std::collections::HashMap<UserId, ShownRow> = read
         .into_iter()
-        .map(|(facts, at)| (facts.id, ShownRow::from_facts(facts, timings, at)))
+        .map(|(facts, at)| (facts.id, ShownRow::from_facts(&facts, timings, at)))
         .collect();
     Ok(ids.iter().filter_map(|id| by_id.get(id).cloned()).collect())
 }
@@ -251,7 +251,7 @@ pub fn all_shown_statuses(conn: &mut PgConnection, timings: Timings) -> QueryRes
         .load(conn)?;
     Ok(read
         .into_iter()
-        .map(|(facts, at)| ShownRow::from_facts(facts, timings, at))
+        .map(|(facts, at)| ShownRow::from_facts(&facts, timings, at))
         .collect())
 }
 

@@ -65,10 +65,10 @@ pub struct UserRecord {
 
 impl UserRecord {
     /// The user as they are shown themselves at `at`.
-    pub fn me(self, timings: Timings, at: DateTime<Utc>) -> Me {
+    pub fn me(&self, timings: Timings, at: DateTime<Utc>) -> Me {
         Me {
-            account: self.account,
-            status: ShownRow::from_facts(self.facts, timings, at).shown_to_self(),
+            account: self.account.clone(),
+            status: ShownRow::from_facts(&self.facts, timings, at).shown_to_self(),
         }
     }
 }

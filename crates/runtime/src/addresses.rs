@@ -13,9 +13,19 @@ pub const ADDRESS_FILE_VAR: &str = "ADDRESS_FILE";
 /// renamed into place, so a reader never sees half of it.
 pub fn announce(addresses: &[(&str, SocketAddr)]) -> std::io::Result<()> {
     match std::env::var_os(ADDRESS_FILE_VAR) {
-        Some(path) => write(Path::new(&path), addresses),
+        Some(path) => announce_to(Path::new(&path), addresses),
         None => Ok(()),
     }
+}
+
+/// Writes `addresses` to `path`; an error names the file.
+fn announce_to(path: &Path, addresses: &[(&str, SocketAddr)]) -> std::io::Result<()> {
+    write(path, addresses).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot write {ADDRESS_FILE_VAR} {}: {e}", path.display()),
+        )
+    })
 }
 
 fn write(path: &Path, addresses: &[(&str, SocketAddr)]) -> std::io::Result<()> {
@@ -51,5 +61,16 @@ mod tests {
         assert_eq!(read(&path, "grpc"), None);
         std::fs::remove_file(&path).unwrap();
         assert_eq!(read(&path, "http"), None);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_written_is_named_in_the_error() {
+        let path = std::env::temp_dir().join("no-such-directory-here/addresses.json");
+        let http: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let error = announce_to(&path, &[("http", http)]).unwrap_err();
+        assert!(
+            error.to_string().contains(&*path.to_string_lossy()),
+            "{error}"
+        );
     }
 }

@@ -121,7 +121,7 @@ pub async fn run(
         })?;
     log::info!("http (/healthz, /readyz, /metrics) listening on {bound}");
     presence_runtime::addresses::announce(&[("http", bound)])
-        .map_err(|e| Error::Startup(format!("cannot write the address file: {e}")))?;
+        .map_err(|e| Error::Startup(e.to_string()))?;
     let http_handle = http.handle();
     tokio::spawn(http);
     let schedule = config.sweep_schedule.clone();

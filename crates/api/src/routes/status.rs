@@ -92,7 +92,6 @@ pub struct Statuses {
     /// The known users' statuses, in the order asked.
     statuses: Vec<PublicStatus>,
     /// The ids asked for that are no user's.
-    #[schema(value_type = Vec<i64>)]
     missing: Vec<UserId>,
 }
 
@@ -131,7 +130,7 @@ pub async fn statuses(
 /// What `record` shows now (by the database's clock), under the timings in force.
 fn shown_now(state: &AppState, record: &UserRecord) -> ShownRow {
     let timings = state.policy().timings();
-    ShownRow::from_facts(record.facts.clone(), timings, presence_model::clock::now())
+    ShownRow::from_facts(&record.facts, timings, presence_model::clock::now())
 }
 
 /// How many users are online, away and in do-not-disturb (an invisible user is not

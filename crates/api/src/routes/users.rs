@@ -8,7 +8,6 @@ use presence_model::directory::{ListedUser, UserQuery};
 use presence_model::events::Transition;
 use presence_model::feed;
 use presence_model::users::Me;
-use presence_model::users::UserRecord;
 use presence_model::vocabulary::Presence;
 use presence_model::{OnlineStatus, sessions, users};
 use serde::{Deserialize, Serialize};
@@ -273,7 +272,7 @@ pub async fn me(
         .user_record(user_id)
         .await?
         .ok_or(ApiError::Unauthenticated)?;
-    let user = UserRecord::clone(&record).me(timings, presence_model::clock::now());
+    let user = record.me(timings, presence_model::clock::now());
     Ok(HttpResponse::Ok().json(user))
 }
 
