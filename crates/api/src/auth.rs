@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use chrono::{DateTime, Utc};
-use presence_model::policy::Recording;
+use presence_model::policy::{PresencePolicy, Recording};
 use presence_model::presence;
 use presence_model::tokens;
 use presence_model::views::LiveSession;
@@ -98,12 +98,7 @@ impl FromRequest for Authenticated {
             let token_hash = tokens::hash_token(&token);
             let now = presence::activity_time();
             let policy = state.policy();
-            let cached = state.sessions.cached(&token_hash);
-            let from_cache = cached.is_some();
-            let session = match cached {
-                Some(cached) => cached,
-                None => look_up_session(&state, token_hash.clone()).await?,
-            };
+            let (session, from_cache) = find_session(&state, token_hash.clone()).await?;
             let recording = policy.recording(&session.live, counts_as, declared_active, now);
             // A cached snapshot's times only get older: look again before writing through.
             let (session, recording) = match recording {
@@ -114,7 +109,16 @@ impl FromRequest for Authenticated {
                 }
                 _ => (session, recording),
             };
-            record_activity(&state, &session.live, token, token_hash, recording, now).await
+            record_activity(
+                &state,
+                &policy,
+                &session.live,
+                token,
+                token_hash,
+                recording,
+                now,
+            )
+            .await
         })
     }
 }
@@ -125,10 +129,11 @@ fn declared_active(body: &[u8]) -> Result<Option<bool>, ApiError> {
     Ok(crate::extract::optional_json::<HeartbeatBody>(body)?.and_then(|body| body.active))
 }
 
-/// Records the request's activity on `live` as `recording` says: deferred to the next
-/// flush (no write), or written at once.
+/// Records the request's activity on `live` as `recording` decided at `now` under
+/// `policy`: deferred to the next flush (no write), or written at once.
 async fn record_activity(
     state: &web::Data<AppState>,
+    policy: &PresencePolicy,
     live: &LiveSession,
     token: String,
     token_hash: Vec<u8>,
@@ -144,7 +149,7 @@ async fn record_activity(
             Ok(Authenticated::new(live, Some(now), token_hash))
         }
         Recording::WriteNow { reason, active } => {
-            let (timings, ttl) = (state.policy().timings(), state.session_ttl);
+            let (timings, ttl) = (policy.timings(), state.session_ttl);
             let (live, update) = db(state, move |conn| {
                 presence::record_activity(conn, timings, &token, ttl, reason, active)
             })
@@ -165,9 +170,19 @@ pub async fn live_session(
     state: &web::Data<AppState>,
     token_hash: Vec<u8>,
 ) -> Result<Arc<CachedSession>, ApiError> {
+    find_session(state, token_hash)
+        .await
+        .map(|(session, _)| session)
+}
+
+/// The live session, and whether it came from the cache.
+async fn find_session(
+    state: &web::Data<AppState>,
+    token_hash: Vec<u8>,
+) -> Result<(Arc<CachedSession>, bool), ApiError> {
     match state.sessions.cached(&token_hash) {
-        Some(cached) => Ok(cached),
-        None => look_up_session(state, token_hash).await,
+        Some(cached) => Ok((cached, true)),
+        None => Ok((look_up_session(state, token_hash).await?, false)),
     }
 }
 
