@@ -142,6 +142,12 @@ pub struct StreamConfig {
     #[arg(long, env = "STREAM_RESUME_SECS", default_value_t = 3600,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub stream_resume_secs: u32,
+    /// The most recent published changes each replica keeps in memory (about 150 bytes
+    /// each, plus custom status text) so that a reconnect after one of them resumes
+    /// without PostgreSQL; one older is read from the outbox.
+    #[arg(long, env = "STREAM_RESUME_WINDOW", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub stream_resume_window: u32,
     /// Open streams per user, on each process; then the oldest stream of the same session
     /// is ended to make room (a reconnect, a page replacing its stream), and a stream of
     /// another session gets 429.
@@ -185,6 +191,7 @@ impl StreamConfig {
             keepalive: ms(self.stream_keepalive_ms),
             stall: ms(self.stream_stall_ms),
             resume_reach: TimeDelta::seconds(self.stream_resume_secs.into()),
+            resume_window: self.stream_resume_window as usize,
             per_user: self.streams_per_user as usize,
             per_process: self.streams_per_process as usize,
         }

@@ -14,8 +14,7 @@ pub struct Metrics {
     in_flight: IntGauge,
     pub jobs_enqueued: IntCounter,
     pub enqueue_failures: IntCounter,
-    pub streams_open: IntGauge,
-    pub stream_resyncs: IntCounter,
+    pub streams: crate::stream::StreamMetrics,
     /// The database's clock minus this process's, as last measured.
     pub clock_offset: Gauge,
     pub presence_cache: crate::presence_cache::CacheMetrics,
@@ -62,15 +61,40 @@ impl Metrics {
             "The database's clock minus this process's (this process stamps times by the \
              database's)",
         )?)?;
-        let streams_open = registry.register(IntGauge::new(
-            "streams_open",
-            "Presence streams (server-sent events) open on this process",
+        let started = registry.register(IntCounterVec::new(
+            Opts::new(
+                "stream_starts_total",
+                "What streams started from: `kind` snapshot or resume; `source` memory (this \
+                 replica's recent changes and presence cache) or database (PostgreSQL: \
+                 the outbox, or a snapshot query)",
+            ),
+            &["kind", "source"],
         )?)?;
-        let stream_resyncs = registry.register(IntCounter::new(
-            "stream_resyncs_total",
-            "Streams that gave up on the changes they held (stalled client, lost Redis \
-             subscription) and owe their client a new snapshot",
-        )?)?;
+        let streams = crate::stream::StreamMetrics {
+            open: registry.register(IntGauge::new(
+                "streams_open",
+                "Presence streams (server-sent events) open on this process",
+            )?)?,
+            resyncs: registry.register(IntCounter::new(
+                "stream_resyncs_total",
+                "Streams that gave up on the changes they held (stalled client, lost Redis \
+                 subscription) and owe their client a new snapshot",
+            )?)?,
+            snapshots_from_memory: started.with_label_values(&["snapshot", "memory"]),
+            snapshots_from_database: started.with_label_values(&["snapshot", "database"]),
+            resumes_from_memory: started.with_label_values(&["resume", "memory"]),
+            resumes_from_database: started.with_label_values(&["resume", "database"]),
+            applied_revision: registry.register(IntGauge::new(
+                "stream_applied_revision",
+                "The last revision this replica received from its subscription (0 while it \
+                 knows none: not subscribed, or nothing arrived since it subscribed)",
+            )?)?,
+            apply_lag: registry.register(Gauge::new(
+                "stream_apply_lag_seconds",
+                "From the last received change's commit to its arrival here (the \
+                 database's clock against this process's, offset corrected)",
+            )?)?,
+        };
         let presence_cache = crate::presence_cache::CacheMetrics {
             hits: registry.register(IntCounter::new(
                 "presence_cache_hits_total",
@@ -96,8 +120,7 @@ impl Metrics {
         };
         Ok(Self {
             presence_cache,
-            streams_open,
-            stream_resyncs,
+            streams,
             registry,
             requests,
             latency,

@@ -65,8 +65,7 @@ impl PresenceCache {
         if !hearing {
             self.hearing.store(false, Ordering::SeqCst);
         }
-        self.forgettings.fetch_add(1, Ordering::SeqCst);
-        self.users.invalidate_all();
+        self.forget_everyone();
         if hearing {
             self.hearing.store(true, Ordering::SeqCst);
         }
@@ -80,6 +79,13 @@ impl PresenceCache {
             self.users.invalidate(id);
         }
         self.metrics.forgotten.inc_by(ids.len() as u64);
+    }
+
+    /// Forgets every user: writes may have gone unannounced to this replica's streams
+    /// (their subscription began again).
+    pub fn forget_everyone(&self) {
+        self.forgettings.fetch_add(1, Ordering::SeqCst);
+        self.users.invalidate_all();
     }
 
     /// The records of `ids` (unknown ids left out), from memory where held, the rest

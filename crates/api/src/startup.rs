@@ -59,8 +59,7 @@ impl Application {
         // have their own).
         let redis = LazyRedis::new(redis_url, REDIS_TIMEOUT);
         let nudges = PublishNudges::new(&redis, prefix, asked.clone());
-        let metrics_streams_open = metrics.streams_open.clone();
-        let metrics_stream_resyncs = metrics.stream_resyncs.clone();
+        let stream_metrics = metrics.streams.clone();
         let status_ends = StatusEnds::new(redis_url, prefix, asked);
         let presence =
             PresenceCache::new(config.presence_cache_users, metrics.presence_cache.clone());
@@ -79,11 +78,7 @@ impl Application {
             hashing: PasswordHashing::new(config.password_hashes_in_flight()),
             policy: std::sync::RwLock::new(policy),
             session_ttl: config.session_ttl(),
-            streams: std::sync::Arc::new(StreamHub::new(
-                config.streams.settings(),
-                metrics_streams_open,
-                metrics_stream_resyncs,
-            )),
+            streams: std::sync::Arc::new(StreamHub::new(config.streams.settings(), stream_metrics)),
             tickets: Tickets::new(&redis, prefix, config.streams.tickets_per_user),
             redis,
             config_prefix: prefix.to_owned(),
@@ -156,6 +151,7 @@ impl Application {
         ));
         actix_web::rt::spawn(stream::follow_published_changes(
             app_state.streams.clone(),
+            app_state.clone(),
             config.redis.redis_url.clone(),
             presence_changes_channel(&config.redis.redis_prefix),
         ));

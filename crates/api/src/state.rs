@@ -112,6 +112,18 @@ impl crate::listener::Announcements for web::Data<AppState> {
     }
 }
 
+/// Changes received from the subscription reach the presence cache before any stream, so a
+/// snapshot read from it as of the last revision received is never older than that.
+impl crate::stream::Delivered for web::Data<AppState> {
+    fn changed(&self, user: UserId) {
+        self.presence.forget(&[user]);
+    }
+
+    fn may_have_missed(&self) {
+        self.presence.forget_everyone();
+    }
+}
+
 /// Runs `f` on the blocking thread pool: diesel and argon2 are synchronous and must never
 /// stall the async workers.
 pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ApiError>

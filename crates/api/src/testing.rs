@@ -94,6 +94,7 @@ impl TestApp {
                 stream_keepalive_ms: 15_000,
                 stream_stall_ms: 30_000,
                 stream_resume_secs: 3600,
+                stream_resume_window: 100_000,
                 streams_per_user: 10,
                 streams_per_process: 15_000,
                 tickets_per_user: 20,
@@ -194,6 +195,26 @@ impl TestApp {
         let mut conn = self.db.pool().get().expect("connection");
         presence_model::sweeps::sweep(&mut conn, self.config.timings(), chrono::TimeDelta::zero())
             .expect("sweep")
+    }
+
+    /// Until every change published so far has reached this app's subscription (a resume
+    /// from memory then holds them all); false if that takes over 10 s.
+    pub async fn received_everything_published(&self) -> bool {
+        let (db, streams) = (self.db.clone(), self.state.streams.clone());
+        eventually(std::time::Duration::from_secs(10), || {
+            let published = db.query_i64(
+                "SELECT coalesce(max(revision), 0) AS n FROM presence_events \
+                 WHERE published_at IS NOT NULL",
+            );
+            let received = streams.last_received().map_or(0, |revision| revision.0);
+            std::future::ready(received >= published)
+        })
+        .await
+    }
+
+    /// Whether published changes reach this app's streams now.
+    pub fn is_following(&self) -> bool {
+        self.state.streams.is_following()
     }
 
     /// Drops the app's cached sessions, as their trust running out would.

@@ -2,10 +2,17 @@
 //! memory to the streams that asked for each user.
 //!
 //! - A stream starts from a snapshot (the statuses and the revision they are as of), or,
-//!   given `Last-Event-ID: R`, from exactly the changes published after `R` (read from
-//!   PostgreSQL, where every revision seen on Redis is already committed). It registers
+//!   given `Last-Event-ID: R`, from exactly the changes published after `R`. It registers
 //!   for live changes *before* reading either, and drops what it then receives twice
 //!   (by revision), so nothing is missed and nothing is sent twice.
+//! - Both are served from memory while the subscription holds: a resume from the changes
+//!   this replica received lately (`recent`, `STREAM_RESUME_WINDOW` of them), a snapshot
+//!   of watched users from the presence cache as of the last revision received (every
+//!   change up to it made the cache forget its user first, so the cache is never older
+//!   than the revision). A resume from before the window, or past what arrived here, is
+//!   read from the outbox in PostgreSQL (where every revision seen on Redis is already
+//!   committed), and so is every start while the subscription is down and an admin's
+//!   snapshot of everyone.
 //! - Each stream keeps only the latest status of each user not yet sent (presence is
 //!   state, so coalescing loses nothing) and sends at most one batch per
 //!   `STREAM_BATCH_MS`; a change after a quiet interval goes out at once. What a stream
@@ -17,6 +24,7 @@
 //! - Streams end at once when the process is told to stop; clients reconnect elsewhere.
 
 mod pending;
+mod recent;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -30,6 +38,7 @@ use chrono::TimeDelta;
 use futures_util::StreamExt;
 use presence_model::events::Transition;
 use presence_model::feed::{self, ResumeRefused};
+use presence_model::shown::ShownRow;
 use presence_model::views::PublicStatus;
 use presence_runtime::redis_conn::{Followed, follow_channel};
 use serde::Serialize;
@@ -39,11 +48,12 @@ use crate::errors::ApiError;
 use crate::state::{AppState, db};
 use pending::{Batch, Pending};
 use presence_model::ids::{Revision, UserId};
+use recent::RecentChanges;
 
 /// The most users an admin's stream of everyone may hold unsent before it is resynced.
 const MAX_PENDING_ALL: usize = 10_000;
 /// The most changes a resume replays; past that, a snapshot is smaller.
-const MAX_RESUME_CHANGES: i64 = 10_000;
+const MAX_RESUME_CHANGES: usize = 10_000;
 /// File descriptors kept for everything but streams (the pool, Redis, logs, listeners).
 const RESERVED_FILES: usize = 512;
 
@@ -54,8 +64,31 @@ pub struct StreamSettings {
     pub keepalive: Duration,
     pub stall: Duration,
     pub resume_reach: TimeDelta,
+    /// The most recent changes kept in memory to resume from.
+    pub resume_window: usize,
     pub per_user: usize,
     pub per_process: usize,
+}
+
+/// The streams' counters, registered with the process's metrics.
+#[derive(Clone)]
+pub struct StreamMetrics {
+    pub open: prometheus::IntGauge,
+    pub resyncs: prometheus::IntCounter,
+    pub snapshots_from_memory: prometheus::IntCounter,
+    pub snapshots_from_database: prometheus::IntCounter,
+    pub resumes_from_memory: prometheus::IntCounter,
+    pub resumes_from_database: prometheus::IntCounter,
+    pub applied_revision: prometheus::IntGauge,
+    pub apply_lag: prometheus::Gauge,
+}
+
+/// What else must learn of the published changes this process receives.
+pub trait Delivered: Send + 'static {
+    /// A change of `user` arrived; called before any stream is given it.
+    fn changed(&self, user: UserId);
+    /// Changes may have been published that never arrived (the subscription began again).
+    fn may_have_missed(&self);
 }
 
 /// Why a stream was refused.
@@ -179,18 +212,15 @@ pub struct StreamHub {
     registry: Mutex<Registry>,
     pub settings: StreamSettings,
     stopping: watch::Sender<bool>,
-    open_gauge: prometheus::IntGauge,
-    resyncs: prometheus::IntCounter,
+    metrics: StreamMetrics,
+    /// The changes received lately, to resume from.
+    recent: Mutex<RecentChanges>,
     /// Whether this process is subscribed to the published changes right now.
     following: AtomicBool,
 }
 
 impl StreamHub {
-    pub fn new(
-        settings: StreamSettings,
-        open_gauge: prometheus::IntGauge,
-        resyncs: prometheus::IntCounter,
-    ) -> Self {
+    pub fn new(settings: StreamSettings, metrics: StreamMetrics) -> Self {
         let files = max_open_files().map_or(usize::MAX, |n| n.saturating_sub(RESERVED_FILES));
         let settings = StreamSettings {
             per_process: settings.per_process.min(files),
@@ -198,10 +228,13 @@ impl StreamHub {
         };
         Self {
             registry: Mutex::new(Registry::default()),
+            recent: Mutex::new(RecentChanges::new(
+                settings.resume_window,
+                settings.resume_reach.to_std().unwrap_or_default(),
+            )),
             settings,
             stopping: watch::Sender::new(false),
-            open_gauge,
-            resyncs,
+            metrics,
             following: AtomicBool::new(false),
         }
     }
@@ -213,6 +246,16 @@ impl StreamHub {
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentChanges> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last revision received since the subscription began: a snapshot read from the
+    /// presence cache now is as of it. `None` while nothing is known.
+    pub fn last_received(&self) -> Option<Revision> {
+        self.recent().last()
     }
 
     /// Registers a stream of `owner`, opened with `session`, for `ids` (everyone if
@@ -274,7 +317,7 @@ impl StreamHub {
             .or_default()
             .push(subscriber.key);
         registry.by_key.insert(subscriber.key, subscriber.clone());
-        self.open_gauge.set(registry.by_key.len() as i64);
+        self.metrics.open.set(registry.by_key.len() as i64);
         Ok(Subscription {
             hub: self.clone(),
             subscriber,
@@ -284,7 +327,7 @@ impl StreamHub {
     fn unsubscribe(&self, subscriber: &Subscriber) {
         let mut registry = self.registry();
         registry.remove(subscriber.key);
-        self.open_gauge.set(registry.by_key.len() as i64);
+        self.metrics.open.set(registry.by_key.len() as i64);
     }
 
     /// Ends every stream opened with `session` now: it was revoked (logged out), here or
@@ -301,23 +344,43 @@ impl StreamHub {
                 subscriber.end();
             }
         }
-        self.open_gauge.set(registry.by_key.len() as i64);
+        self.metrics.open.set(registry.by_key.len() as i64);
         keys.len()
     }
 
-    /// Hands a published change to the streams watching its user.
-    pub fn dispatch(&self, change: &Transition) {
+    /// Keeps a published change to resume from, then hands it to the streams watching
+    /// its user.
+    pub fn receive(&self, change: &Transition) {
         let Some(revision) = change.revision else {
             return;
         };
         let status = change.status();
+        if self.recent().push(revision, status.clone(), Instant::now()) {
+            self.metrics.applied_revision.set(revision.0);
+            let lag = presence_model::clock::now() - change.at;
+            self.metrics
+                .apply_lag
+                .set(lag.num_microseconds().unwrap_or(0) as f64 / 1e6);
+        }
+        self.dispatch(revision, &status);
+    }
+
+    fn dispatch(&self, revision: Revision, status: &PublicStatus) {
         let registry = self.registry();
-        let watching = registry.by_user.get(&change.user_id).into_iter().flatten();
+        let watching = registry.by_user.get(&status.id).into_iter().flatten();
         for subscriber in watching.chain(registry.everyone.iter()) {
-            if subscriber.offer(revision, &status, &self.settings) {
-                self.resyncs.inc();
+            if subscriber.offer(revision, status, &self.settings) {
+                self.metrics.resyncs.inc();
             }
         }
+    }
+
+    /// Nothing published is known to arrive from now on (the subscription was lost), or
+    /// what was published before now never arrived (it began again): the recent changes
+    /// go, and starts are read from PostgreSQL until changes arrive again.
+    fn forget_recent(&self) {
+        self.recent().clear();
+        self.metrics.applied_revision.set(0);
     }
 
     /// Every stream may have missed changes (the Redis subscription was down): each gets
@@ -326,7 +389,7 @@ impl StreamHub {
         let registry = self.registry();
         for subscriber in registry.by_key.values() {
             subscriber.demand_resync();
-            self.resyncs.inc();
+            self.metrics.resyncs.inc();
         }
     }
 
@@ -501,22 +564,41 @@ impl Live {
 
     /// The changes after `after`, coalesced, as one `presence` event (nothing if none).
     async fn resume(&mut self, after: Revision) -> Result<Result<Vec<u8>, ResyncReason>, ApiError> {
-        let (ids, reach) = (self.ids.clone(), self.settings().resume_reach);
-        let changes = db(&self.state, move |conn| {
-            feed::changes_since(conn, after, ids.as_deref(), reach, MAX_RESUME_CHANGES)
-        })
-        .await?;
+        let hub = self.subscription.hub.clone();
+        let in_memory = hub.recent().since(
+            after,
+            self.ids.as_deref(),
+            MAX_RESUME_CHANGES,
+            Instant::now(),
+        );
+        let changes = match in_memory {
+            Some(changes) => {
+                hub.metrics.resumes_from_memory.inc();
+                changes
+            }
+            None => {
+                hub.metrics.resumes_from_database.inc();
+                let (ids, reach) = (self.ids.clone(), self.settings().resume_reach);
+                let max = MAX_RESUME_CHANGES as i64;
+                db(&self.state, move |conn| {
+                    feed::changes_since(conn, after, ids.as_deref(), reach, max)
+                })
+                .await?
+                .map(|changes| {
+                    changes
+                        .iter()
+                        .map(|change| (change.revision.unwrap_or(after), change.status()))
+                        .collect()
+                })
+            }
+        };
         let changes = match changes {
             Ok(changes) => changes,
             Err(ResumeRefused::TooOld) => return Ok(Err(ResyncReason::TooOld)),
             Err(ResumeRefused::Unknown) => return Ok(Err(ResyncReason::UnknownRevision)),
             Err(ResumeRefused::TooMany) => return Ok(Err(ResyncReason::TooManyChanges)),
         };
-        let batch = Batch::coalesce(
-            changes
-                .iter()
-                .map(|change| (change.revision.unwrap_or(after), change.status())),
-        );
+        let batch = Batch::coalesce(changes);
         // The client has everything up to `after`: what arrived live up to there is dropped.
         self.settle(after);
         let Some(batch) = batch else {
@@ -529,23 +611,45 @@ impl Live {
     /// A `snapshot` event of the watched users, as of its revision; what arrived live
     /// before it is dropped.
     async fn snapshot(&mut self) -> Result<Bytes, ApiError> {
-        let ids = self.ids.clone();
+        let hub = self.subscription.hub.clone();
         let timings = self.state.policy().timings();
-        let snapshot = db(&self.state, move |conn| {
-            feed::snapshot(conn, timings, ids.as_deref())
-        })
-        .await?;
-        self.settle(snapshot.revision);
-        let users: Vec<PublicStatus> = snapshot
-            .users
-            .iter()
-            .map(presence_model::shown::ShownRow::shown_to_others)
-            .collect();
+        let (revision, users): (Revision, Vec<PublicStatus>) =
+            match (&self.ids, hub.last_received()) {
+                // The revision first, then the users: every change up to it has already made
+                // the cache forget its user, so what is read is at least as new.
+                (Some(ids), Some(revision)) => {
+                    hub.metrics.snapshots_from_memory.inc();
+                    let records = self.state.user_records(ids).await?;
+                    let now = presence_model::clock::now();
+                    let users = ids
+                        .iter()
+                        .filter_map(|id| records.get(id))
+                        .map(|record| ShownRow::from_facts(&record.facts, timings, now))
+                        .map(|shown| shown.shown_to_others())
+                        .collect();
+                    (revision, users)
+                }
+                _ => {
+                    hub.metrics.snapshots_from_database.inc();
+                    let ids = self.ids.clone();
+                    let snapshot = db(&self.state, move |conn| {
+                        feed::snapshot(conn, timings, ids.as_deref())
+                    })
+                    .await?;
+                    let users = snapshot
+                        .users
+                        .iter()
+                        .map(ShownRow::shown_to_others)
+                        .collect();
+                    (snapshot.revision, users)
+                }
+            };
+        self.settle(revision);
         let data = SnapshotData {
-            rev: snapshot.revision,
+            rev: revision,
             users: &users,
         };
-        Ok(event("snapshot", Some(snapshot.revision), &data))
+        Ok(event("snapshot", Some(revision), &data))
     }
 
     /// Everything up to `floor` has been sent: drop it from what is held.
@@ -622,12 +726,19 @@ fn changes_frame(batch: &Batch) -> Bytes {
 }
 
 /// Follows the Redis channel of published changes for as long as the process runs, and
-/// hands each to `streams`. Whenever the subscription is (re)established, the streams
-/// already open are resynced: changes published while nobody listened never reached this
-/// process.
-pub async fn follow_published_changes(streams: Arc<StreamHub>, redis_url: String, channel: String) {
+/// hands each to `streams` (after telling `delivered`). Whenever the subscription is
+/// (re)established, the streams already open are resynced: changes published while nobody
+/// listened never reached this process.
+pub async fn follow_published_changes(
+    streams: Arc<StreamHub>,
+    delivered: impl Delivered,
+    redis_url: String,
+    channel: String,
+) {
     follow_channel(&redis_url, &channel, |followed| match followed {
         Followed::Subscribed => {
+            streams.forget_recent();
+            delivered.may_have_missed();
             streams.following.store(true, Ordering::Release);
             if streams.open() > 0 {
                 log::info!("streams: subscribed to published changes; resyncing open streams");
@@ -636,11 +747,17 @@ pub async fn follow_published_changes(streams: Arc<StreamHub>, redis_url: String
         }
         Followed::Message(message) => {
             match serde_json::from_slice::<Transition>(message.get_payload_bytes()) {
-                Ok(change) => streams.dispatch(&change),
+                Ok(change) => {
+                    delivered.changed(change.user_id);
+                    streams.receive(&change);
+                }
                 Err(e) => log::warn!("streams: unreadable published change: {e}"),
             }
         }
-        Followed::Lost => streams.following.store(false, Ordering::Release),
+        Followed::Lost => {
+            streams.following.store(false, Ordering::Release);
+            streams.forget_recent();
+        }
     })
     .await;
 }

@@ -144,3 +144,95 @@ async fn an_outage_longer_than_the_window_sweeps_nobody_who_heartbeats_after_it(
     assert_eq!(swept_at(&ids), 0, "a user who kept heartbeating was swept");
     assert!(gone_swept, "the user who left was swept after the outage");
 }
+
+/// Redis killed under a replica that resumes streams from memory: while its subscription
+/// is down it may miss changes, so resumes and snapshots are read from PostgreSQL, which
+/// holds the change made meanwhile; once it hears again, from memory.
+#[actix_web::test]
+async fn while_its_subscription_is_down_a_replica_resumes_from_the_outbox_not_from_memory() {
+    let mut redis = OwnRedis::start();
+    let redis_url = redis.url();
+    let app = TestApp::spawn_with(|config| config.redis.redis_url = redis_url.clone()).await;
+    let mut command = WorkerEnv {
+        database_url: app.db.url(),
+        redis_prefix: &app.config.redis.redis_prefix,
+        schedule: "0 0 0 1 1 * 2099",
+        timings: timings(120),
+    }
+    .command("run");
+    command
+        .env("REDIS_URL", &redis_url)
+        .env("PUBLISH_CATCH_UP_MS", "100");
+    let worker = Process::spawn(command);
+    let unpublished = || {
+        app.db
+            .query_i64("SELECT count(*) AS n FROM presence_events WHERE published_at IS NULL")
+    };
+    let latest = |user: i64| {
+        app.db.query_i64(&format!(
+            "SELECT coalesce(max(revision), 0) AS n FROM presence_events WHERE user_id = {user}"
+        ))
+    };
+    let started = async |kind: &str, source: &str| {
+        app.metric(&format!(
+            "presence_api_stream_starts_total{{kind=\"{kind}\",source=\"{source}\"}}"
+        ))
+        .await
+    };
+    let wait = Duration::from_secs(15);
+
+    let (alice, alice_token) = app.sign_up("alice").await;
+    let (_, observer) = app.sign_up("observer").await;
+    assert!(eventually(wait, || unpublished() == 0).await);
+    assert!(app.received_everything_published().await);
+    let ids = format!("ids={alice}");
+    let seen = latest(alice);
+    let resumed = app.open_stream(&ids, Some(&observer), Some(seen)).await;
+    drop(resumed.unwrap());
+    assert_eq!(started("resume", "memory").await, 1.0);
+
+    redis.kill();
+    assert!(eventually(wait, || !app.is_following()).await);
+    app.post("/api/users/logout/", Some(&alice_token), None)
+        .await;
+    // The worker gives it a revision (a transaction of its own, no Redis needed) but
+    // cannot send it: only PostgreSQL knows of it.
+    assert!(
+        eventually(wait, || latest(alice) > seen).await,
+        "{}",
+        worker.log()
+    );
+    let mut stream = app
+        .open_stream(&ids, Some(&observer), Some(seen))
+        .await
+        .unwrap();
+    let missed = stream.next(wait).await.expect("the missed change");
+    assert_eq!(missed.event, "presence");
+    assert_eq!(missed.data["changes"][0]["presence"], "offline");
+    assert_eq!(missed.id, Some(latest(alice)));
+    assert_eq!(started("resume", "memory").await, 1.0);
+    assert_eq!(started("resume", "database").await, 1.0);
+    let mut fresh = app.open_stream(&ids, Some(&observer), None).await.unwrap();
+    let snapshot = fresh.next(wait).await.expect("a snapshot");
+    assert_eq!(snapshot.data["users"][0]["presence"], "offline");
+    assert!(started("snapshot", "database").await >= 1.0);
+
+    redis.start_again();
+    assert!(eventually(wait, || app.is_following()).await);
+    assert!(
+        eventually(wait, || unpublished() == 0).await,
+        "{}",
+        worker.log()
+    );
+    // Once changes arrive again, resumes after them come from memory again.
+    app.login("alice").await;
+    assert!(eventually(wait, || unpublished() == 0).await);
+    assert!(app.received_everything_published().await);
+    let again = app
+        .open_stream(&ids, Some(&observer), Some(latest(alice)))
+        .await;
+    drop(again.unwrap());
+    assert_eq!(started("resume", "memory").await, 2.0);
+    let (status, log) = worker.terminate(Duration::from_secs(25));
+    assert!(status.is_some_and(|s| s.success()), "{log}");
+}

@@ -117,6 +117,8 @@ async fn a_reconnect_with_last_event_id_gets_exactly_the_missed_changes_then_liv
     .await;
     a.login("other").await;
     all_published(&a).await;
+    // Then all of it is in what the replica received (a resume from memory holds it all).
+    assert!(a.received_everything_published().await);
 
     let mut resumed = a.open_stream(&ids, Some(&observer), seen.id).await.unwrap();
     let missed = next(&mut resumed).await;
@@ -131,6 +133,93 @@ async fn a_reconnect_with_last_event_id_gets_exactly_the_missed_changes_then_liv
     let live = next(&mut resumed).await;
     assert_eq!(summary(&live), [(u3, "online".to_owned())]);
     assert!(live.id > missed.id);
+}
+
+const FROM_MEMORY: &str = r#"presence_api_stream_starts_total{kind="resume",source="memory"}"#;
+const FROM_OUTBOX: &str = r#"presence_api_stream_starts_total{kind="resume",source="database"}"#;
+
+/// How many resumes `app` has served from memory and from the outbox.
+async fn resumes(app: &TestApp) -> (f64, f64) {
+    (app.metric(FROM_MEMORY).await, app.metric(FROM_OUTBOX).await)
+}
+
+/// The revision of `user`'s latest change.
+fn latest_revision(app: &TestApp, user: i64) -> i64 {
+    app.db.query_i64(&format!(
+        "SELECT max(revision) AS n FROM presence_events WHERE user_id = {user}"
+    ))
+}
+
+#[actix_web::test]
+async fn a_resume_inside_the_recent_window_is_served_from_memory_and_one_before_it_from_the_outbox()
+{
+    let a = TestApp::spawn_with(|config| config.streams.stream_resume_window = 3).await;
+    let _worker = queue_worker(&a);
+    let mut users = Vec::new();
+    for i in 1..=5 {
+        users.push(a.register(&format!("user{i}")).await);
+    }
+    let (_, observer) = a.sign_up("observer").await;
+    let ids = format!(
+        "ids={}",
+        users
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    // Five logins, one revision each, in order; the window keeps the last three.
+    let mut revisions = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        a.login(&format!("user{}", i + 1)).await;
+        all_published(&a).await;
+        revisions.push(latest_revision(&a, *user));
+    }
+    assert!(a.received_everything_published().await);
+    let online = |from: usize| -> Vec<(i64, String)> {
+        users[from..]
+            .iter()
+            .map(|id| (*id, "online".to_owned()))
+            .collect()
+    };
+    let resume = async |after: i64| {
+        let mut stream = a
+            .open_stream(&ids, Some(&observer), Some(after))
+            .await
+            .unwrap();
+        next(&mut stream).await
+    };
+
+    // The window starts after the second login: a resume from there is served from memory.
+    let before = resumes(&a).await;
+    let missed = resume(revisions[1]).await;
+    assert_eq!(missed.event, "presence", "{missed:?}");
+    assert_eq!(summary(&missed), online(2));
+    assert_eq!(missed.id, Some(revisions[4]));
+    assert_eq!(resumes(&a).await, (before.0 + 1.0, before.1));
+
+    // One change earlier is outside it: the outbox, with exactly the changes it misses.
+    let missed = resume(revisions[0]).await;
+    assert_eq!(summary(&missed), online(1));
+    assert_eq!(missed.id, Some(revisions[4]));
+    assert_eq!(resumes(&a).await, (before.0 + 1.0, before.1 + 1.0));
+
+    // At the last revision received: nothing missed, from memory; then live.
+    let mut caught_up = a
+        .open_stream(&ids, Some(&observer), Some(revisions[4]))
+        .await
+        .unwrap();
+    let token = a.login("user1").await;
+    a.put(
+        "/api/users/me/status/",
+        Some(&token),
+        Some(&json!({ "availability": "dnd" })),
+    )
+    .await;
+    let live = next(&mut caught_up).await;
+    assert_eq!(live.event, "presence");
+    assert_eq!(summary(&live), [(users[0], "dnd".to_owned())]);
+    assert_eq!(resumes(&a).await, (before.0 + 2.0, before.1 + 1.0));
 }
 
 #[actix_web::test]
@@ -398,12 +487,33 @@ async fn a_stream_never_tells_an_invisible_user_from_a_logged_out_one() {
     .await;
     all_published(&a).await;
     assert!(stream.next(Duration::from_millis(500)).await.is_none());
-    // A fresh snapshot says the same.
+    // A fresh snapshot says the same, from memory (changes have arrived since the
+    // subscription began)...
+    a.flush().await;
+    assert!(a.received_everything_published().await);
+    let from_memory = r#"presence_api_stream_starts_total{kind="snapshot",source="memory"}"#;
+    let before = a.metric(from_memory).await;
     let mut fresh = a
         .open_stream(&format!("ids={hidden},{gone}"), Some(&observer), None)
         .await
         .unwrap();
     let snapshot = next(&mut fresh).await;
+    assert_eq!(a.metric(from_memory).await, before + 1.0);
     let users = snapshot.data["users"].as_array().unwrap();
     assert_eq!(comparable(users[0].clone()), comparable(users[1].clone()));
+    // ... exactly as PostgreSQL's (an admin's stream of everyone is read there).
+    let admin = a.admin().await;
+    let mut everyone = a
+        .open_stream("scope=all", Some(&admin), None)
+        .await
+        .unwrap();
+    let from_database = next(&mut everyone).await;
+    for user in users {
+        let same = from_database.data["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|other| other["id"] == user["id"]);
+        assert_eq!(same, Some(user));
+    }
 }
