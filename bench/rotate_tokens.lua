@@ -1,6 +1,7 @@
 -- wrk script: every request carries the next of the bench's session tokens, so a run
 -- spreads over all live sessions. Method, path and an optional JSON body (BENCH_BODY, a
--- file) come from the environment.
+-- file) come from the environment; a `{id}` in the path becomes a user id spread over
+-- 1..BENCH_USERS.
 local tokens = {}
 for line in io.lines(os.getenv("BENCH_TOKENS")) do
   tokens[#tokens + 1] = line
@@ -28,5 +29,10 @@ request = function()
   if body then
     headers["Content-Type"] = "application/json"
   end
-  return wrk.format(method, path, headers, body)
+  local users = tonumber(os.getenv("BENCH_USERS") or "0")
+  local target = path
+  if users > 0 then
+    target = path:gsub("{id}", tostring(((offset + i) * 7919) % users + 1))
+  end
+  return wrk.format(method, target, headers, body)
 end

@@ -63,7 +63,7 @@ def ensure_wrk():
 
 def wrk(path, *, method="GET", tokens=None, body=None, connections=CONNECTIONS, threads="2",
         duration=DURATION):
-    env = dict(os.environ, BENCH_METHOD=method, BENCH_PATH=path)
+    env = dict(os.environ, BENCH_METHOD=method, BENCH_PATH=path, BENCH_USERS=str(USERS))
     if body is not None:
         body_file = RESULTS / f"body-{abs(hash(body))}.json"
         body_file.write_text(body)
@@ -244,6 +244,9 @@ def main():
         results["heartbeat_idle"] = wrk("/api/users/heartbeat/", method="POST", tokens=tokens,
                                         body='{"active": false}')
 
+        log("2d. the presence cache's memory: every one of the 100,000 users read once")
+        results["presence_cache_memory"] = cache_memory(api.pid, tokens)
+
         log("2d. POST /api/users/statuses/ for 500 ids spread over the 100,000 users")
         step = USERS // 500
         ids = json.dumps({"ids": list(range(1, USERS, step))[:500]})
@@ -252,6 +255,9 @@ def main():
 
         log("3. GET /api/users/me/ over the live sessions")
         results["me"] = wrk("/api/users/me/", tokens=tokens)
+
+        log("3b. GET /api/users/{id}/status/, ids spread over the 100,000 users")
+        results["user_status"] = wrk("/api/users/{id}/status/", tokens=tokens)
 
         heartbeats = results["heartbeat"]["requests"]
         results["heartbeat_writes"] = {
@@ -316,9 +322,33 @@ def stream_results(results, api, tokens_file):
     log("10. fan-out: 1,000 streams, 1,000 users changing every second")
     changers = list(zip(ids[:1000], tokens[:1000]))
     attempt("stream_fan_out", lambda: bench_streams.fan_out(API_PORT, tokens[1000:], changers))
-    log("11. reconnect storm: 5,000 streams at once, with Last-Event-ID")
+    log("11. reconnect storm: 15,000 streams at once, with Last-Event-ID")
     attempt("stream_reconnect_storm", lambda: bench_streams.reconnect_storm(
-        API_PORT, tokens[2000:], changers))
+        API_PORT, API_METRICS_PORT, tokens[2000:], changers, count=15_000,
+        transactions=lambda: int(sql(
+            f"SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = '{DB_NAME}'"))))
+
+
+def resident_bytes(pid):
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024
+
+
+def cache_memory(pid, tokens_file):
+    """The API's resident memory before and after every user has been read once (200
+    bulk lookups of 500 ids): what the presence cache costs per user."""
+    token = tokens_file.read_text().split()[0]
+    before = resident_bytes(pid)
+    for start in range(1, USERS + 1, 500):
+        body = json.dumps({"ids": list(range(start, min(start + 500, USERS + 1)))}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{API_PORT}/api/users/statuses/",
+                                         data=body, method="POST",
+                                         headers={"Content-Type": "application/json",
+                                                  "Authorization": f"Bearer {token}"})
+        urllib.request.urlopen(request).read()
+    after = resident_bytes(pid)
+    return {"users": USERS, "rss_before": before, "rss_after": after,
+            "bytes_per_user": (after - before) / USERS}
 
 
 def write_token(token):
@@ -422,8 +452,10 @@ def stream_rows(results, ratios, base):
             "10. fan-out, 1k streams x 100 of 1k users", f"{fan['delivered_per_sec']:,.0f} statuses/s delivered",
             f"{fan['changes_made']:,} changes made in 10 s")),
         row("stream_reconnect_storm", "11. reconnect storm", lambda storm: (
-            "11. reconnect storm, 5,000 streams", f"all live after {storm['all_live_after_s']:.1f} s",
-            f"{storm['streams_with_a_gap']} of {storm['streams']:,} streams with a gap")),
+            f"11. reconnect storm, {storm['streams']:,} streams", f"all live after {storm['all_live_after_s']:.1f} s",
+            f"{storm['streams_with_a_gap']} of {storm['streams']:,} streams with a gap; starts from "
+            f"memory {storm['starts_from_memory']:,}, from PostgreSQL {storm['starts_from_database']:,}; "
+            f"{storm['database_transactions']:,} PostgreSQL transactions meanwhile (all clients, the worker)")),
     ]
 
 
@@ -444,6 +476,7 @@ def report(results):
         "bulk_statuses_500_vs_baseline": bulk["requests_per_sec"] / base,
         "heartbeat_during_login_flood_vs_heartbeat": hb_flood / hb,
         "me_vs_baseline": me / base,
+        "user_status_vs_baseline": results["user_status"]["requests_per_sec"] / base,
         "writes_per_sec_vs_bound": writes["rows_per_sec"] / writes["bound_rows_per_sec"],
         "sweep_vs_bare_update": sweep["sweep_ms"] / sweep["bare_update_ms"],
         "sweep_recorded_and_published_vs_bare_update":
@@ -461,6 +494,10 @@ def report(results):
         ("2d. POST statuses, 500 ids of 100k", f"{bulk['requests_per_sec']:,.0f} req/s, p50 {bulk['p50_ms']:.2f} ms, p99 {bulk['p99_ms']:.2f} ms",
          f"{ratios['bulk_statuses_500_vs_baseline']:.3f} x baseline"),
         ("3. GET /me, 10k sessions", f"{me:,.0f} req/s", f"{ratios['me_vs_baseline']:.2f} x baseline (target >= 0.6)"),
+        ("3b. GET /api/users/{id}/status/", f"{results['user_status']['requests_per_sec']:,.0f} req/s, p99 {results['user_status']['p99_ms']:.2f} ms",
+         f"{ratios['user_status_vs_baseline']:.2f} x baseline (target >= 0.5)"),
+        ("   presence cache, 100k users read", f"{results['presence_cache_memory']['bytes_per_user']:,.0f} bytes per user",
+         f"RSS {results['presence_cache_memory']['rss_before'] / 2**20:,.0f} -> {results['presence_cache_memory']['rss_after'] / 2**20:,.0f} MiB"),
         ("4. row writes during heartbeats", f"{writes['rows_written']:,} rows for {writes['heartbeats']:,} heartbeats",
          f"{writes['rows_per_heartbeat']:.4f} per heartbeat; {writes['rows_per_sec']:,.0f}/s vs bound {writes['bound_rows_per_sec']:,.0f}/s = {ratios['writes_per_sec_vs_bound']:.2f}"),
         ("5. sweep, 1M users / 500k stale", f"{sweep['sweep_ms']:,.0f} ms (bare UPDATE {sweep['bare_update_ms']:,.0f} ms)",

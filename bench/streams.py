@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import resource
 import statistics
 import time
@@ -285,10 +286,23 @@ async def change_statuses(port, changers, seconds):
     return made
 
 
-def reconnect_storm(port, tokens, changers, count=5000):
+def stream_starts(metrics_port):
+    """How many streams this API started from memory and from PostgreSQL so far."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+        text = response.read().decode()
+    counts = {"memory": 0, "database": 0}
+    for line in text.splitlines():
+        match = re.match(r'presence_api_stream_starts_total\{kind="\w+",source="(\w+)"\} (\S+)', line)
+        if match:
+            counts[match.group(1)] += int(float(match.group(2)))
+    return counts
+
+
+def reconnect_storm(port, metrics_port, tokens, changers, count, transactions):
     """`count` streams dropped at once and reopened with their Last-Event-ID while changes
-    keep coming: the time until all are live again, and whether each ends with the same
-    state as a fresh snapshot (no gap)."""
+    keep coming: the time until all are live again, whether each ends with the same state
+    as a fresh snapshot (no gap), and what the storm asked of PostgreSQL (the API's starts
+    by source; `transactions()` counts the database's commits and rollbacks)."""
     raise_file_limit()
     ids = [user_id for user_id, _ in changers][:50]
     watched = ",".join(map(str, ids))
@@ -316,9 +330,11 @@ def reconnect_storm(port, tokens, changers, count=5000):
         for s in streams:
             s.close()
         changing = asyncio.create_task(change_statuses(port, changers[:50], 3))
+        starts_before, transactions_before = stream_starts(metrics_port), transactions()
         begun = time.perf_counter()
         reopened = await asyncio.gather(*(connect(n, s.last_id) for n, s in enumerate(streams)))
         live_after = time.perf_counter() - begun
+        starts_after, transactions_after = stream_starts(metrics_port), transactions()
         await changing
         await asyncio.sleep(2.5)  # the last batch of every stream
 
@@ -349,6 +365,9 @@ def reconnect_storm(port, tokens, changers, count=5000):
         for s in reopened:
             s.close()
         truth_stream.close()
-        return {"streams": count, "all_live_after_s": live_after, "streams_with_a_gap": gaps}
+        return {"streams": count, "all_live_after_s": live_after, "streams_with_a_gap": gaps,
+                "starts_from_memory": starts_after["memory"] - starts_before["memory"],
+                "starts_from_database": starts_after["database"] - starts_before["database"],
+                "database_transactions": transactions_after - transactions_before}
 
     return asyncio.run(main())
