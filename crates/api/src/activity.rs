@@ -3,21 +3,24 @@
 //! Writing PostgreSQL on every heartbeat and request caps the service at what one row
 //! update costs. So a request from a user who is already online, and whose stored
 //! `last_seen` stays inside the offline window until the next flush, writes nothing: its
-//! time is kept here and written with everyone else's every `LAST_SEEN_FLUSH_MS`, at most
-//! one row per user (see `presence::flush_last_seen`). Anything that changes a status
-//! (login, logout, a user coming back) is still written at once.
+//! time is kept here and flushed with everyone else's every `LAST_SEEN_FLUSH_MS`, and a
+//! user's row is written only once its stored times lag by a granularity (half the
+//! window): one row write per user per half window, whatever the heartbeat cadence (see
+//! `presence_model::flushes`). Touches not yet due stay here for the next flush.
+//! Anything that changes a status (login, logout, a user coming back) is still written at
+//! once.
 //!
 //! (The session cache that lets most requests skip PostgreSQL is `session_cache`.)
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::web;
 use chrono::{DateTime, TimeDelta, Utc};
 use presence_model::DbPool;
+use presence_model::flushes::{self, Touch, UserWrites};
 use presence_model::ids::{SessionId, UserId};
-use presence_model::presence::{self, Touch};
 
 /// Deferred writes kept at most before a flush is forced (one per active session).
 pub const MAX_PENDING: usize = 1_000_000;
@@ -27,6 +30,8 @@ pub const MAX_PENDING: usize = 1_000_000;
 pub struct ActivityBuffer {
     /// Session id → the latest activity not yet written.
     pending: Mutex<HashMap<SessionId, Touch>>,
+    /// The sessions the last flush vouched for (see `flushes::Flushed::vouched`).
+    vouched: Mutex<HashSet<SessionId>>,
     /// Held through a flush: flushes run one at a time, and "flush now" waits for the one
     /// in progress, so everything deferred before it is written when it returns.
     flushing: tokio::sync::Mutex<()>,
@@ -39,6 +44,7 @@ impl ActivityBuffer {
     pub fn new(replica: String) -> Self {
         Self {
             pending: Mutex::new(HashMap::new()),
+            vouched: Mutex::new(HashSet::new()),
             flushing: tokio::sync::Mutex::new(()),
             replica,
         }
@@ -57,6 +63,16 @@ impl ActivityBuffer {
         pending.len() >= MAX_PENDING
     }
 
+    /// Whether the last flush found `session`'s user stored within a granularity of it,
+    /// so activity on it may be deferred whatever this replica's copy of the session says
+    /// (see `PresencePolicy::may_defer`).
+    pub fn vouches(&self, session: SessionId) -> bool {
+        self.vouched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&session)
+    }
+
     fn take_pending(&self) -> Vec<Touch> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::take(&mut *pending).into_values().collect()
@@ -70,17 +86,19 @@ impl ActivityBuffer {
         }
     }
 
-    /// Writes the deferred activity to `pool`, with this replica's promise that
-    /// everything it saw before the flush began is written (which the sweep waits for);
-    /// session rows are written when `session_granularity` old. Runs even with nothing
-    /// pending, to renew the promise. On failure (PostgreSQL down) the touches are kept
-    /// for the next flush: nothing is lost while the process lives, and the stale promise
-    /// keeps the sweep from taking users whose activity is still here. Returns the users
-    /// written, `None` if it could not write.
+    /// Writes the deferred activity to `pool` (the users `writes` says, when their stored
+    /// times lag by `granularity`; session rows when theirs do), with this replica's
+    /// promise that everything it saw before the flush began is stored within a
+    /// granularity (which the sweep waits for); touches not written are kept for the next
+    /// flush. Runs even with nothing pending, to renew the promise. On failure
+    /// (PostgreSQL down) every touch is kept: nothing is lost while the process lives,
+    /// and the stale promise keeps the sweep from taking users whose activity is still
+    /// here. Returns the users written, `None` if it could not write.
     pub async fn flush(
         &self,
         pool: &DbPool,
-        session_granularity: TimeDelta,
+        granularity: TimeDelta,
+        writes: UserWrites,
     ) -> Option<Vec<UserId>> {
         let _one_at_a_time = self.flushing.lock().await;
         let flushed_through = presence_model::clock::now();
@@ -93,12 +111,13 @@ impl ActivityBuffer {
                 .get()
                 .map_err(presence_model::Error::from)
                 .and_then(|mut conn| {
-                    presence::flush_last_seen(
+                    flushes::flush_last_seen(
                         &mut conn,
                         &replica,
                         flushed_through,
                         &touches,
-                        session_granularity,
+                        granularity,
+                        writes,
                     )
                     .map_err(Into::into)
                 });
@@ -106,12 +125,22 @@ impl ActivityBuffer {
         })
         .await;
         match result {
-            Ok((Ok(users), _)) => {
+            Ok((Ok(flushed), touches)) => {
                 log::debug!(
-                    "flushed activity of {count} sessions ({} users)",
-                    users.len()
+                    "flushed activity of {count} sessions ({} users written, {} kept)",
+                    flushed.written.len(),
+                    flushed.kept.len()
                 );
-                Some(users)
+                let kept: HashSet<SessionId> = flushed.kept.into_iter().collect();
+                self.restore(
+                    touches
+                        .into_iter()
+                        .filter(|touch| kept.contains(&touch.session_id))
+                        .collect(),
+                );
+                *self.vouched.lock().unwrap_or_else(|e| e.into_inner()) =
+                    flushed.vouched.into_iter().collect();
+                Some(flushed.written)
             }
             Ok((Err(e), touches)) => {
                 log::error!("could not write the activity of {count} sessions, will retry: {e}");
@@ -125,14 +154,14 @@ impl ActivityBuffer {
         }
     }
 
-    /// The last flush of a replica stopping gracefully, then its promise withdrawn so it
-    /// no longer holds the sweep back.
-    pub async fn flush_and_forget(&self, pool: &DbPool, session_granularity: TimeDelta) {
-        self.flush(pool, session_granularity).await;
+    /// The last flush of a replica stopping gracefully (every user with newer activity
+    /// written), then its promise withdrawn so it no longer holds the sweep back.
+    pub async fn flush_and_forget(&self, pool: &DbPool, granularity: TimeDelta) {
+        self.flush(pool, granularity, UserWrites::All).await;
         let (pool, replica) = (pool.clone(), self.replica.clone());
         let forgotten = web::block(move || {
             let mut conn = pool.get().map_err(presence_model::Error::from)?;
-            presence::forget_replica(&mut conn, &replica).map_err(presence_model::Error::from)
+            flushes::forget_replica(&mut conn, &replica).map_err(presence_model::Error::from)
         })
         .await;
         if !matches!(forgotten, Ok(Ok(()))) {
@@ -148,20 +177,20 @@ fn merge(pending: &mut HashMap<SessionId, Touch>, touch: Touch) {
     kept.active_at = kept.active_at.max(touch.active_at);
 }
 
-/// Flushes `buffer` every `period` until the server stops, at the session granularity
-/// in force at each flush, telling `wrote` the users each flush wrote.
+/// Flushes `buffer` every `period` until the server stops, writing the users due at the
+/// granularity in force at each flush, telling `wrote` the users each flush wrote.
 pub async fn flush_periodically(
     buffer: Arc<ActivityBuffer>,
     pool: DbPool,
     period: Duration,
-    session_granularity: impl Fn() -> TimeDelta,
+    granularity: impl Fn() -> TimeDelta,
     wrote: impl Fn(&[UserId]),
 ) {
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        if let Some(users) = buffer.flush(&pool, session_granularity()).await {
+        if let Some(users) = buffer.flush(&pool, granularity(), UserWrites::Due).await {
             wrote(&users);
         }
     }
@@ -234,7 +263,12 @@ mod tests {
         let activity = ActivityBuffer::new("replica-a".to_owned());
         let later = Utc::now() + TimeDelta::seconds(30);
         activity.defer(session, later, true);
-        assert!(activity.flush(db.pool(), TimeDelta::zero()).await.is_some());
+        assert!(
+            activity
+                .flush(db.pool(), TimeDelta::zero(), UserWrites::Due)
+                .await
+                .is_some()
+        );
         let micros = |sql: &str| db.query_i64(sql);
         assert_eq!(
             micros(&format!(
@@ -262,6 +296,48 @@ mod tests {
     }
 
     #[actix_web::test]
+    async fn a_touch_not_yet_due_stays_for_the_next_flush_and_its_session_is_vouched_for() {
+        let db = presence_model::testing::TestDatabase::new();
+        let session = logged_in(&db);
+        let activity = ActivityBuffer::new("replica-c".to_owned());
+        let granularity = TimeDelta::seconds(60);
+        let stored =
+            || db.query_i64("SELECT (extract(epoch FROM last_seen) * 1e6)::bigint AS n FROM users");
+        let at_login = stored();
+        let later = Utc::now() + TimeDelta::seconds(1);
+        activity.defer(session, later, true);
+        // Stored at the login, a moment ago: not due.
+        let written = activity
+            .flush(db.pool(), granularity, UserWrites::Due)
+            .await;
+        assert_eq!(written, Some(vec![]));
+        assert_eq!(stored(), at_login);
+        assert!(activity.vouches(session));
+        assert_eq!(
+            sorted(activity.take_pending()),
+            vec![(session.0, later, Some(later))]
+        );
+        // Kept, it is written once due, or by a flush that writes everything.
+        activity.defer(session, later, true);
+        db.execute("UPDATE users SET last_seen = now() - interval '61 seconds'");
+        let written = activity
+            .flush(db.pool(), granularity, UserWrites::Due)
+            .await
+            .unwrap();
+        assert_eq!(written.len(), 1);
+        assert_eq!(stored(), later.timestamp_micros());
+        assert!(activity.take_pending().is_empty());
+        let even_later = later + TimeDelta::seconds(1);
+        activity.defer(session, even_later, false);
+        activity
+            .flush(db.pool(), granularity, UserWrites::All)
+            .await
+            .unwrap();
+        assert_eq!(stored(), even_later.timestamp_micros());
+        assert!(activity.take_pending().is_empty());
+    }
+
+    #[actix_web::test]
     async fn a_flush_that_cannot_reach_postgres_keeps_everything_for_the_next() {
         // Nothing listens on port 1.
         let unreachable = presence_model::db::build_pool(
@@ -274,7 +350,7 @@ mod tests {
         activity.defer(SessionId(7), t, true);
         assert!(
             activity
-                .flush(&unreachable, TimeDelta::zero())
+                .flush(&unreachable, TimeDelta::zero(), UserWrites::Due)
                 .await
                 .is_none()
         );

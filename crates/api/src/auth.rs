@@ -99,12 +99,15 @@ impl FromRequest for Authenticated {
             let now = presence::activity_time();
             let policy = state.policy();
             let (session, from_cache) = find_session(&state, token_hash.clone()).await?;
-            let recording = policy.recording(&session.live, counts_as, declared_active, now);
+            let vouched = state.activity.vouches(session.live.session_id);
+            let recording =
+                policy.recording(&session.live, counts_as, declared_active, now, vouched);
             // A cached snapshot's times only get older: look again before writing through.
             let (session, recording) = match recording {
                 Recording::WriteNow { .. } if from_cache => {
                     let fresh = look_up_session(&state, token_hash.clone()).await?;
-                    let recording = policy.recording(&fresh.live, counts_as, declared_active, now);
+                    let recording =
+                        policy.recording(&fresh.live, counts_as, declared_active, now, vouched);
                     (fresh, recording)
                 }
                 _ => (session, recording),
@@ -144,7 +147,7 @@ async fn record_activity(
         Recording::Nothing => Ok(Authenticated::new(live, live.last_seen, token_hash)),
         Recording::Defer { active } => {
             if state.activity.defer(live.session_id, now, active) {
-                state.flush_activity().await;
+                state.write_all_activity().await;
             }
             Ok(Authenticated::new(live, Some(now), token_hash))
         }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use actix_web::web;
 use chrono::TimeDelta;
 use presence_model::db::PgConnection;
+use presence_model::flushes::UserWrites;
 use presence_model::ids::UserId;
 use presence_model::policy::PresencePolicy;
 use presence_model::users::UserRecord;
@@ -55,10 +56,15 @@ impl AppState {
         *self.policy.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes the activity deferred so far (see [`ActivityBuffer::flush`]).
-    pub async fn flush_activity(&self) {
+    /// Writes all the activity deferred so far, due or not (see [`ActivityBuffer::flush`]):
+    /// the buffer is full.
+    pub async fn write_all_activity(&self) {
         let granularity = self.policy().session_granularity();
-        if let Some(users) = self.activity.flush(&self.pool, granularity).await {
+        let written = self
+            .activity
+            .flush(&self.pool, granularity, UserWrites::All)
+            .await;
+        if let Some(users) = written {
             self.presence.forget(&users);
         }
     }

@@ -184,9 +184,9 @@ impl TestApp {
         response.body["ticket"].as_str().expect("ticket").to_owned()
     }
 
-    /// Writes the activity the app deferred, as its periodic flush would.
+    /// Writes all the activity the app deferred, due or not, as a full buffer does.
     pub async fn flush(&self) {
-        self.state.flush_activity().await;
+        self.state.write_all_activity().await;
     }
 
     /// Runs the sweep's work now, as a tick would (without claiming one, and with no

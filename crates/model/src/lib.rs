@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod facts;
 pub mod feed;
+pub mod flushes;
 pub mod ids;
 pub mod jobs;
 pub mod manual;

@@ -104,31 +104,44 @@ impl PresencePolicy {
     /// `last_seen` (and `active_at`, for use) stays inside the window (the away timeout)
     /// until the flush has landed, with a flush interval to spare. The sweep then never
     /// sees them silent or idle, and nothing others are shown changes.
-    pub fn may_defer(&self, session: &LiveSession, now: DateTime<Utc>, active: bool) -> bool {
+    ///
+    /// `vouched`: this replica's last flush found the user's stored `last_seen` within a
+    /// granularity of it (`flushes::Flushed::vouched`). Then `last_seen` needs no check of
+    /// `session`'s copy, which may be as old as the session cache's trust: a flush writes
+    /// any stored time a granularity old, so it never lags by more than a granularity and
+    /// a flush interval, inside the window by the margin [`Self::new`] demands.
+    pub fn may_defer(
+        &self,
+        session: &LiveSession,
+        now: DateTime<Utc>,
+        active: bool,
+        vouched: bool,
+    ) -> bool {
         let margin = self.flush_interval * 2;
         let fresh = |at: Option<DateTime<Utc>>, limit: TimeDelta| {
             at.is_some_and(|at| at >= now - limit + margin)
         };
         session.stored_status == OnlineStatus::Online
-            && fresh(session.last_seen, self.timings.window())
+            && (vouched || fresh(session.last_seen, self.timings.window()))
             && (!active || fresh(session.active_at, self.timings.away_after()))
     }
 
     /// How activity at `now` on `session` is recorded, for a request that `counts_as`
-    /// (with the heartbeat's `declared_active`): deferred while [`Self::may_defer`] holds,
-    /// written at once otherwise.
+    /// (with the heartbeat's `declared_active`): deferred while [`Self::may_defer`] holds
+    /// (`vouched` as there), written at once otherwise.
     pub fn recording(
         &self,
         session: &LiveSession,
         counts_as: CountsAs,
         declared_active: Option<bool>,
         now: DateTime<Utc>,
+        vouched: bool,
     ) -> Recording {
         let Some(reason) = counts_as.reason() else {
             return Recording::Nothing;
         };
         let active = counts_as.is_use(declared_active);
-        if self.may_defer(session, now, active) {
+        if self.may_defer(session, now, active, vouched) {
             Recording::Defer { active }
         } else {
             Recording::WriteNow { reason, active }
@@ -196,7 +209,7 @@ mod tests {
         };
         let recent = session(OnlineStatus::Online, 5, 5);
         let heartbeat = |session: &LiveSession, active| {
-            policy.recording(session, CountsAs::Heartbeat, active, now)
+            policy.recording(session, CountsAs::Heartbeat, active, now, false)
         };
         assert_eq!(heartbeat(&recent, None), Recording::Defer { active: true });
         assert_eq!(
@@ -204,13 +217,13 @@ mod tests {
             Recording::Defer { active: false }
         );
         assert_eq!(
-            policy.recording(&recent, CountsAs::Nothing, None, now),
+            policy.recording(&recent, CountsAs::Nothing, None, now, false),
             Recording::Nothing
         );
         // Stored offline: the user comes back, which others must be told at once.
         let offline = session(OnlineStatus::Offline, 5, 5);
         assert_eq!(
-            policy.recording(&offline, CountsAs::Activity, None, now),
+            policy.recording(&offline, CountsAs::Activity, None, now, false),
             Recording::WriteNow {
                 reason: ChangeReason::Activity,
                 active: true
@@ -220,6 +233,17 @@ mod tests {
         let fading = session(OnlineStatus::Online, 101, 5);
         assert!(matches!(
             heartbeat(&fading, None),
+            Recording::WriteNow { .. }
+        ));
+        // Unless this replica's last flush vouched for the stored `last_seen`: this copy of
+        // it is only old (cached), not the stored time.
+        assert_eq!(
+            policy.recording(&fading, CountsAs::Heartbeat, None, now, true),
+            Recording::Defer { active: true }
+        );
+        // Which never makes a user stored offline deferred.
+        assert!(matches!(
+            policy.recording(&offline, CountsAs::Heartbeat, None, now, true),
             Recording::WriteNow { .. }
         ));
         // Idle for longer than the away timeout (300 s) allows: use is written at once, a

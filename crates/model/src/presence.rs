@@ -1,5 +1,6 @@
-//! Automatic presence: the writes that connect, disconnect and mark activity, and the
-//! flush of deferred activity. What a user is *shown* is decided in [`crate::shown`].
+//! Automatic presence: the writes that connect, disconnect and mark activity (deferred
+//! activity is written by [`crate::flushes`]). What a user is *shown* is decided in
+//! [`crate::shown`].
 //!
 //! `users.online_status` is a stored flag: the user is *connected*. Login and activity set
 //! it, logout and the inactivity sweep clear it; readers never see it online once
@@ -12,11 +13,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use diesel::dsl::{case_when, max, now};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_query;
-use diesel::sql_types::{Array, BigInt, Interval, Nullable, Timestamptz};
+use diesel::sql_types::Timestamptz;
 
 use crate::events::{Causes, Transition};
-use crate::ids::{SessionId, UserId};
+use crate::ids::UserId;
 use crate::schema::{sessions, users};
 use crate::settings::Timings;
 use crate::sql::clock_timestamp;
@@ -184,102 +184,4 @@ pub fn record_activity(
 pub fn activity_time() -> DateTime<Utc> {
     use chrono::SubsecRound;
     crate::clock::now().trunc_subsecs(6)
-}
-
-/// Deferred activity of one session: seen at `seen_at`, really used at `active_at`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Touch {
-    pub session_id: SessionId,
-    pub seen_at: DateTime<Utc>,
-    pub active_at: Option<DateTime<Utc>>,
-}
-
-/// Writes deferred activity: `touches`, at most one per session, taken by `replica` at
-/// `flushed_through`, and records that promise in `activity_flushes` in the same
-/// transaction (see [`crate::sweeps::sweep`]).
-///
-/// Each user gets the latest `last_seen` and `active_at` of their touched sessions, unless
-/// a write since left later ones; the flag is never changed here, so a flush cannot bring
-/// anyone online (activity is only deferred when it changes nothing others are shown).
-/// Revoked sessions are skipped. A session row is only rewritten once its stored times lag
-/// by `session_granularity`: they serve the session TTL, "is another session live?" and
-/// the sweep's fall-back of `active_at`, which need no finer grain, and skipping those
-/// writes halves the rows a flush writes. Users are written before sessions, the lock
-/// order of every presence write. Returns the users written.
-pub fn flush_last_seen(
-    conn: &mut PgConnection,
-    replica: &str,
-    flushed_through: DateTime<Utc>,
-    touches: &[Touch],
-    session_granularity: TimeDelta,
-) -> QueryResult<Vec<UserId>> {
-    #[derive(QueryableByName)]
-    struct Written {
-        #[diesel(sql_type = BigInt)]
-        id: UserId,
-    }
-    let ids: Vec<SessionId> = touches.iter().map(|t| t.session_id).collect();
-    let seen: Vec<DateTime<Utc>> = touches.iter().map(|t| t.seen_at).collect();
-    let active: Vec<Option<DateTime<Utc>>> = touches.iter().map(|t| t.active_at).collect();
-    crate::db::transaction(conn, |conn| {
-        use crate::schema::activity_flushes::dsl as flushes;
-        diesel::insert_into(flushes::activity_flushes)
-            .values((
-                flushes::replica.eq(replica),
-                flushes::flushed_through.eq(flushed_through),
-            ))
-            .on_conflict(flushes::replica)
-            .do_update()
-            .set((
-                flushes::flushed_through.eq(diesel::upsert::excluded(flushes::flushed_through)),
-                flushes::reported_at.eq(now),
-            ))
-            .execute(conn)?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        // UPDATE … FROM `unnest` of the buffered touches, which the DSL cannot say.
-        let users: Vec<Written> = sql_query(
-            "WITH latest AS ( \
-               SELECT s.user_id, max(t.seen_at) AS seen_at, max(t.active_at) AS active_at \
-               FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[]) \
-                 AS t(session_id, seen_at, active_at) \
-               JOIN sessions s ON s.id = t.session_id WHERE s.revoked_at IS NULL \
-               GROUP BY s.user_id) \
-             UPDATE users u SET last_seen = GREATEST(u.last_seen, latest.seen_at), \
-               active_at = GREATEST(u.active_at, latest.active_at), changed_at = now() \
-             FROM latest \
-             WHERE u.id = latest.user_id AND (u.last_seen IS NULL OR u.last_seen < latest.seen_at \
-               OR u.active_at IS NULL OR u.active_at < latest.active_at) \
-             RETURNING u.id",
-        )
-        .bind::<Array<BigInt>, _>(&ids)
-        .bind::<Array<Timestamptz>, _>(&seen)
-        .bind::<Array<Nullable<Timestamptz>>, _>(&active)
-        .load(conn)?;
-        // The same, for the sessions.
-        sql_query(
-            "UPDATE sessions s SET last_seen = GREATEST(s.last_seen, t.seen_at), \
-               active_at = GREATEST(s.active_at, t.active_at) \
-             FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[]) \
-               AS t(session_id, seen_at, active_at) \
-             WHERE s.id = t.session_id AND s.revoked_at IS NULL \
-               AND (t.seen_at - s.last_seen >= $4 OR t.active_at - s.active_at >= $4)",
-        )
-        .bind::<Array<BigInt>, _>(&ids)
-        .bind::<Array<Timestamptz>, _>(&seen)
-        .bind::<Array<Nullable<Timestamptz>>, _>(&active)
-        .bind::<Interval, _>(session_granularity)
-        .execute(conn)?;
-        Ok(users.into_iter().map(|user| user.id).collect())
-    })
-}
-
-/// A replica stopping gracefully, its last activity written: it no longer holds the sweep
-/// back.
-pub fn forget_replica(conn: &mut PgConnection, replica: &str) -> QueryResult<()> {
-    use crate::schema::activity_flushes;
-    diesel::delete(activity_flushes::table.find(replica))
-        .execute(conn)
-        .map(drop)
 }

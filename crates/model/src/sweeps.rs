@@ -192,7 +192,7 @@ pub fn run_sweep(
 /// The inactivity sweep, as of `at`: the earlier of now less `unheard` (the recent time
 /// in which nothing could be heard, see [`crate::sweeps::unheard_time`]) and the oldest
 /// promise of the API replicas that reported within the last window (see
-/// [`crate::presence::flush_last_seen`]), so activity a replica holds but could not write yet (PostgreSQL
+/// [`crate::flushes::flush_last_seen`]), so activity a replica holds but could not write yet (PostgreSQL
 /// was down, say) never gets its user moved; a replica silent for a whole window is
 /// presumed gone.
 ///

@@ -3,9 +3,9 @@
 use chrono::{TimeDelta, Utc};
 use presence_model::directory;
 use presence_model::directory::UserQuery;
+use presence_model::flushes::{self, Flushed, Touch, UserWrites};
 use presence_model::ids::{SessionId, UserId};
 use presence_model::policy::PresencePolicy;
-use presence_model::presence::Touch;
 use presence_model::testing::{TIMINGS, TestDatabase, register};
 use presence_model::tokens;
 use presence_model::users;
@@ -43,17 +43,17 @@ fn live_sessions_are_found_without_writing() {
     assert_eq!(live.session_id, login.session_id);
     assert_eq!(live.stored_status, OnlineStatus::Online);
     assert!(
-        policy().may_defer(&live, Utc::now(), true),
+        policy().may_defer(&live, Utc::now(), true, false),
         "50 s old, 100 s of room"
     );
-    assert!(!policy().may_defer(&live, Utc::now() + TimeDelta::seconds(60), false));
+    assert!(!policy().may_defer(&live, Utc::now() + TimeDelta::seconds(60), false, false));
     // Use is deferred only while `active_at` stays inside the away timeout.
     db.execute("UPDATE users SET active_at = now() - interval '290 seconds'");
     let idle = tokens::find_live_session(&mut conn, &tokens::hash_token(login.token.expose()), TTL)
         .unwrap()
         .unwrap();
-    assert!(policy().may_defer(&idle, Utc::now(), false));
-    assert!(!policy().may_defer(&idle, Utc::now(), true));
+    assert!(policy().may_defer(&idle, Utc::now(), false, false));
+    assert!(!policy().may_defer(&idle, Utc::now(), true, false));
     assert_eq!(
         db.query_i64(
             "SELECT count(*) AS n FROM users WHERE last_seen > now() - interval '40 seconds'"
@@ -83,7 +83,7 @@ fn offline_users_are_never_deferred() {
     let live = tokens::find_live_session(&mut conn, &tokens::hash_token(login.token.expose()), TTL)
         .unwrap()
         .unwrap();
-    assert!(!policy().may_defer(&live, Utc::now(), false));
+    assert!(!policy().may_defer(&live, Utc::now(), false, false));
 }
 
 #[test]
@@ -99,7 +99,7 @@ fn a_flush_writes_latest_activity_and_never_status() {
     sessions::log_out(&mut conn, TIMINGS, c.session_id).unwrap();
     let now = Utc::now();
     let earlier = now - TimeDelta::seconds(20);
-    let written = presence::flush_last_seen(
+    let flushed = flushes::flush_last_seen(
         &mut conn,
         "api-test",
         now,
@@ -110,9 +110,11 @@ fn a_flush_writes_latest_activity_and_never_status() {
             touch(c.session_id, now),
         ],
         TimeDelta::seconds(30),
+        UserWrites::Due,
     )
     .unwrap();
-    assert_eq!(written.len(), 2, "a and b; c's session is revoked");
+    assert_eq!(flushed.written.len(), 2, "a and b; c's session is revoked");
+    assert!(flushed.kept.is_empty());
     let last_seen = |name: &str| {
         db.query_i64(&format!(
             "SELECT (extract(epoch FROM now() - last_seen) * 1000)::bigint AS n FROM users WHERE username = '{name}'"
@@ -135,15 +137,68 @@ fn a_flush_writes_latest_activity_and_never_status() {
         2
     );
     // An older touch never moves last_seen back.
-    presence::flush_last_seen(
+    let flushed = flushes::flush_last_seen(
         &mut conn,
         "api-test",
         now,
         &[touch(a.session_id, earlier)],
         TimeDelta::zero(),
+        UserWrites::All,
     )
     .unwrap();
     assert!(last_seen("aaa") < 5_000);
+    assert!(flushed.written.is_empty() && flushed.kept.is_empty());
+}
+
+#[test]
+fn a_periodic_flush_writes_a_user_only_once_their_stored_times_lag_by_a_granularity() {
+    let db = TestDatabase::new();
+    let a = logged_in(&db, "aaa");
+    let mut conn = db.pool().get().unwrap();
+    let granularity = TimeDelta::seconds(30);
+    let mut flush = |touches: &[Touch], writes| {
+        flushes::flush_last_seen(
+            &mut conn,
+            "api-test",
+            Utc::now(),
+            touches,
+            granularity,
+            writes,
+        )
+        .unwrap()
+    };
+    let sessions = vec![a.session_id];
+    let ago = |seconds: i64| Utc::now() - TimeDelta::seconds(seconds);
+    // Stored at the login, a moment ago: not due, kept for the next flush, vouched for.
+    assert_eq!(
+        flush(&[touch(a.session_id, Utc::now())], UserWrites::Due),
+        Flushed {
+            written: vec![],
+            kept: sessions.clone(),
+            vouched: sessions.clone(),
+        }
+    );
+    // Stored a granularity ago: written.
+    db.execute("UPDATE users SET last_seen = now() - interval '31 seconds', active_at = last_seen");
+    let flushed = flush(&[touch(a.session_id, Utc::now())], UserWrites::Due);
+    assert_eq!(flushed.written.len(), 1);
+    assert!(flushed.kept.is_empty());
+    assert_eq!(flushed.vouched, sessions);
+    // A touch no newer than what is stored is neither written nor kept.
+    let flushed = flush(&[touch(a.session_id, ago(10))], UserWrites::Due);
+    assert_eq!((flushed.written.len(), flushed.kept.len()), (0, 0));
+    // Written long after it happened (PostgreSQL was down): stored, but older than a
+    // granularity, it vouches for nothing.
+    db.execute(
+        "UPDATE users SET last_seen = now() - interval '200 seconds', active_at = last_seen",
+    );
+    let flushed = flush(&[touch(a.session_id, ago(100))], UserWrites::Due);
+    assert_eq!(flushed.written.len(), 1);
+    assert!(flushed.vouched.is_empty());
+    // Everything newer is written when a replica stops, due or not.
+    let flushed = flush(&[touch(a.session_id, ago(99))], UserWrites::All);
+    assert_eq!(flushed.written.len(), 1);
+    assert!(flushed.kept.is_empty());
 }
 
 #[test]

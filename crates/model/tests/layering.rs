@@ -36,7 +36,9 @@ const LAYERS: &[&str] = &[
     // The outbox, and what streams read from it.
     "events",
     "feed",
-    // Transitions: the only code that locks a user row.
+    // Transitions: the only code that locks a user row (the flush of deferred activity
+    // updates rows, and locks them only as an UPDATE does).
+    "flushes",
     "presence",
     "manual",
     "status_ends",

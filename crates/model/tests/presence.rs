@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{BigInt, Interval};
 use presence_model::directory;
+use presence_model::flushes::{self, UserWrites};
 use presence_model::ids::UserId;
 use presence_model::settings::Timings;
 use presence_model::shown;
@@ -222,7 +223,18 @@ fn the_sweep_waits_for_activity_a_live_replica_has_not_written_yet() {
     // A replica that reported a second ago has written everything it saw until 20 s ago
     // (PostgreSQL was down since, say): `held` may have been active after that.
     let cutoff = chrono::Utc::now() - TimeDelta::seconds(20);
-    presence::flush_last_seen(&mut conn, "api-a", cutoff, &[], TimeDelta::zero()).unwrap();
+    let promise = |conn: &mut PgConnection| {
+        flushes::flush_last_seen(
+            conn,
+            "api-a",
+            cutoff,
+            &[],
+            TimeDelta::zero(),
+            UserWrites::Due,
+        )
+        .unwrap()
+    };
+    promise(&mut conn);
     assert_eq!(swept(&mut conn).unwrap(), vec![gone]);
     // A replica silent for a whole window is presumed gone: it holds nothing back.
     sql_query("UPDATE activity_flushes SET reported_at = now() - $1")
@@ -233,9 +245,9 @@ fn the_sweep_waits_for_activity_a_live_replica_has_not_written_yet() {
     // So does one that stopped gracefully.
     presence::mark_user_online(&mut conn, TIMINGS, held, ChangeReason::Login).unwrap();
     set_last_seen_ago(&mut conn, held, WINDOW + TimeDelta::seconds(10));
-    presence::flush_last_seen(&mut conn, "api-a", cutoff, &[], TimeDelta::zero()).unwrap();
+    promise(&mut conn);
     assert!(swept(&mut conn).unwrap().is_empty());
-    presence::forget_replica(&mut conn, "api-a").unwrap();
+    flushes::forget_replica(&mut conn, "api-a").unwrap();
     assert_eq!(swept(&mut conn).unwrap(), vec![held]);
 }
 

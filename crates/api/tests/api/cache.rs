@@ -92,21 +92,29 @@ async fn a_change_is_read_at_once_where_it_was_made_and_within_a_second_elsewher
 
 #[actix_web::test]
 async fn a_user_active_through_one_replica_is_online_on_the_other_throughout() {
-    // A 2 s window, activity flushed every 200 ms and heartbeats every 500 ms.
+    // A 2 s window (so a 1 s granularity), activity flushed and heartbeats sent every
+    // 200 ms.
     let a = TestApp::spawn_with(|config| {
         config.offline_after_secs = 2;
         config.away_after_secs = 2;
         config.last_seen_flush_ms = 200;
-        config.heartbeat_interval_ms = 500;
+        config.heartbeat_interval_ms = 200;
     })
     .await;
     let b = a.replica(|_| {}).await;
     let (_, viewer) = b.sign_up("viewer").await;
     let (id, token) = a.sign_up("beater").await;
+    // Each write of the user's row leaves a new row version (a new `xmin`).
+    let row_version = || {
+        a.db.query_i64(&format!(
+            "SELECT xmin::text::bigint AS n FROM users WHERE id = {id}"
+        ))
+    };
+    let mut versions = std::collections::HashSet::from([row_version()]);
     let start = std::time::Instant::now();
     // Three windows of heartbeats through `a` only (one every heartbeat interval), read on
     // `b` all along in between.
-    let interval = Duration::from_millis(500);
+    let interval = Duration::from_millis(200);
     let mut reads = 0;
     while start.elapsed() < Duration::from_secs(6) {
         let beat = a.post("/api/users/heartbeat/", Some(&token), None).await;
@@ -120,10 +128,18 @@ async fn a_user_active_through_one_replica_is_online_on_the_other_throughout() {
                 "at {:?}: {shown}",
                 start.elapsed()
             );
+            versions.insert(row_version());
             reads += 1;
         }
     }
     assert!(reads > 12, "read on `b` throughout, {reads} times");
+    // Written about once per granularity (6 in 6 s), not at every flush with a heartbeat
+    // in it (30).
+    let writes = versions.len() - 1;
+    assert!(
+        (3..=8).contains(&writes),
+        "{writes} writes of the user's row in 6 s"
+    );
     // Silent: offline on `b` once the window has passed, with no write at all.
     let offline = eventually(Duration::from_secs(4), async || {
         status(&b, &viewer, id).await["presence"] == "offline"
