@@ -30,6 +30,7 @@ class Stream:
         self.reader, self.writer = reader, writer
         self.buffer = b""
         self.last_id = None
+        self.retry_ms = 3000
 
     @classmethod
     async def open(cls, port, path, token, source, last_event_id=None):
@@ -59,6 +60,8 @@ class Stream:
                         ident = int(line[4:])
                     elif line.startswith("data: "):
                         data = line[6:]
+                    elif line.startswith("retry: "):
+                        self.retry_ms = int(line[7:])
                 if event:
                     if ident is not None:
                         self.last_id = ident
@@ -298,16 +301,20 @@ def stream_starts(metrics_port):
     return counts
 
 
-def reconnect_storm(port, metrics_port, tokens, changers, count, transactions):
-    """`count` streams dropped at once and reopened with their Last-Event-ID while changes
-    keep coming: the time until all are live again, whether each ends with the same state
-    as a fresh snapshot (no gap), and what the storm asked of PostgreSQL (the API's starts
-    by source; `transactions()` counts the database's commits and rollbacks)."""
+def reconnect_storm(port_from, kill_from, port_to, metrics_port_to, tokens, changers, count,
+                    transactions):
+    """`count` streams on one API replica (`port_from`) dropped at once by killing it
+    (`kill_from()`), each reopened on another (`port_to`) with its Last-Event-ID after
+    the `retry` the server gave it (2 to 5 s, as EventSource does), while changes keep
+    coming: the time until all are live again (from the kill, and from each reconnect),
+    whether each ends with the same state as a fresh snapshot (no gap), and what the storm
+    asked of PostgreSQL (the replica's starts by source; `transactions()` counts the
+    database's commits and rollbacks)."""
     raise_file_limit()
     ids = [user_id for user_id, _ in changers][:50]
     watched = ",".join(map(str, ids))
 
-    async def connect(n, last_id):
+    async def connect(port, n, last_id):
         for attempt in range(30):
             try:
                 return await Stream.open(port, f"/api/presence/stream/?ids={watched}",
@@ -323,22 +330,39 @@ def reconnect_storm(port, metrics_port, tokens, changers, count, transactions):
         states = []
         streams = []
         for n in range(count):
-            stream = await connect(n, None)
+            stream = await connect(port_from, n, None)
             _, _, _, data = await stream.next_event()
             states.append({u["id"]: u for u in data["users"]})
             streams.append(stream)
-        for s in streams:
-            s.close()
-        changing = asyncio.create_task(change_statuses(port, changers[:50], 3))
-        starts_before, transactions_before = stream_starts(metrics_port), transactions()
-        begun = time.perf_counter()
-        reopened = await asyncio.gather(*(connect(n, s.last_id) for n, s in enumerate(streams)))
-        live_after = time.perf_counter() - begun
-        starts_after, transactions_after = stream_starts(metrics_port), transactions()
+        changing = asyncio.create_task(change_statuses(port_to, changers[:50], 3))
+        starts_before, transactions_before = stream_starts(metrics_port_to), transactions()
+        killed = time.perf_counter()
+        kill_from()
+        waits = []
+
+        async def reconnect(n, stream):
+            """Reads to the end (the replica is gone), waits `retry`, reopens elsewhere."""
+            try:
+                while True:
+                    _, event, _, data = await stream.next_event()
+                    if event == "presence":
+                        states[n].update({u["id"]: u for u in data["changes"]})
+            except (EOFError, OSError, asyncio.IncompleteReadError):
+                pass
+            stream.close()
+            await asyncio.sleep(max(0, killed + stream.retry_ms / 1000 - time.perf_counter()))
+            asked = time.perf_counter()
+            reopened = await connect(port_to, n, stream.last_id)
+            waits.append(time.perf_counter() - asked)
+            return reopened
+
+        reopened = await asyncio.gather(*(reconnect(n, s) for n, s in enumerate(streams)))
+        live_after = time.perf_counter() - killed
+        starts_after, transactions_after = stream_starts(metrics_port_to), transactions()
         await changing
         await asyncio.sleep(2.5)  # the last batch of every stream
 
-        truth_stream = await connect(0, None)
+        truth_stream = await connect(port_to, 0, None)
         _, _, _, truth = await truth_stream.next_event()
         truth = {u["id"]: u["status_text"] for u in truth["users"]}
 
@@ -365,7 +389,11 @@ def reconnect_storm(port, metrics_port, tokens, changers, count, transactions):
         for s in reopened:
             s.close()
         truth_stream.close()
+        waits.sort()
         return {"streams": count, "all_live_after_s": live_after, "streams_with_a_gap": gaps,
+                "reconnect_to_live_p50_ms": 1000 * waits[len(waits) // 2],
+                "reconnect_to_live_p99_ms": 1000 * waits[int(len(waits) * 0.99)],
+                "reconnect_to_live_max_ms": 1000 * waits[-1],
                 "starts_from_memory": starts_after["memory"] - starts_before["memory"],
                 "starts_from_database": starts_after["database"] - starts_before["database"],
                 "database_transactions": transactions_after - transactions_before}
