@@ -115,6 +115,7 @@ fn serve(config: Config) -> Result<()> {
     migrate(&config.database)?;
     let mut conn = config.database.pool(1).get()?;
     settings::agree_on_timings(&mut conn, config.timings())?;
+    settings::record_session_ttl(&mut conn, config.session_ttl_secs)?;
     // Times this process stamps are read by the database's clock (re-measured every
     // second by the revocation listener).
     let offset = presence_model::clock::calibrate(&mut conn)?;

@@ -18,6 +18,7 @@ pub mod manual;
 pub mod notifications;
 pub mod policy;
 pub mod presence;
+pub mod purges;
 pub mod schema;
 pub mod sessions;
 pub mod settings;

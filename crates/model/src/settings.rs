@@ -87,6 +87,42 @@ pub fn agree_on_timings(conn: &mut PgConnection, timings: Timings) -> Result<(),
     Ok(())
 }
 
+/// Records that an API replica accepts sessions unused for up to `ttl_secs`: the stored
+/// value is the longest any replica has accepted, so the worker never purges a session
+/// some replica would still accept (see [`crate::purges`]).
+pub fn record_session_ttl(conn: &mut PgConnection, ttl_secs: u32) -> QueryResult<()> {
+    const NAME: &str = "session_ttl_secs";
+    conn.transaction(|conn| {
+        diesel::insert_into(settings::table)
+            .values((
+                settings::name.eq(NAME),
+                settings::value.eq(ttl_secs.to_string()),
+            ))
+            .on_conflict_do_nothing()
+            .execute(conn)?;
+        let longest: String = settings::table
+            .find(NAME)
+            .select(settings::value)
+            .for_update()
+            .first(conn)?;
+        if longest
+            .parse::<u32>()
+            .is_ok_and(|longest| longest >= ttl_secs)
+        {
+            return Ok(());
+        }
+        diesel::update(settings::table.find(NAME))
+            .set(settings::value.eq(ttl_secs.to_string()))
+            .execute(conn)
+            .map(drop)
+    })
+}
+
+/// The longest session TTL an API replica has recorded, if any has.
+pub fn longest_session_ttl(conn: &mut PgConnection) -> QueryResult<Option<u32>> {
+    stored(conn, "session_ttl_secs")
+}
+
 /// Sets the timings for every process (`presence-api migrate`): the deliberate way to
 /// change them. Running APIs adopt them within a second; the worker at its next sweep.
 pub fn store_timings(conn: &mut PgConnection, timings: Timings) -> QueryResult<()> {

@@ -44,6 +44,8 @@ const LAYERS: &[&str] = &[
     "status_ends",
     "sweeps",
     "sessions",
+    // What the worker deletes as time passes.
+    "purges",
     // What a replica hears of the others' writes.
     "notifications",
     // Accounts, and the admins' list of them.

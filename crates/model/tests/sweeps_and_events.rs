@@ -234,3 +234,88 @@ fn a_silent_user_whose_dnd_also_ended_is_recorded_swept() {
         ]
     );
 }
+
+#[test]
+fn purges_take_only_what_nobody_can_use_in_bounded_batches() {
+    use chrono::TimeDelta;
+    use presence_model::purges;
+
+    let db = TestDatabase::new();
+    let mut conn = db.pool().get().unwrap();
+    settings::agree_on_timings(&mut conn, TIMINGS).unwrap();
+    let names = [
+        "live",
+        "revoked_long_ago",
+        "revoked_lately",
+        "unused_past_ttl",
+        "unused_within_ttl",
+    ];
+    for name in names {
+        register(&db, name);
+        for _ in 0..3 {
+            users::log_in(db.pool(), TIMINGS, name, "password123").unwrap();
+        }
+    }
+    let sessions_of =
+        |name: &str| format!("user_id = (SELECT id FROM users WHERE username = '{name}')");
+    db.execute(&format!(
+        "UPDATE sessions SET revoked_at = now() - interval '2 days' WHERE {}",
+        sessions_of("revoked_long_ago")
+    ));
+    db.execute(&format!(
+        "UPDATE sessions SET revoked_at = now() - interval '1 hour' WHERE {}",
+        sessions_of("revoked_lately")
+    ));
+    // The longest TTL a replica enforces is a week; one replica's shorter one is ignored.
+    settings::record_session_ttl(&mut conn, 7 * 86_400).unwrap();
+    settings::record_session_ttl(&mut conn, 3600).unwrap();
+    assert_eq!(
+        settings::longest_session_ttl(&mut conn).unwrap(),
+        Some(7 * 86_400)
+    );
+    db.execute(&format!(
+        "UPDATE sessions SET last_seen = now() - interval '9 days' WHERE {}",
+        sessions_of("unused_past_ttl")
+    ));
+    db.execute(&format!(
+        "UPDATE sessions SET last_seen = now() - interval '7 days' WHERE {}",
+        sessions_of("unused_within_ttl")
+    ));
+    let retention = TimeDelta::days(1);
+    // Two at a time: three batches for the six that go, then none.
+    let batches: Vec<usize> = (0..4)
+        .map(|_| purges::purge_sessions(&mut conn, retention, 2).unwrap())
+        .collect();
+    assert_eq!(batches, [2, 2, 2, 0]);
+    for (name, left) in [
+        ("live", 3),
+        ("revoked_long_ago", 0),
+        ("revoked_lately", 3),
+        ("unused_past_ttl", 0),
+        ("unused_within_ttl", 3),
+    ] {
+        let count = db.query_i64(&format!(
+            "SELECT count(*) AS n FROM sessions WHERE {}",
+            sessions_of(name)
+        ));
+        assert_eq!(count, left, "{name}");
+    }
+
+    for second in [0, 60, 120] {
+        sweeps::run_sweep(&mut conn, tick(second), PERIOD, "sweep-test").unwrap();
+    }
+    db.execute("UPDATE sweep_runs SET started_at = now() - interval '2 days' WHERE tick_at < (SELECT max(tick_at) FROM sweep_runs)");
+    assert_eq!(
+        purges::purge_sweep_runs(&mut conn, retention, 1).unwrap(),
+        1
+    );
+    assert_eq!(
+        purges::purge_sweep_runs(&mut conn, retention, 10).unwrap(),
+        1
+    );
+    assert_eq!(
+        purges::purge_sweep_runs(&mut conn, retention, 10).unwrap(),
+        0
+    );
+    assert_eq!(db.query_i64("SELECT count(*) AS n FROM sweep_runs"), 1);
+}

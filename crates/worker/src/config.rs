@@ -29,11 +29,29 @@ pub struct Config {
     #[arg(long, env = "PUBLISH_CATCH_UP_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(10..))]
     pub publish_catch_up_ms: u32,
+    /// How often (milliseconds) each worker purges sessions nobody can use any more and
+    /// old sweep runs, in batches.
+    #[arg(long, env = "PURGE_EVERY_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u32).range(10..))]
+    pub purge_every_ms: u32,
+    /// How long (seconds) revoked sessions and sweep runs are kept before they are
+    /// purged; expired sessions are kept this long past the longest session TTL.
+    #[arg(long, env = "PURGE_AFTER_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub purge_after_secs: u32,
 }
 
 impl Config {
     pub fn publish_catch_up(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.publish_catch_up_ms.into())
+    }
+
+    pub fn purge_every(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.purge_every_ms.into())
+    }
+
+    pub fn purge_after(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::seconds(self.purge_after_secs.into())
     }
 }
 

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use presence_model::events::{self, Transition};
 use presence_model::feed;
 use presence_model::jobs::{EndStatuses, SCHEDULE_AHEAD};
+use presence_model::purges;
 use presence_model::status_ends;
 use presence_model::sweeps::{self, SweepRun};
 use presence_model::{DbPool, settings};
@@ -30,6 +31,10 @@ pub const VACUUM_EVERY: Duration = Duration::from_secs(60);
 /// Finished jobs are kept this long in Redis (a job's use ends when it has run), then
 /// vacuumed.
 const KEEP_FINISHED_JOBS: Duration = Duration::from_secs(60);
+/// Rows one purge statement deletes at most: a short transaction, few row locks.
+const PURGE_BATCH: i64 = 1000;
+/// Batches one purge runs at most; what is left waits for the next.
+const PURGE_BATCHES: usize = 100;
 /// Transitions published per Redis round trip (and per outbox transaction).
 const PUBLISH_BATCH: i64 = 1000;
 /// The longest one batch may wait for Redis before the attempt counts as failed.
@@ -125,6 +130,29 @@ impl WorkerState {
             }
             Err(e) => log::warn!("could not measure the unpublished backlog: {e}"),
         }
+    }
+
+    /// Deletes sessions nobody can use any more and sweep runs older than `retention`, a
+    /// batch at a time until a batch comes back short (or `PURGE_BATCHES` ran).
+    pub async fn purge(&self, retention: chrono::TimeDelta) -> Result<(), Error> {
+        for (table, purge) in [
+            ("sessions", purges::purge_sessions as purges::Purge),
+            ("sweep_runs", purges::purge_sweep_runs),
+        ] {
+            for _ in 0..PURGE_BATCHES {
+                let gone = self
+                    .db(move |conn| Ok(purge(conn, retention, PURGE_BATCH)?))
+                    .await?;
+                self.metrics
+                    .purged
+                    .with_label_values(&[table])
+                    .inc_by(gone as u64);
+                if gone < PURGE_BATCH as usize {
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Keeps Redis memory bounded: drops finished jobs older than a minute, and the set of
@@ -334,6 +362,23 @@ pub async fn report_periodically(state: Arc<WorkerState>) {
         };
         if let Err(e) = workers::report(&mut state.redis.clone(), &state.prefix, &report).await {
             log::warn!("could not report this worker to operators: {e}");
+        }
+    }
+}
+
+/// Purges what nobody can use any more (see [`WorkerState::purge`]) every `interval`.
+/// Every replica purges; two deleting the same batch at once delete it once.
+pub async fn purge_periodically(
+    state: Arc<WorkerState>,
+    interval: Duration,
+    retention: chrono::TimeDelta,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = state.purge(retention).await {
+            log::warn!("could not purge old sessions and sweep runs: {e}");
         }
     }
 }

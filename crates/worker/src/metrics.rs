@@ -25,6 +25,8 @@ pub struct Metrics {
     /// The outbox backlog, as of this process's last catch-up.
     pub unpublished_events: IntGauge,
     pub oldest_unpublished_age: Gauge,
+    /// Rows this process purged, by table.
+    pub purged: IntCounterVec,
 }
 
 impl Metrics {
@@ -75,6 +77,16 @@ impl Metrics {
             "oldest_unpublished_event_age_seconds",
             "Age of the oldest unpublished transition (at the last catch-up); 0 when none",
         )?)?;
+        let purged = registry.register(IntCounterVec::new(
+            Opts::new(
+                "purged_rows_total",
+                "Rows this process deleted because nobody can use them any more, by table",
+            ),
+            &["table"],
+        )?)?;
+        for table in ["sessions", "sweep_runs"] {
+            purged.with_label_values(&[table]);
+        }
         for kind in [SWEEP, PUBLISH, EXPIRY] {
             jobs_processed.with_label_values(&[kind]);
             jobs_failed.with_label_values(&[kind]);
@@ -92,6 +104,7 @@ impl Metrics {
             events_published,
             unpublished_events,
             oldest_unpublished_age,
+            purged,
         })
     }
 

@@ -131,6 +131,11 @@ pub async fn run(
     let expiry_name = replica_name("expiry");
     let expiry_state = state.clone();
     tokio::spawn(jobs::vacuum_periodically(state.clone(), jobs::VACUUM_EVERY));
+    tokio::spawn(jobs::purge_periodically(
+        state.clone(),
+        config.purge_every(),
+        config.purge_after(),
+    ));
     tokio::spawn(jobs::report_periodically(state.clone()));
     tokio::spawn(jobs::publish_when_wanted(state.clone()));
     tokio::spawn(jobs::follow_nudges(

@@ -196,3 +196,60 @@ async fn a_running_worker_reports_itself_and_its_sweeps_to_the_overview() {
     assert!(status.is_some_and(|s| s.success()), "{log}");
     assert_eq!(overview().await["workers"], serde_json::json!([]));
 }
+
+#[actix_web::test]
+async fn the_worker_purges_revoked_sessions_and_old_sweep_runs_and_nothing_else() {
+    let app = TestApp::spawn().await;
+    let (_, kept) = app.sign_up("kept").await;
+    let (_, gone) = app.sign_up("gone").await;
+    app.post("/api/users/logout/", Some(&gone), None).await;
+    let mut command = WorkerEnv {
+        database_url: app.db.url(),
+        redis_prefix: &app.config.redis.redis_prefix,
+        schedule: "* * * * * *",
+        timings: timings(120),
+    }
+    .command("run");
+    command
+        .env("PURGE_EVERY_MS", "100")
+        .env("PURGE_AFTER_SECS", "1");
+    let worker = Process::spawn(command);
+    let count = |sql: &str| app.db.query_i64(sql);
+    let purged = async |table: &str| {
+        let (_, text) = get(worker.port(), "/metrics").await;
+        metric_value(
+            &text,
+            &format!("presence_worker_purged_rows_total{{table=\"{table}\"}}"),
+        )
+    };
+    // Sweep runs pile up (one a second) and go once a second old; the revoked session
+    // goes once revoked a second ago.
+    assert!(
+        presence_testkit::eventually(Duration::from_secs(15), async || {
+            purged("sweep_runs").await >= 1.0 && purged("sessions").await >= 1.0
+        })
+        .await,
+        "{}",
+        worker.log()
+    );
+    assert_eq!(
+        count("SELECT count(*) AS n FROM sessions WHERE revoked_at IS NOT NULL"),
+        0
+    );
+    assert_eq!(
+        count(
+            "SELECT count(*) AS n FROM sweep_runs WHERE started_at < now() - interval '3 seconds'"
+        ),
+        0
+    );
+    // The live session, and only it, is still there and still works.
+    assert_eq!(purged("sessions").await, 1.0);
+    assert_eq!(
+        count("SELECT count(*) AS n FROM sessions WHERE revoked_at IS NULL"),
+        1
+    );
+    assert_eq!(
+        app.get("/api/users/me/", Some(&kept)).await.status,
+        StatusCode::OK
+    );
+}

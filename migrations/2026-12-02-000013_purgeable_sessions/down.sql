@@ -1,0 +1,2 @@
+DROP INDEX sweep_runs_started_at_idx;
+DROP INDEX sessions_unrevoked_last_seen_idx;
