@@ -273,7 +273,7 @@ def main():
             "seconds_counted": elapsed_with_flush,
         }
 
-        log("4b. heartbeats at a real cadence: every session once per 30 s, for 2 minutes")
+        log("4b. heartbeats at a real cadence: every session once per 30 s, for 3 minutes")
         results["real_cadence"] = heartbeats_at_a_real_cadence(tokens)
 
         log("6. admin list at 100,000 users")
@@ -338,15 +338,24 @@ def user_row_writes():
     return int(sql("SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'users'"))
 
 
-def heartbeats_at_a_real_cadence(tokens_file, period_s=30, duration_s=120, connections=32):
+def heartbeats_at_a_real_cadence(tokens_file, period_s=30, warm_up_s=60, duration_s=120,
+                                 connections=32):
     """Every session sends a heartbeat every `period_s` (its first at a random offset),
-    for `duration_s`, as open apps do: the user rows written per user per minute."""
+    as open apps do, for `warm_up_s` and then `duration_s` more: the user rows written
+    per user per minute in the steady state (counted over the last `duration_s`; the
+    statistics views lag by about a second while busy)."""
     import asyncio
     import random
 
     tokens = tokens_file.read_text().split()
+    total_s = warm_up_s + duration_s
     schedule = sorted((random.uniform(0, period_s) + k * period_s, token)
-                      for token in tokens for k in range(int(duration_s / period_s)))
+                      for token in tokens for k in range(int(total_s / period_s)))
+    counted = {}
+
+    async def count_at(name, at):
+        await asyncio.sleep(at)
+        counted[name] = await asyncio.to_thread(user_row_writes)
 
     async def main():
         queue = asyncio.Queue()
@@ -374,18 +383,15 @@ def heartbeats_at_a_real_cadence(tokens_file, period_s=30, duration_s=120, conne
             queue.put_nowait(entry)
         for _ in range(connections):
             queue.put_nowait((0, None))
-        await asyncio.gather(*(client() for _ in range(connections)))
+        await asyncio.gather(count_at("before", warm_up_s), count_at("after", total_s),
+                             *(client() for _ in range(connections)))
         return sent
 
-    time.sleep(FLUSH_MS / 1000 + 11)
-    before = user_row_writes()
     sent = asyncio.run(main())
-    # The last flush lands, and the backends report their statistics.
-    time.sleep(FLUSH_MS / 1000 + 11)
-    written = user_row_writes() - before
+    written = counted["after"] - counted["before"]
     users = len(tokens)
     return {"sessions": users, "heartbeats": sent, "period_s": period_s, "duration_s": duration_s,
-            "user_rows_written": written,
+            "warm_up_s": warm_up_s, "user_rows_written": written,
             "user_row_writes_per_user_per_minute": written / users / (duration_s / 60)}
 
 
@@ -531,7 +537,7 @@ def stream_rows(results, ratios, base):
             "10. fan-out, 1k streams x 100 of 1k users", f"{fan['delivered_per_sec']:,.0f} statuses/s delivered",
             f"{fan['changes_made']:,} changes made in 10 s")),
         row("stream_reconnect_storm", "11. reconnect storm", lambda storm: (
-            f"11. replica killed, {storm['streams']:,} streams back", f"all live {storm['all_live_after_s']:.1f} s after the kill (retry 2-5 s); reconnect to live p99 {storm['reconnect_to_live_p99_ms']:.0f} ms, max {storm['reconnect_to_live_max_ms']:.0f} ms",
+            f"11. replica killed, {storm['streams']:,} streams back", f"all live {storm['all_live_after_s']:.1f} s after the kill (retry 2-5 s); reconnect to live p50 {storm['reconnect_to_live_p50_ms']:.0f} ms, p99 {storm['reconnect_to_live_p99_ms']:.0f} ms (this Python client); server p50 <= {storm['server_open_p50_le_ms']:g} ms, p99 <= {storm['server_open_p99_le_ms']:g} ms",
             f"{storm['streams_with_a_gap']} of {storm['streams']:,} streams with a gap; starts from "
             f"memory {storm['starts_from_memory']:,}, from PostgreSQL {storm['starts_from_database']:,}; "
             f"{storm['database_transactions']:,} PostgreSQL transactions meanwhile (all clients, the worker)")),
@@ -582,7 +588,7 @@ def report(results):
         ("5. sweep, 1M users / 500k stale", f"{sweep['sweep_ms']:,.0f} ms (bare UPDATE {sweep['bare_update_ms']:,.0f} ms)",
          f"{ratios['sweep_vs_bare_update']:.2f} x bare (target <= 2; the sweep now also records its {sweep['recorded_with_the_sweep']:,} transitions); all published after {sweep['recorded_and_published_ms']:,.0f} ms = {ratios['sweep_recorded_and_published_vs_bare_update']:.2f} x"),
         ("4b. 10k sessions, a heartbeat per 30 s", f"{results['real_cadence']['user_row_writes_per_user_per_minute']:.2f} user row writes per user per minute",
-         f"{results['real_cadence']['user_rows_written']:,} rows for {results['real_cadence']['heartbeats']:,} heartbeats in {results['real_cadence']['duration_s']} s (target <= 1.1)"),
+         f"{results['real_cadence']['user_rows_written']:,} rows in the last {results['real_cadence']['duration_s']} s of {results['real_cadence']['heartbeats']:,} heartbeats (target <= 1.1; 2 before: one per heartbeat)"),
         ("6. admin first page (100) at 100k", f"p50 {page['p50_ms']:.2f} ms, p99 {page['p99_ms']:.2f} ms", "target p99 <= 20 ms"),
     ]
     rows += stream_rows(results, ratios, base)

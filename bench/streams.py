@@ -289,6 +289,30 @@ async def change_statuses(port, changers, seconds):
     return made
 
 
+def stream_open_buckets(metrics_port):
+    """The API's latency histogram of stream opens (to the first frames, server side):
+    (upper bound in seconds, cumulative count) per bucket."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+        text = response.read().decode()
+    buckets = []
+    for line in text.splitlines():
+        match = re.match(r'presence_api_http_request_duration_seconds_bucket\{route="/api/presence/stream",le="([^"]+)"\} (\S+)', line)
+        if match:
+            buckets.append((float(match.group(1)), float(match.group(2))))
+    return buckets
+
+
+def bucket_quantile(before, after, q):
+    """The upper bound of the bucket holding quantile `q` of what was counted between two
+    readings of a histogram."""
+    deltas = [(bound, count - dict(before).get(bound, 0)) for bound, count in after]
+    total = deltas[-1][1] if deltas else 0
+    for bound, count in deltas:
+        if total and count >= q * total:
+            return bound
+    return float("inf")
+
+
 def stream_starts(metrics_port):
     """How many streams this API started from memory and from PostgreSQL so far."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
@@ -336,6 +360,7 @@ def reconnect_storm(port_from, kill_from, port_to, metrics_port_to, tokens, chan
             streams.append(stream)
         changing = asyncio.create_task(change_statuses(port_to, changers[:50], 3))
         starts_before, transactions_before = stream_starts(metrics_port_to), transactions()
+        buckets_before = stream_open_buckets(metrics_port_to)
         killed = time.perf_counter()
         kill_from()
         waits = []
@@ -359,6 +384,7 @@ def reconnect_storm(port_from, kill_from, port_to, metrics_port_to, tokens, chan
         reopened = await asyncio.gather(*(reconnect(n, s) for n, s in enumerate(streams)))
         live_after = time.perf_counter() - killed
         starts_after, transactions_after = stream_starts(metrics_port_to), transactions()
+        buckets_after = stream_open_buckets(metrics_port_to)
         await changing
         await asyncio.sleep(2.5)  # the last batch of every stream
 
@@ -394,6 +420,8 @@ def reconnect_storm(port_from, kill_from, port_to, metrics_port_to, tokens, chan
                 "reconnect_to_live_p50_ms": 1000 * waits[len(waits) // 2],
                 "reconnect_to_live_p99_ms": 1000 * waits[int(len(waits) * 0.99)],
                 "reconnect_to_live_max_ms": 1000 * waits[-1],
+                "server_open_p50_le_ms": 1000 * bucket_quantile(buckets_before, buckets_after, 0.5),
+                "server_open_p99_le_ms": 1000 * bucket_quantile(buckets_before, buckets_after, 0.99),
                 "starts_from_memory": starts_after["memory"] - starts_before["memory"],
                 "starts_from_database": starts_after["database"] - starts_before["database"],
                 "database_transactions": transactions_after - transactions_before}
