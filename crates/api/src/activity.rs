@@ -4,9 +4,9 @@
 //! update costs. So a request from a user who is already online, and whose stored
 //! `last_seen` stays inside the offline window until the next flush, writes nothing: its
 //! time is kept here and flushed with everyone else's every `LAST_SEEN_FLUSH_MS`, and a
-//! user's row is written only once its stored times lag by a granularity (half the
-//! window): one row write per user per half window, whatever the heartbeat cadence (see
-//! `presence_model::flushes`). Touches not yet due stay here for the next flush.
+//! user's row is written only once its stored times lag by the user granularity (90 s at
+//! the defaults): at most one row write per user per half window, whatever the heartbeat
+//! cadence (see `presence_model::flushes`). Touches not yet due stay here for the next flush.
 //! Anything that changes a status (login, logout, a user coming back) is still written at
 //! once.
 //!
@@ -17,10 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::web;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use presence_model::DbPool;
 use presence_model::flushes::{self, Touch, UserWrites};
 use presence_model::ids::{SessionId, UserId};
+use presence_model::policy::FlushGranularity;
 
 /// Deferred writes kept at most before a flush is forced (one per active session).
 pub const MAX_PENDING: usize = 1_000_000;
@@ -87,9 +88,9 @@ impl ActivityBuffer {
     }
 
     /// Writes the deferred activity to `pool` (the users `writes` says, when their stored
-    /// times lag by `granularity`; session rows when theirs do), with this replica's
-    /// promise that everything it saw before the flush began is stored within a
-    /// granularity (which the sweep waits for); touches not written are kept for the next
+    /// times lag by `granularity.users`; session rows when theirs lag by
+    /// `granularity.sessions`), with this replica's promise that everything it saw before
+    /// the flush began is stored within the user granularity (which the sweep waits for); touches not written are kept for the next
     /// flush. Runs even with nothing pending, to renew the promise. On failure
     /// (PostgreSQL down) every touch is kept: nothing is lost while the process lives,
     /// and the stale promise keeps the sweep from taking users whose activity is still
@@ -97,7 +98,7 @@ impl ActivityBuffer {
     pub async fn flush(
         &self,
         pool: &DbPool,
-        granularity: TimeDelta,
+        granularity: FlushGranularity,
         writes: UserWrites,
     ) -> Option<Vec<UserId>> {
         let _one_at_a_time = self.flushing.lock().await;
@@ -156,7 +157,7 @@ impl ActivityBuffer {
 
     /// The last flush of a replica stopping gracefully (every user with newer activity
     /// written), then its promise withdrawn so it no longer holds the sweep back.
-    pub async fn flush_and_forget(&self, pool: &DbPool, granularity: TimeDelta) {
+    pub async fn flush_and_forget(&self, pool: &DbPool, granularity: FlushGranularity) {
         self.flush(pool, granularity, UserWrites::All).await;
         let (pool, replica) = (pool.clone(), self.replica.clone());
         let forgotten = web::block(move || {
@@ -183,7 +184,7 @@ pub async fn flush_periodically(
     buffer: Arc<ActivityBuffer>,
     pool: DbPool,
     period: Duration,
-    granularity: impl Fn() -> TimeDelta,
+    granularity: impl Fn() -> FlushGranularity,
     wrote: impl Fn(&[UserId]),
 ) {
     let mut ticker = tokio::time::interval(period);
@@ -201,6 +202,13 @@ mod tests {
     use chrono::TimeDelta;
 
     use super::*;
+
+    fn both(granularity: TimeDelta) -> FlushGranularity {
+        FlushGranularity {
+            users: granularity,
+            sessions: granularity,
+        }
+    }
 
     fn sorted(mut touches: Vec<Touch>) -> Vec<(i64, DateTime<Utc>, Option<DateTime<Utc>>)> {
         touches.sort_unstable_by_key(|t| t.session_id);
@@ -265,7 +273,7 @@ mod tests {
         activity.defer(session, later, true);
         assert!(
             activity
-                .flush(db.pool(), TimeDelta::zero(), UserWrites::Due)
+                .flush(db.pool(), both(TimeDelta::zero()), UserWrites::Due)
                 .await
                 .is_some()
         );
@@ -286,7 +294,7 @@ mod tests {
         );
         assert!(activity.take_pending().is_empty());
         activity
-            .flush_and_forget(db.pool(), TimeDelta::zero())
+            .flush_and_forget(db.pool(), both(TimeDelta::zero()))
             .await;
         assert_eq!(
             micros("SELECT count(*) AS n FROM activity_flushes"),
@@ -300,7 +308,7 @@ mod tests {
         let db = presence_model::testing::TestDatabase::new();
         let session = logged_in(&db);
         let activity = ActivityBuffer::new("replica-c".to_owned());
-        let granularity = TimeDelta::seconds(60);
+        let granularity = both(TimeDelta::seconds(60));
         let stored =
             || db.query_i64("SELECT (extract(epoch FROM last_seen) * 1e6)::bigint AS n FROM users");
         let at_login = stored();
@@ -350,7 +358,7 @@ mod tests {
         activity.defer(SessionId(7), t, true);
         assert!(
             activity
-                .flush(&unreachable, TimeDelta::zero(), UserWrites::Due)
+                .flush(&unreachable, both(TimeDelta::zero()), UserWrites::Due)
                 .await
                 .is_none()
         );

@@ -136,7 +136,7 @@ impl Application {
             app_state.activity.clone(),
             app_state.pool.clone(),
             flush_period,
-            move || granularity_of.policy().session_granularity(),
+            move || granularity_of.policy().flush_granularity(),
             // Its own writes: forgotten here at once (others hear of them).
             move |users| written_to.presence.forget(users),
         ));
@@ -208,7 +208,7 @@ impl Application {
                 served
             }
         };
-        let granularity = self.state.policy().session_granularity();
+        let granularity = self.state.policy().flush_granularity();
         (self.state.activity)
             .flush_and_forget(&self.state.pool, granularity)
             .await;

@@ -59,7 +59,7 @@ impl AppState {
     /// Writes all the activity deferred so far, due or not (see [`ActivityBuffer::flush`]):
     /// the buffer is full.
     pub async fn write_all_activity(&self) {
-        let granularity = self.policy().session_granularity();
+        let granularity = self.policy().flush_granularity();
         let written = self
             .activity
             .flush(&self.pool, granularity, UserWrites::All)

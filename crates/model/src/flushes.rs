@@ -2,22 +2,24 @@
 //! at once (see `PresencePolicy::may_defer`), written in one set-based statement, with
 //! each replica's promise to the sweep.
 //!
-//! A user's row is written only once their stored `last_seen` or `active_at` lags by a
-//! granularity (half the shorter of the window and the away timeout, as session rows
-//! always were): at a heartbeat every 30 s and a 120 s window, one row write a minute
-//! per user instead of one per heartbeat. A touch not written yet stays with the replica
-//! for its next flush, so the stored times never lag by more than a granularity and a
-//! flush interval, which the policy keeps inside the window and the away timeout: the
-//! sweep, and everyone reading the stored times, still see the user as they are; only
-//! the `last_seen` others are shown is up to that coarse.
+//! A user's row is written only once their stored `last_seen` or `active_at` lags by the
+//! user granularity (`PresencePolicy::user_granularity`: 90 s at a 120 s window and a
+//! 10 s flush), a session row once its times lag by the session granularity (half the
+//! window): at a heartbeat every 30 s, about one row write per user every 80 s instead of
+//! one per heartbeat. A touch not written yet stays with the replica for its next flush,
+//! so the stored times never lag by more than the granularity and a flush interval,
+//! which the policy keeps inside the window and the away timeout: the sweep, and everyone
+//! reading the stored times, still see the user as they are; only the `last_seen` others
+//! are shown is up to that coarse.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{Array, BigInt, Bool, Interval, Nullable, Timestamptz};
 
 use crate::ids::{SessionId, UserId};
+use crate::policy::FlushGranularity;
 
 /// Deferred activity of one session: seen at `seen_at`, really used at `active_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +32,7 @@ pub struct Touch {
 /// Which users a flush writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserWrites {
-    /// Those whose stored times lag by a granularity: the periodic flush.
+    /// Those whose stored times lag by the user granularity: the periodic flush.
     Due,
     /// Every user with newer activity: a replica stopping, or its backlog full.
     All,
@@ -44,7 +46,7 @@ pub struct Flushed {
     /// The sessions whose activity is newer than what is stored and was not due: the
     /// replica keeps them for its next flush.
     pub kept: Vec<SessionId>,
-    /// The sessions whose user's stored `last_seen` is, after the flush, within a
+    /// The sessions whose user's stored `last_seen` is, after the flush, within the user
     /// granularity of it: activity on them may be deferred however old the replica's
     /// copy of that `last_seen` is (see `PresencePolicy::may_defer`).
     pub vouched: Vec<SessionId>,
@@ -53,13 +55,13 @@ pub struct Flushed {
 /// Writes deferred activity: `touches`, at most one per session, taken by `replica` at
 /// `flushed_through`, and records that promise in `activity_flushes` in the same
 /// transaction (see [`crate::sweeps::sweep`]): everything the replica saw before it is
-/// written, or stored within a granularity of it.
+/// written, or stored within the user granularity of it.
 ///
 /// Each user written gets the latest `last_seen` and `active_at` of their touched
 /// sessions, unless a write since left later ones; the flag is never changed here, so a
 /// flush cannot bring anyone online (activity is only deferred when it changes nothing
 /// others are shown). Revoked sessions are skipped. A session row is rewritten once its
-/// stored times lag by `granularity` too: they serve the session TTL, "is another
+/// stored times lag by the session granularity: they serve the session TTL, "is another
 /// session live?" and the sweep's fall-back of `active_at`. Users are written before
 /// sessions, the lock order of every presence write.
 pub fn flush_last_seen(
@@ -67,7 +69,7 @@ pub fn flush_last_seen(
     replica: &str,
     flushed_through: DateTime<Utc>,
     touches: &[Touch],
-    granularity: TimeDelta,
+    granularity: FlushGranularity,
     writes: UserWrites,
 ) -> QueryResult<Flushed> {
     #[derive(QueryableByName)]
@@ -136,7 +138,7 @@ pub fn flush_last_seen(
         .bind::<Array<Timestamptz>, _>(&seen)
         .bind::<Array<Nullable<Timestamptz>>, _>(&active)
         .bind::<Bool, _>(all)
-        .bind::<Interval, _>(granularity)
+        .bind::<Interval, _>(granularity.users)
         .load(conn)?;
         // The same, for the sessions.
         sql_query(
@@ -150,7 +152,7 @@ pub fn flush_last_seen(
         .bind::<Array<BigInt>, _>(&ids)
         .bind::<Array<Timestamptz>, _>(&seen)
         .bind::<Array<Nullable<Timestamptz>>, _>(&active)
-        .bind::<Interval, _>(granularity)
+        .bind::<Interval, _>(granularity.sessions)
         .execute(conn)?;
         let mut flushed = Flushed::default();
         for outcome in outcomes {

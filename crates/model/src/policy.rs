@@ -45,6 +45,15 @@ pub struct UnsafeTimings {
     pub heartbeat_ms: i64,
 }
 
+/// How far stored activity may lag before a flush writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushGranularity {
+    /// A user's `last_seen` and `active_at` ([`PresencePolicy::user_granularity`]).
+    pub users: TimeDelta,
+    /// A session row's ([`Timings::session_granularity`]).
+    pub sessions: TimeDelta,
+}
+
 /// The shared timings, how often deferred activity is flushed, and how often clients
 /// send heartbeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +160,27 @@ impl PresencePolicy {
     /// See [`Timings::session_granularity`].
     pub fn session_granularity(&self) -> TimeDelta {
         self.timings.session_granularity()
+    }
+
+    /// How far a user's stored `last_seen` and `active_at` may lag before a flush writes
+    /// them: the shorter of the window and the away timeout less three flush intervals,
+    /// and half of it at least. The stored times then lag by at most this and a flush,
+    /// inside both: by two flush intervals (what deferring leaves to spare, see
+    /// [`Self::may_defer`]), or, at half, by the heartbeat interval [`Self::new`]
+    /// demands. A write takes the latest touch, which may be a heartbeat interval older
+    /// than the flush; the more the threshold exceeds that, the fewer the writes (90 s at
+    /// the defaults: about one write per user every 80 s at a heartbeat every 30 s).
+    pub fn user_granularity(&self) -> TimeDelta {
+        let shortest = self.timings.window().min(self.timings.away_after());
+        (shortest - self.flush_interval * 3).max(shortest / 2)
+    }
+
+    /// The granularities a flush writes by.
+    pub fn flush_granularity(&self) -> FlushGranularity {
+        FlushGranularity {
+            users: self.user_granularity(),
+            sessions: self.session_granularity(),
+        }
     }
 
     /// How long a looked-up session may be trusted without asking PostgreSQL again: half
@@ -272,6 +302,11 @@ mod tests {
         let short = policy(4, 200, 1000).unwrap();
         assert_eq!(short.session_trust(), Duration::from_secs(2));
         assert_eq!(short.session_granularity(), TimeDelta::seconds(2));
+        // Users: the shortest timing less three flushes, half of it at least.
+        assert_eq!(default.user_granularity(), TimeDelta::seconds(90));
+        assert_eq!(short.user_granularity(), TimeDelta::milliseconds(3400));
+        let slow_flush = policy(120, 25_000, 30_000).unwrap();
+        assert_eq!(slow_flush.user_granularity(), TimeDelta::seconds(60));
         let away_first = PresencePolicy::new(
             Timings {
                 offline_after_secs: 120,

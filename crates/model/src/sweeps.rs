@@ -192,9 +192,10 @@ pub fn run_sweep(
 /// The inactivity sweep, as of `at`: the earlier of now less `unheard` (the recent time
 /// in which nothing could be heard, see [`crate::sweeps::unheard_time`]) and the oldest
 /// promise of the API replicas that reported within the last window (see
-/// [`crate::flushes::flush_last_seen`]), so activity a replica holds but could not write yet (PostgreSQL
-/// was down, say) never gets its user moved; a replica silent for a whole window is
-/// presumed gone.
+/// [`crate::flushes::flush_last_seen`]: what a replica saw before its promise is stored,
+/// or stored within a granularity, which is inside the window), so activity a replica
+/// holds but could not write yet (PostgreSQL was down, say) never gets its user moved; a
+/// replica silent for a whole window is presumed gone.
 ///
 /// 1. A connected user's `active_at` falls back to the latest use on a session still
 ///    connected: a device closed without logging out stops counting as use once it is

@@ -5,7 +5,7 @@ use presence_model::directory;
 use presence_model::directory::UserQuery;
 use presence_model::flushes::{self, Flushed, Touch, UserWrites};
 use presence_model::ids::{SessionId, UserId};
-use presence_model::policy::PresencePolicy;
+use presence_model::policy::{FlushGranularity, PresencePolicy};
 use presence_model::testing::{TIMINGS, TestDatabase, register};
 use presence_model::tokens;
 use presence_model::users;
@@ -21,6 +21,14 @@ fn policy() -> PresencePolicy {
 fn logged_in(db: &TestDatabase, name: &str) -> users::LoggedIn {
     register(db, name);
     users::log_in(db.pool(), TIMINGS, name, "password123").unwrap()
+}
+
+/// The same granularity for users and sessions.
+fn both(granularity: TimeDelta) -> FlushGranularity {
+    FlushGranularity {
+        users: granularity,
+        sessions: granularity,
+    }
 }
 
 fn touch(session_id: SessionId, at: chrono::DateTime<Utc>) -> Touch {
@@ -109,7 +117,7 @@ fn a_flush_writes_latest_activity_and_never_status() {
             touch(b.session_id, now - TimeDelta::seconds(59)),
             touch(c.session_id, now),
         ],
-        TimeDelta::seconds(30),
+        both(TimeDelta::seconds(30)),
         UserWrites::Due,
     )
     .unwrap();
@@ -142,7 +150,7 @@ fn a_flush_writes_latest_activity_and_never_status() {
         "api-test",
         now,
         &[touch(a.session_id, earlier)],
-        TimeDelta::zero(),
+        both(TimeDelta::zero()),
         UserWrites::All,
     )
     .unwrap();
@@ -155,7 +163,7 @@ fn a_periodic_flush_writes_a_user_only_once_their_stored_times_lag_by_a_granular
     let db = TestDatabase::new();
     let a = logged_in(&db, "aaa");
     let mut conn = db.pool().get().unwrap();
-    let granularity = TimeDelta::seconds(30);
+    let granularity = both(TimeDelta::seconds(30));
     let mut flush = |touches: &[Touch], writes| {
         flushes::flush_last_seen(
             &mut conn,

@@ -7,6 +7,7 @@ use diesel::sql_types::{BigInt, Interval};
 use presence_model::directory;
 use presence_model::flushes::{self, UserWrites};
 use presence_model::ids::UserId;
+use presence_model::policy::FlushGranularity;
 use presence_model::settings::Timings;
 use presence_model::shown;
 use presence_model::sweeps;
@@ -223,16 +224,12 @@ fn the_sweep_waits_for_activity_a_live_replica_has_not_written_yet() {
     // A replica that reported a second ago has written everything it saw until 20 s ago
     // (PostgreSQL was down since, say): `held` may have been active after that.
     let cutoff = chrono::Utc::now() - TimeDelta::seconds(20);
+    let none = FlushGranularity {
+        users: TimeDelta::zero(),
+        sessions: TimeDelta::zero(),
+    };
     let promise = |conn: &mut PgConnection| {
-        flushes::flush_last_seen(
-            conn,
-            "api-a",
-            cutoff,
-            &[],
-            TimeDelta::zero(),
-            UserWrites::Due,
-        )
-        .unwrap()
+        flushes::flush_last_seen(conn, "api-a", cutoff, &[], none, UserWrites::Due).unwrap()
     };
     promise(&mut conn);
     assert_eq!(swept(&mut conn).unwrap(), vec![gone]);
