@@ -64,7 +64,7 @@ impl ActivityBuffer {
         pending.len() >= MAX_PENDING
     }
 
-    /// Whether the last flush found `session`'s user stored within a granularity of it,
+    /// Whether the last flush found `session`'s user stored within the user granularity of it,
     /// so activity on it may be deferred whatever this replica's copy of the session says
     /// (see `PresencePolicy::may_defer`).
     pub fn vouches(&self, session: SessionId) -> bool {

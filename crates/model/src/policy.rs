@@ -114,11 +114,11 @@ impl PresencePolicy {
     /// until the flush has landed, with a flush interval to spare. The sweep then never
     /// sees them silent or idle, and nothing others are shown changes.
     ///
-    /// `vouched`: this replica's last flush found the user's stored `last_seen` within a
-    /// granularity of it (`flushes::Flushed::vouched`). Then `last_seen` needs no check of
-    /// `session`'s copy, which may be as old as the session cache's trust: a flush writes
-    /// any stored time a granularity old, so it never lags by more than a granularity and
-    /// a flush interval, inside the window by the margin [`Self::new`] demands.
+    /// `vouched`: this replica's last flush found the user's stored `last_seen` within the
+    /// user granularity of it (`flushes::Flushed::vouched`). Then `last_seen` needs no
+    /// check of `session`'s copy, which may be as old as the session cache's trust: a
+    /// flush writes any stored time that old, so it never lags by more than
+    /// [`Self::user_granularity`] and a flush interval, inside the window.
     pub fn may_defer(
         &self,
         session: &LiveSession,

@@ -193,7 +193,7 @@ pub fn run_sweep(
 /// in which nothing could be heard, see [`crate::sweeps::unheard_time`]) and the oldest
 /// promise of the API replicas that reported within the last window (see
 /// [`crate::flushes::flush_last_seen`]: what a replica saw before its promise is stored,
-/// or stored within a granularity, which is inside the window), so activity a replica
+/// or stored within the user granularity, inside the window), so activity a replica
 /// holds but could not write yet (PostgreSQL was down, say) never gets its user moved; a
 /// replica silent for a whole window is presumed gone.
 ///
