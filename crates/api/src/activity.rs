@@ -13,7 +13,7 @@
 //! (The session cache that lets most requests skip PostgreSQL is `session_cache`.)
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use actix_web::web;
@@ -32,7 +32,7 @@ pub struct ActivityBuffer {
     /// Session id → the latest activity not yet written.
     pending: Mutex<HashMap<SessionId, Touch>>,
     /// The sessions the last flush vouched for (see `flushes::Flushed::vouched`).
-    vouched: Mutex<HashSet<SessionId>>,
+    vouched: RwLock<HashSet<SessionId>>,
     /// Held through a flush: flushes run one at a time, and "flush now" waits for the one
     /// in progress, so everything deferred before it is written when it returns.
     flushing: tokio::sync::Mutex<()>,
@@ -45,7 +45,7 @@ impl ActivityBuffer {
     pub fn new(replica: String) -> Self {
         Self {
             pending: Mutex::new(HashMap::new()),
-            vouched: Mutex::new(HashSet::new()),
+            vouched: RwLock::new(HashSet::new()),
             flushing: tokio::sync::Mutex::new(()),
             replica,
         }
@@ -69,7 +69,7 @@ impl ActivityBuffer {
     /// (see `PresencePolicy::may_defer`).
     pub fn vouches(&self, session: SessionId) -> bool {
         self.vouched
-            .lock()
+            .read()
             .unwrap_or_else(|e| e.into_inner())
             .contains(&session)
     }
@@ -139,7 +139,7 @@ impl ActivityBuffer {
                         .filter(|touch| kept.contains(&touch.session_id))
                         .collect(),
                 );
-                *self.vouched.lock().unwrap_or_else(|e| e.into_inner()) =
+                *self.vouched.write().unwrap_or_else(|e| e.into_inner()) =
                     flushed.vouched.into_iter().collect();
                 Some(flushed.written)
             }

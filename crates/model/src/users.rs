@@ -64,11 +64,16 @@ pub struct UserRecord {
 }
 
 impl UserRecord {
+    /// What the user's facts show at `at`, to every kind of viewer.
+    pub fn shown_at(&self, timings: Timings, at: DateTime<Utc>) -> ShownRow {
+        ShownRow::from_facts(&self.facts, timings, at)
+    }
+
     /// The user as they are shown themselves at `at`.
     pub fn me(&self, timings: Timings, at: DateTime<Utc>) -> Me {
         Me {
             account: self.account.clone(),
-            status: ShownRow::from_facts(&self.facts, timings, at).shown_to_self(),
+            status: self.shown_at(timings, at).shown_to_self(),
         }
     }
 }

@@ -129,8 +129,7 @@ pub async fn statuses(
 
 /// What `record` shows now (by the database's clock), under the timings in force.
 fn shown_now(state: &AppState, record: &UserRecord) -> ShownRow {
-    let timings = state.policy().timings();
-    ShownRow::from_facts(&record.facts, timings, presence_model::clock::now())
+    record.shown_at(state.policy().timings(), presence_model::clock::now())
 }
 
 /// How many users are online, away and in do-not-disturb (an invisible user is not

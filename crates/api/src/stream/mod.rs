@@ -577,14 +577,14 @@ impl Live {
                 changes
             }
             None => {
-                hub.metrics.resumes_from_database.inc();
                 let (ids, reach) = (self.ids.clone(), self.settings().resume_reach);
                 let max = MAX_RESUME_CHANGES as i64;
-                db(&self.state, move |conn| {
+                let changes = db(&self.state, move |conn| {
                     feed::changes_since(conn, after, ids.as_deref(), reach, max)
                 })
-                .await?
-                .map(|changes| {
+                .await?;
+                hub.metrics.resumes_from_database.inc();
+                changes.map(|changes| {
                     changes
                         .iter()
                         .map(|change| (change.revision.unwrap_or(after), change.status()))
@@ -618,24 +618,23 @@ impl Live {
                 // The revision first, then the users: every change up to it has already made
                 // the cache forget its user, so what is read is at least as new.
                 (Some(ids), Some(revision)) => {
-                    hub.metrics.snapshots_from_memory.inc();
                     let records = self.state.user_records(ids).await?;
+                    hub.metrics.snapshots_from_memory.inc();
                     let now = presence_model::clock::now();
                     let users = ids
                         .iter()
                         .filter_map(|id| records.get(id))
-                        .map(|record| ShownRow::from_facts(&record.facts, timings, now))
-                        .map(|shown| shown.shown_to_others())
+                        .map(|record| record.shown_at(timings, now).shown_to_others())
                         .collect();
                     (revision, users)
                 }
                 _ => {
-                    hub.metrics.snapshots_from_database.inc();
                     let ids = self.ids.clone();
                     let snapshot = db(&self.state, move |conn| {
                         feed::snapshot(conn, timings, ids.as_deref())
                     })
                     .await?;
+                    hub.metrics.snapshots_from_database.inc();
                     let users = snapshot
                         .users
                         .iter()

@@ -7,17 +7,18 @@ use actix_web::http::StatusCode;
 use presence_api::testing::TestApp;
 use presence_testkit::{OwnRedis, Process};
 
-use crate::helpers::{WorkerEnv, eventually, timings};
+use crate::helpers::{NEVER, WorkerEnv, eventually, timings};
 
-#[actix_web::test]
-async fn transitions_made_while_redis_is_down_are_published_when_it_returns() {
-    let mut redis = OwnRedis::start();
+/// A Redis server of the test's own, an API and a worker on it (the worker catching up on
+/// the outbox every 100 ms, its sweep never firing).
+async fn on_own_redis() -> (OwnRedis, TestApp, Process) {
+    let redis = OwnRedis::start();
     let redis_url = redis.url();
     let app = TestApp::spawn_with(|config| config.redis.redis_url = redis_url.clone()).await;
     let mut command = WorkerEnv {
         database_url: app.db.url(),
         redis_prefix: &app.config.redis.redis_prefix,
-        schedule: "0 0 0 1 1 * 2099",
+        schedule: NEVER,
         timings: timings(120),
     }
     .command("run");
@@ -25,10 +26,19 @@ async fn transitions_made_while_redis_is_down_are_published_when_it_returns() {
         .env("REDIS_URL", &redis_url)
         .env("PUBLISH_CATCH_UP_MS", "100");
     let worker = Process::spawn(command);
-    let unpublished = || {
-        app.db
-            .query_i64("SELECT count(*) AS n FROM presence_events WHERE published_at IS NULL")
-    };
+    (redis, app, worker)
+}
+
+/// Transitions recorded and not yet published.
+fn unpublished(app: &TestApp) -> i64 {
+    app.db
+        .query_i64("SELECT count(*) AS n FROM presence_events WHERE published_at IS NULL")
+}
+
+#[actix_web::test]
+async fn transitions_made_while_redis_is_down_are_published_when_it_returns() {
+    let (mut redis, app, worker) = on_own_redis().await;
+    let unpublished = || unpublished(&app);
 
     let (_, alice) = app.sign_up("alice").await;
     let (_, bob) = app.sign_up("bob").await;
@@ -150,24 +160,8 @@ async fn an_outage_longer_than_the_window_sweeps_nobody_who_heartbeats_after_it(
 /// holds the change made meanwhile; once it hears again, from memory.
 #[actix_web::test]
 async fn while_its_subscription_is_down_a_replica_resumes_from_the_outbox_not_from_memory() {
-    let mut redis = OwnRedis::start();
-    let redis_url = redis.url();
-    let app = TestApp::spawn_with(|config| config.redis.redis_url = redis_url.clone()).await;
-    let mut command = WorkerEnv {
-        database_url: app.db.url(),
-        redis_prefix: &app.config.redis.redis_prefix,
-        schedule: "0 0 0 1 1 * 2099",
-        timings: timings(120),
-    }
-    .command("run");
-    command
-        .env("REDIS_URL", &redis_url)
-        .env("PUBLISH_CATCH_UP_MS", "100");
-    let worker = Process::spawn(command);
-    let unpublished = || {
-        app.db
-            .query_i64("SELECT count(*) AS n FROM presence_events WHERE published_at IS NULL")
-    };
+    let (mut redis, app, worker) = on_own_redis().await;
+    let unpublished = || unpublished(&app);
     let latest = |user: i64| {
         app.db.query_i64(&format!(
             "SELECT coalesce(max(revision), 0) AS n FROM presence_events WHERE user_id = {user}"
