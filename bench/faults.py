@@ -74,9 +74,9 @@ back_at[0]=time.time()
 during=q(f"SELECT count(*) FROM presence_events WHERE id > {before} AND recorded_at <= now()") 
 time.sleep(10); stop=True; [t.join() for t in ts]
 deadline=time.time()+30
-while time.time()<deadline and q("SELECT count(*) FROM presence_events WHERE published_at IS NULL")!="0": time.sleep(0.5)
-total=q("SELECT count(*) FROM presence_events"); pub=q("SELECT count(*) FROM presence_events WHERE published_at IS NOT NULL")
-unp=q("SELECT count(*) FROM presence_events WHERE published_at IS NULL")
+while time.time()<deadline and q("SELECT count(*) FROM unpublished_events")!="0": time.sleep(0.5)
+total=q("SELECT count(*) FROM presence_events"); pub=q("SELECT count(*) FROM presence_events WHERE revision <= (SELECT sent_through FROM event_publication)")
+unp=q("SELECT count(*) FROM unpublished_events")
 print(json.dumps({"mode":mode,"transitions_recorded_total":total,"published":pub,"unpublished_after_30s":unp,"recorded_between_outage_start_and_restart":during,**stats}))
 api.terminate(); worker.terminate(); api.wait(); worker.wait(); redis.kill()
 if mode=="postgres": pg("stop")

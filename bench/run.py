@@ -492,7 +492,7 @@ def sweep(common):
     recorded = int(sql("SELECT count(*) FROM presence_events")) - events_before
     # Recorded by the sweep's own transaction; published by the worker's catch-up.
     deadline = time.time() + 600
-    while int(sql("SELECT count(*) FROM presence_events WHERE published_at IS NULL")) > 0:
+    while int(sql("SELECT count(*) FROM unpublished_events")) > 0:
         if time.time() > deadline:
             break
         time.sleep(0.1)

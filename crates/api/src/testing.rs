@@ -202,10 +202,7 @@ impl TestApp {
     pub async fn received_everything_published(&self) -> bool {
         let (db, streams) = (self.db.clone(), self.state.streams.clone());
         eventually(std::time::Duration::from_secs(10), || {
-            let published = db.query_i64(
-                "SELECT coalesce(max(revision), 0) AS n FROM presence_events \
-                 WHERE published_at IS NOT NULL",
-            );
+            let published = db.query_i64("SELECT sent_through AS n FROM event_publication");
             let received = streams.last_received().map_or(0, |revision| revision.0);
             std::future::ready(received >= published)
         })

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::facts::UserFacts;
 use crate::ids::{EventId, Revision, UserId};
-use crate::schema::{presence_events, users};
+use crate::schema::{event_publication, presence_events, users};
 use crate::settings::Timings;
 use crate::shown::{ShownRow, facts_at};
 use crate::views::PublicStatus;
@@ -213,18 +213,22 @@ impl TransitionRows {
 /// order: two publishers interleaving batches could reorder one user's transitions.
 const PUBLISH_LOCK_KEY: i64 = 0x7072_6573_7075_6273; // "prespubs"
 
-/// Publishes the oldest unpublished transitions, at most `batch` of them, and marks them
-/// published; returns how many. A second replica calling this meanwhile waits for the
-/// first, then publishes what is left.
+/// Publishes the oldest unpublished transitions, at most `batch` of them; returns how
+/// many. A second replica calling this meanwhile waits for the first, then publishes what
+/// is left.
 ///
-/// Two transactions, each under the publisher's lock. The first gives the rows their
-/// revisions, in id order, and commits: a stream that sees a revision on Redis can
-/// always read it (and everything before it) from PostgreSQL, which is what makes resuming
-/// and snapshots gapless. The second sends the rows with a revision and no publication
-/// yet, in revision order, and marks them published. If `publish` fails (Redis down), or
-/// the process dies before the second commit, the same rows are sent again, with the
-/// same revisions, so a subscriber drops the repeat by revision: delivery is at least
-/// once.
+/// Two transactions, each under the publisher's lock. The first gives the oldest rows
+/// without one their revisions, in id order, and commits: a stream that sees a revision
+/// on Redis can always read it (and everything before it) from PostgreSQL, which is what
+/// makes resuming and snapshots gapless. The second sends the rows numbered past the
+/// publisher's cursor (`event_publication.sent_through`), in revision order, and moves
+/// the cursor past them. If `publish` fails (Redis down), or the process dies between the
+/// two commits, the same rows are sent again, with the same revisions, so a subscriber
+/// drops the repeat by revision: delivery is at least once.
+///
+/// Each row is written once (its revision) and the cursor once per batch; the rows to
+/// send are found from the cursor on the revision index, so a batch costs the same after
+/// a million events as after one.
 pub fn publish_pending(
     conn: &mut PgConnection,
     batch: i64,
@@ -235,10 +239,10 @@ pub fn publish_pending(
         // UPDATE … FROM the oldest rows numbered by `nextval` in id order, which the DSL
         // cannot say.
         diesel::sql_query(
-            "UPDATE presence_events e SET revision = numbered.revision \
+            "UPDATE presence_events e \
+             SET revision = numbered.revision, revision_at = now() \
              FROM (SELECT id, nextval('presence_revision') AS revision \
-                   FROM (SELECT id FROM presence_events \
-                         WHERE published_at IS NULL AND revision IS NULL \
+                   FROM (SELECT id FROM presence_events WHERE revision IS NULL \
                          ORDER BY id LIMIT $1) AS oldest) AS numbered \
              WHERE e.id = numbered.id",
         )
@@ -247,20 +251,21 @@ pub fn publish_pending(
     })?;
     conn.transaction(|conn| {
         lock_publisher(conn)?;
+        let sent_through: Revision = event_publication::table
+            .select(event_publication::sent_through)
+            .get_result(conn)?;
         let events: Vec<Transition> = presence_events::table
-            .filter(presence_events::published_at.is_null())
-            .filter(presence_events::revision.is_not_null())
+            .filter(presence_events::revision.gt(sent_through))
             .order(presence_events::revision)
             .limit(batch)
             .select(Transition::as_select())
             .load(conn)?;
-        if events.is_empty() {
+        let Some(last) = events.last().and_then(|event| event.revision) else {
             return Ok(0);
-        }
+        };
         publish(&events).map_err(Error::Publish)?;
-        let ids: Vec<EventId> = events.iter().map(|event| event.id).collect();
-        diesel::update(presence_events::table.filter(presence_events::id.eq_any(&ids)))
-            .set(presence_events::published_at.eq(diesel::dsl::now))
+        diesel::update(event_publication::table)
+            .set(event_publication::sent_through.eq(last))
             .execute(conn)?;
         Ok(events.len())
     })

@@ -9,6 +9,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    event_publication (singleton) {
+        singleton -> Bool,
+        sent_through -> Int8,
+    }
+}
+
+diesel::table! {
     presence_events (id) {
         id -> Int8,
         user_id -> Int8,
@@ -17,7 +24,7 @@ diesel::table! {
         reason -> Text,
         at -> Timestamptz,
         recorded_at -> Timestamptz,
-        published_at -> Nullable<Timestamptz>,
+        revision_at -> Nullable<Timestamptz>,
         last_seen -> Nullable<Timestamptz>,
         status_text -> Nullable<Text>,
         status_emoji -> Nullable<Text>,
@@ -85,6 +92,7 @@ diesel::joinable!(sessions -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     activity_flushes,
+    event_publication,
     presence_events,
     sessions,
     settings,

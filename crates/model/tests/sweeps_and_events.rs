@@ -45,8 +45,8 @@ fn a_tick_is_swept_once_and_recorded() {
     // Recorded in the sweep's own transaction, waiting to be published.
     assert_eq!(
         db.query_i64(
-            "SELECT count(*) AS n FROM presence_events WHERE reason = 'sweep' \
-             AND from_status = 'online' AND to_status = 'offline' AND published_at IS NULL"
+            "SELECT count(*) AS n FROM unpublished_events WHERE reason = 'sweep' \
+             AND from_status = 'online' AND to_status = 'offline'"
         ),
         3
     );
@@ -133,7 +133,11 @@ fn the_outbox_is_published_in_id_order_once_and_kept_when_publishing_fails() {
         "3 logins, 3 sweeps"
     );
 
-    let failed = events::publish_pending(&mut conn, 100, |_| Err("redis is down".to_owned()));
+    let mut attempted = Vec::new();
+    let failed = events::publish_pending(&mut conn, 100, |batch| {
+        attempted.extend(batch.iter().map(|e| (e.id, e.revision)));
+        Err("redis is down".to_owned())
+    });
     assert!(failed.is_err());
     assert_eq!(feed::unpublished_backlog(&mut conn).unwrap().0, 6);
 
@@ -154,6 +158,9 @@ fn the_outbox_is_published_in_id_order_once_and_kept_when_publishing_fails() {
     sorted.sort_unstable();
     assert_eq!(event_ids, sorted, "in id order");
     assert_eq!(published.len(), 6);
+    // Sent again with the revisions they were given before the failure.
+    let sent: Vec<_> = published.iter().map(|e| (e.id, e.revision)).collect();
+    assert_eq!(sent, attempted);
     for id in ids {
         let reasons: Vec<_> = published
             .iter()

@@ -24,7 +24,7 @@ fn recorded(app: &TestApp) -> Vec<(i64, String, String, String)> {
     events.sort_by_key(|e| e.id);
     assert_eq!(
         app.db
-            .query_i64("SELECT count(*) AS n FROM presence_events WHERE published_at IS NULL"),
+            .query_i64("SELECT count(*) AS n FROM unpublished_events"),
         events.len() as i64
     );
     events

@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use presence_api::testing::TestApp;
 use presence_testkit::{OwnRedis, Process};
 
-use crate::helpers::{NEVER, WorkerEnv, eventually, timings};
+use crate::helpers::{NEVER, WorkerEnv, eventually, published_changes, timings};
 
 /// A Redis server of the test's own, an API and a worker on it (the worker catching up on
 /// the outbox every 100 ms, its sweep never firing).
@@ -15,6 +15,13 @@ async fn on_own_redis() -> (OwnRedis, TestApp, Process) {
     let redis = OwnRedis::start();
     let redis_url = redis.url();
     let app = TestApp::spawn_with(|config| config.redis.redis_url = redis_url.clone()).await;
+    let worker = Process::spawn(worker_command(&app));
+    (redis, app, worker)
+}
+
+/// A worker on `app`'s database and Redis, catching up every 100 ms, its sweep never
+/// firing.
+fn worker_command(app: &TestApp) -> std::process::Command {
     let mut command = WorkerEnv {
         database_url: app.db.url(),
         redis_prefix: &app.config.redis.redis_prefix,
@@ -23,16 +30,15 @@ async fn on_own_redis() -> (OwnRedis, TestApp, Process) {
     }
     .command("run");
     command
-        .env("REDIS_URL", &redis_url)
+        .env("REDIS_URL", &app.config.redis.redis_url)
         .env("PUBLISH_CATCH_UP_MS", "100");
-    let worker = Process::spawn(command);
-    (redis, app, worker)
+    command
 }
 
 /// Transitions recorded and not yet published.
 fn unpublished(app: &TestApp) -> i64 {
     app.db
-        .query_i64("SELECT count(*) AS n FROM presence_events WHERE published_at IS NULL")
+        .query_i64("SELECT count(*) AS n FROM unpublished_events")
 }
 
 #[actix_web::test]
@@ -77,7 +83,7 @@ async fn transitions_made_while_redis_is_down_are_published_when_it_returns() {
     assert_eq!(
         app.db.query_i64(
             "SELECT count(*) AS n FROM presence_events a JOIN presence_events b \
-             ON a.id < b.id WHERE a.published_at > b.published_at"
+             ON a.id < b.id WHERE a.revision > b.revision"
         ),
         0
     );
@@ -229,4 +235,88 @@ async fn while_its_subscription_is_down_a_replica_resumes_from_the_outbox_not_fr
     assert_eq!(started("resume", "memory").await, 2.0);
     let (status, log) = worker.terminate(Duration::from_secs(25));
     assert!(status.is_some_and(|s| s.success()), "{log}");
+}
+
+/// A worker killed between giving a batch its revisions and sending it (Redis hung, so
+/// the send cannot finish): the next worker sends those rows with the revisions they were
+/// given, then the rest, and a subscriber gets every revision, in order, with nothing
+/// missing; a repeat is the same change.
+#[actix_web::test]
+async fn a_publisher_killed_between_numbering_and_sending_loses_and_reorders_nothing() {
+    use futures_util::StreamExt;
+    let (redis, app, worker) = on_own_redis().await;
+    let mut messages = published_changes(&app).await;
+    let (id, _) = app.sign_up("alice").await;
+    assert!(eventually(Duration::from_secs(10), || unpublished(&app) == 0).await);
+
+    redis.pause();
+    app.db.execute(&format!(
+        "INSERT INTO presence_events (user_id, from_status, to_status, reason, at) \
+         SELECT {id}, 'online', 'away', 'idle', now() FROM generate_series(1, 5000)"
+    ));
+    let numbered = || {
+        app.db.query_i64(
+            "SELECT count(*) AS n FROM presence_events WHERE reason = 'idle' \
+             AND revision IS NOT NULL",
+        )
+    };
+    assert!(eventually(Duration::from_secs(10), || numbered() > 0).await);
+    drop(worker); // SIGKILL, with a numbered batch unsent
+    let sent_through = app
+        .db
+        .query_i64("SELECT sent_through AS n FROM event_publication");
+    assert!(
+        numbered() > 0 && unpublished(&app) == 5000,
+        "none of them sent yet"
+    );
+    redis.resume();
+    let worker = Process::spawn(worker_command(&app));
+    assert!(
+        eventually(Duration::from_secs(20), || unpublished(&app) == 0).await,
+        "{}",
+        worker.log()
+    );
+
+    let out_of_order = app.db.query_i64(
+        "SELECT count(*) AS n FROM (SELECT revision, lag(revision) OVER (ORDER BY id) AS before \
+         FROM presence_events) AS numbered WHERE revision <= before",
+    );
+    assert_eq!(out_of_order, 0, "numbered in id order");
+    let mut first_seen: Vec<serde_json::Value> = Vec::new();
+    while first_seen.len() < 5001 {
+        let message = actix_web::rt::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("every revision arrives")
+            .unwrap();
+        let change: serde_json::Value =
+            serde_json::from_slice(message.get_payload_bytes()).unwrap();
+        let revision = change["revision"].as_i64().unwrap();
+        match first_seen.iter().find(|seen| seen["revision"] == revision) {
+            Some(seen) => assert_eq!(seen, &change, "a repeat is the same change"),
+            None => {
+                let last = first_seen
+                    .last()
+                    .map_or(0, |seen| seen["revision"].as_i64().unwrap());
+                assert!(revision > last, "in revision order");
+                first_seen.push(change);
+            }
+        }
+    }
+    let received: Vec<String> = first_seen
+        .iter()
+        .map(|seen| seen["revision"].to_string())
+        .collect();
+    let numbered_as_received = app.db.query_i64(&format!(
+        "SELECT count(*) AS n FROM presence_events WHERE revision = ANY('{{{}}}'::bigint[])",
+        received.join(",")
+    ));
+    assert_eq!(
+        numbered_as_received, 5001,
+        "every revision given was received"
+    );
+    assert_eq!(
+        sent_through.to_string(),
+        received[0],
+        "the kill came before any of them was sent"
+    );
 }

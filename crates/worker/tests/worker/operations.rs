@@ -39,7 +39,7 @@ async fn health_readiness_and_metrics_after_real_work() {
         eventually(Duration::from_secs(10), || {
             app.db.query_i64(
                 "SELECT count(*) AS n FROM presence_events WHERE reason = 'sweep' \
-                 AND published_at IS NOT NULL",
+                 AND revision <= (SELECT sent_through FROM event_publication)",
             ) == 3
         })
         .await,

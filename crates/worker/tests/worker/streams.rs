@@ -44,7 +44,7 @@ fn summary(event: &Event) -> Vec<(i64, String)> {
 async fn all_published(app: &TestApp) {
     let done = eventually(WAIT, async || {
         app.db
-            .query_i64("SELECT count(*) AS n FROM presence_events WHERE published_at IS NULL")
+            .query_i64("SELECT count(*) AS n FROM unpublished_events")
             == 0
     })
     .await;
@@ -249,7 +249,7 @@ async fn resuming_reaches_back_as_far_as_configured_and_no_further() {
     let aged = eventually(WAIT, async || {
         a.db.query_i64(
             "SELECT count(*) AS n FROM presence_events \
-             WHERE published_at > now() - interval '2 seconds'",
+             WHERE revision_at > now() - interval '2 seconds'",
         ) == 0
     })
     .await;
