@@ -8,7 +8,7 @@ use diesel::sql_types::Timestamptz;
 
 use crate::events::Transition;
 use crate::ids::{Revision, UserId};
-use crate::schema::{presence_events, users};
+use crate::schema::{event_publication, presence_events, users};
 use crate::settings::Timings;
 use crate::shown::ShownRow;
 
@@ -51,7 +51,8 @@ pub fn latest_revision(conn: &mut PgConnection) -> QueryResult<Revision> {
 /// Why a resume was refused: a snapshot is due instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResumeRefused {
-    /// The revision is older than what resuming reaches back to.
+    /// The revision is older than what resuming reaches back to, or than what the log
+    /// still holds (a change after it went with a dropped partition).
     TooOld,
     /// The revision was never given.
     Unknown,
@@ -76,6 +77,13 @@ pub fn changes_since(
         .run(|conn| {
             if after > latest_revision(conn)? {
                 return Ok(Err(ResumeRefused::Unknown));
+            }
+            let dropped_through: Revision = event_publication::table
+                .select(event_publication::dropped_through)
+                .get_result(conn)?;
+            if after < dropped_through {
+                // Some change after it went with a dropped partition (`event_log`).
+                return Ok(Err(ResumeRefused::TooOld));
             }
             let reach_start = diesel::dsl::now.into_sql::<Timestamptz>() - reach;
             let too_old: Option<bool> = presence_events::table

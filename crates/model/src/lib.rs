@@ -8,6 +8,7 @@ pub mod counts;
 pub mod db;
 pub mod directory;
 pub mod error;
+pub mod event_log;
 pub mod events;
 pub mod facts;
 pub mod feed;

@@ -9,9 +9,19 @@ diesel::table! {
 }
 
 diesel::table! {
+    event_partitions (name) {
+        name -> Text,
+        starts -> Timestamptz,
+        ends -> Timestamptz,
+        condemned_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     event_publication (singleton) {
         singleton -> Bool,
         sent_through -> Int8,
+        dropped_through -> Int8,
     }
 }
 
@@ -92,6 +102,7 @@ diesel::joinable!(sessions -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     activity_flushes,
+    event_partitions,
     event_publication,
     presence_events,
     sessions,

@@ -92,3 +92,16 @@ diesel::define_sql_function!(
         since: Timestamptz,
     ) -> Bool
 );
+
+diesel::define_sql_function!(
+    /// Migration `000015`: makes the event log's partitions from the last one's end until
+    /// `at` + `ahead`, each ending on a multiple of `width`; returns how many it made.
+    fn prepare_event_partitions(at: Timestamptz, width: Interval, ahead: Interval) -> Integer
+);
+
+diesel::define_sql_function!(
+    /// Migration `000015`: the event log's retention (partitions ended by `before` are
+    /// condemned, and dropped a `grace` later; `batch` rows of the default partition are
+    /// deleted); returns the partitions dropped.
+    fn drop_event_partitions(before: Timestamptz, grace: Interval, batch: BigInt) -> Integer
+);

@@ -36,6 +36,8 @@ const LAYERS: &[&str] = &[
     // The outbox, and what streams read from it.
     "events",
     "feed",
+    // The log's partitions, made ahead and dropped past the retention.
+    "event_log",
     // Transitions: the only code that locks a user row (the flush of deferred activity
     // updates rows, and locks them only as an UPDATE does).
     "flushes",

@@ -55,12 +55,14 @@ struct Column {
     is_nullable: String,
 }
 
-/// The same, as the migrated database has them.
+/// The same, as the migrated database has them (tables, not views or partitions).
 fn migrated(conn: &mut PgConnection) -> BTreeMap<String, BTreeMap<String, (String, bool)>> {
     let columns: Vec<Column> = diesel::sql_query(
         "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text \
          FROM information_schema.columns \
-         WHERE table_schema = 'public' AND table_name <> '__diesel_schema_migrations'",
+         WHERE table_schema = 'public' AND table_name <> '__diesel_schema_migrations' \
+         AND table_name IN (SELECT relname FROM pg_class \
+                            WHERE relkind IN ('r', 'p') AND NOT relispartition)",
     )
     .load(conn)
     .unwrap();

@@ -39,6 +39,15 @@ pub struct Config {
     #[arg(long, env = "PURGE_AFTER_SECS", default_value_t = 86_400,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub purge_after_secs: u32,
+    /// How long (seconds) one partition of the event log (`presence_events`) spans.
+    #[arg(long, env = "EVENTS_PARTITION_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub events_partition_secs: u32,
+    /// How long (seconds) transitions are kept: a user's history and a stream's resume
+    /// reach no further back. Whole partitions go once they ended this long ago.
+    #[arg(long, env = "EVENTS_RETENTION_SECS", default_value_t = 604_800,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub events_retention_secs: u32,
 }
 
 impl Config {
@@ -53,6 +62,26 @@ impl Config {
     pub fn purge_after(&self) -> chrono::TimeDelta {
         chrono::TimeDelta::seconds(self.purge_after_secs.into())
     }
+
+    /// How the event log is cut and kept; its maintenance runs with the purges.
+    pub fn event_log(&self) -> EventLogRetention {
+        EventLogRetention {
+            partition: chrono::TimeDelta::seconds(self.events_partition_secs.into()),
+            keep: chrono::TimeDelta::seconds(self.events_retention_secs.into()),
+            // A resume reading the log in a transaction older than this could miss a
+            // dropped partition; resumes last milliseconds, purges come a minute apart.
+            grace: chrono::TimeDelta::milliseconds(self.purge_every_ms.into()),
+        }
+    }
+}
+
+/// The event log's partition width, its retention, and the grace between finding a
+/// partition past the retention and dropping it (`presence_model::event_log`).
+#[derive(Debug, Clone, Copy)]
+pub struct EventLogRetention {
+    pub partition: chrono::TimeDelta,
+    pub keep: chrono::TimeDelta,
+    pub grace: chrono::TimeDelta,
 }
 
 fn parse_schedule(expression: &str) -> Result<cron::Schedule, String> {

@@ -10,6 +10,7 @@ use apalis_core::backend::Vacuum;
 use apalis_cron::Tick;
 use apalis_redis::ConnectionManager;
 use chrono::{DateTime, Utc};
+use presence_model::event_log;
 use presence_model::events::{self, Transition};
 use presence_model::feed;
 use presence_model::jobs::{EndStatuses, SCHEDULE_AHEAD};
@@ -21,6 +22,7 @@ use presence_runtime::nudges::StatusEnds;
 use presence_runtime::redis_conn::{Followed, follow_channel};
 use presence_runtime::workers::{self, WorkerReport};
 
+use crate::config::EventLogRetention;
 use crate::metrics::{self, Metrics};
 use crate::queue::ExpiryStorage;
 
@@ -152,6 +154,29 @@ impl WorkerState {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The event log's maintenance: makes the partitions the next writes need, and drops
+    /// those past the retention (`presence_model::event_log`).
+    pub async fn keep_event_log(&self, retention: EventLogRetention) -> Result<(), Error> {
+        let (dropped, partitions) = self
+            .db(move |conn| {
+                let now = Utc::now();
+                event_log::prepare_partitions(conn, now, retention.partition)?;
+                let dropped = event_log::drop_partitions(
+                    conn,
+                    now - retention.keep,
+                    retention.grace,
+                    PURGE_BATCH,
+                )?;
+                Ok((dropped, event_log::partition_count(conn)?))
+            })
+            .await?;
+        self.metrics
+            .event_partitions_dropped
+            .inc_by(dropped.unsigned_abs().into());
+        self.metrics.event_partitions.set(partitions);
         Ok(())
     }
 
@@ -372,11 +397,15 @@ pub async fn purge_periodically(
     state: Arc<WorkerState>,
     interval: Duration,
     retention: chrono::TimeDelta,
+    log_retention: EventLogRetention,
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        if let Err(e) = state.keep_event_log(log_retention).await {
+            log::warn!("could not prepare or drop the event log's partitions: {e}");
+        }
         if let Err(e) = state.purge(retention).await {
             log::warn!("could not purge old sessions and sweep runs: {e}");
         }

@@ -27,6 +27,10 @@ pub struct Metrics {
     pub oldest_unpublished_age: Gauge,
     /// Rows this process purged, by table.
     pub purged: IntCounterVec,
+    /// Partitions of the event log, as of this process's last maintenance.
+    pub event_partitions: IntGauge,
+    /// Partitions of the event log this process dropped past the retention.
+    pub event_partitions_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -87,6 +91,14 @@ impl Metrics {
         for table in ["sessions", "sweep_runs"] {
             purged.with_label_values(&[table]);
         }
+        let event_partitions = registry.register(IntGauge::new(
+            "event_partitions",
+            "Partitions of the event log (at this process's last maintenance)",
+        )?)?;
+        let event_partitions_dropped = registry.register(IntCounter::new(
+            "event_partitions_dropped_total",
+            "Partitions of the event log this process dropped past the retention",
+        )?)?;
         for kind in [SWEEP, PUBLISH, EXPIRY] {
             jobs_processed.with_label_values(&[kind]);
             jobs_failed.with_label_values(&[kind]);
@@ -105,6 +117,8 @@ impl Metrics {
             unpublished_events,
             oldest_unpublished_age,
             purged,
+            event_partitions,
+            event_partitions_dropped,
         })
     }
 

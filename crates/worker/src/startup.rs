@@ -135,6 +135,7 @@ pub async fn run(
         state.clone(),
         config.purge_every(),
         config.purge_after(),
+        config.event_log(),
     ));
     tokio::spawn(jobs::report_periodically(state.clone()));
     tokio::spawn(jobs::publish_when_wanted(state.clone()));

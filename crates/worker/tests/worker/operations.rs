@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use presence_api::testing::TestApp;
 use presence_testkit::{Process, metric_value};
 
-use crate::helpers::{WorkerEnv, eventually, timings};
+use crate::helpers::{NEVER, WorkerEnv, eventually, timings};
 
 async fn get(port: u16, path: &str) -> (StatusCode, String) {
     let mut response = awc::Client::default()
@@ -252,4 +252,73 @@ async fn the_worker_purges_revoked_sessions_and_old_sweep_runs_and_nothing_else(
         app.get("/api/users/me/", Some(&kept)).await.status,
         StatusCode::OK
     );
+}
+
+/// Over a run that crosses several retention periods (compressed: one-second partitions
+/// kept two seconds), the event log stays the same size: partitions are made ahead (no
+/// row lands in the default one), published old ones are dropped whole, and a user's
+/// history reaches back as far as the retention.
+#[actix_web::test]
+async fn the_event_log_stays_flat_across_retention_periods() {
+    let app = TestApp::spawn().await;
+    let mut command = WorkerEnv {
+        database_url: app.db.url(),
+        redis_prefix: &app.config.redis.redis_prefix,
+        schedule: NEVER,
+        timings: app.config.timings(),
+    }
+    .command("run");
+    command
+        .env("PURGE_EVERY_MS", "100")
+        .env("EVENTS_PARTITION_SECS", "1")
+        .env("EVENTS_RETENTION_SECS", "2");
+    let worker = Process::spawn(command);
+    let count = |sql: &str| app.db.query_i64(sql);
+    let partitions = || count("SELECT count(*) AS n FROM event_partitions");
+    assert!(eventually(Duration::from_secs(10), || partitions() >= 3).await);
+
+    let (id, token) = app.sign_up("alice").await;
+    let mut most_partitions = 0;
+    let started = std::time::Instant::now();
+    let mut cycles = 0;
+    // Four retention periods of changes, as fast as they come.
+    while started.elapsed() < Duration::from_secs(8) {
+        for availability in ["dnd", "auto"] {
+            let body = serde_json::json!({ "availability": availability });
+            let set = app
+                .put("/api/users/me/status/", Some(&token), Some(&body))
+                .await;
+            assert_eq!(set.status, StatusCode::OK);
+        }
+        cycles += 1;
+        most_partitions = most_partitions.max(partitions());
+    }
+    // The history partition, the ones within the retention and the grace, two ahead.
+    assert!(most_partitions <= 8, "{most_partitions} partitions at most");
+    assert_eq!(
+        count("SELECT count(*) AS n FROM presence_events_default"),
+        0
+    );
+    let recorded = 2 * cycles + 1;
+    let kept = count("SELECT count(*) AS n FROM presence_events");
+    assert!(kept < recorded / 2, "{kept} of {recorded} transitions kept");
+    assert_eq!(
+        count("SELECT count(*) AS n FROM presence_events WHERE at < now() - interval '5 seconds'"),
+        0
+    );
+    let admin = app.admin().await;
+    let history = app
+        .get(
+            &format!("/api/users/{id}/presence-history/?limit=1000"),
+            Some(&admin),
+        )
+        .await;
+    let oldest = history.body["events"].as_array().unwrap().len();
+    assert_eq!(oldest as i64, kept);
+    let (_, text) = get(worker.port(), "/metrics").await;
+    assert!(
+        metric_value(&text, "presence_worker_event_partitions_dropped_total") >= 4.0,
+        "{text}"
+    );
+    assert!(metric_value(&text, "presence_worker_event_partitions") >= 3.0);
 }
