@@ -237,14 +237,18 @@ pub fn publish_pending(
     conn.transaction(|conn| {
         lock_publisher(conn)?;
         // UPDATE … FROM the oldest rows numbered by `nextval` in id order, which the DSL
-        // cannot say.
+        // cannot say. The id range lets the planner find the rows by index in every
+        // partition rather than hash the whole backlog once per batch.
         diesel::sql_query(
-            "UPDATE presence_events e \
+            "WITH oldest AS MATERIALIZED ( \
+               SELECT id FROM presence_events WHERE revision IS NULL ORDER BY id LIMIT $1), \
+             numbered AS MATERIALIZED ( \
+               SELECT id, nextval('presence_revision') AS revision FROM oldest) \
+             UPDATE presence_events e \
              SET revision = numbered.revision, revision_at = now() \
-             FROM (SELECT id, nextval('presence_revision') AS revision \
-                   FROM (SELECT id FROM presence_events WHERE revision IS NULL \
-                         ORDER BY id LIMIT $1) AS oldest) AS numbered \
-             WHERE e.id = numbered.id",
+             FROM numbered \
+             WHERE e.id = numbered.id AND e.revision IS NULL \
+               AND e.id BETWEEN (SELECT min(id) FROM oldest) AND (SELECT max(id) FROM oldest)",
         )
         .bind::<BigInt, _>(batch)
         .execute(conn)

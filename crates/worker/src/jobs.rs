@@ -37,8 +37,10 @@ const KEEP_FINISHED_JOBS: Duration = Duration::from_secs(60);
 const PURGE_BATCH: i64 = 1000;
 /// Batches one purge runs at most; what is left waits for the next.
 const PURGE_BATCHES: usize = 100;
-/// Transitions published per Redis round trip (and per outbox transaction).
-const PUBLISH_BATCH: i64 = 1000;
+/// Transitions published per Redis round trip (and per outbox transaction): a 500,000
+/// backlog took 14.3 s at 1,000, 8.5 s at 5,000 and 8.3 s at 10,000 (one worker, no
+/// subscriber, this machine).
+const PUBLISH_BATCH: i64 = 5000;
 /// The longest one batch may wait for Redis before the attempt counts as failed.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 
