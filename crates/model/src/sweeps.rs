@@ -202,8 +202,9 @@ pub fn run_sweep(
 ///    silent for a window (slack of one session granularity for rows written lazily).
 /// 2. Users silent for a window are disconnected.
 /// 3. Manual and custom statuses whose end has come are ended (`expiry`).
-/// 4. Every user others are told is not offline gets a transition if what they are shown
-///    changed: `sweep` to offline, `idle` to away.
+/// 4. The users whose shown presence time alone may have changed since they were told (those
+///    just disconnected, those told online whose activity passed the away timeout) get a
+///    transition if it did: `sweep` to offline, `idle` to away.
 ///
 /// Returns the transitions recorded.
 pub fn sweep(
@@ -235,19 +236,34 @@ pub fn sweep(
     .execute(conn)?;
     // Shown offline already (by the window), so no `changed_at`: nothing an admin is shown
     // changes.
-    diesel::update(
+    let mut candidates: Vec<UserId> = diesel::update(
         users::table
             .filter(users::online_status.eq(OnlineStatus::Online))
             .filter(users::last_seen.lt(at - window)),
     )
     .set(users::online_status.eq(OnlineStatus::Offline))
-    .execute(conn)?;
+    .returning(users::id)
+    .get_results(conn)?;
     let mut changes = crate::status_ends::expire_statuses(conn, timings)?;
-    let ids: Vec<UserId> = users::table
-        .filter(users::published_presence.ne(Presence::Offline))
-        .order(users::id)
-        .select(users::id)
-        .load(conn)?;
+    // What time alone changes of what others are shown, besides the ends just expired: a
+    // user disconnected above goes offline, a connected user told online goes away once
+    // their last activity is older than the away timeout (the partial index of migration
+    // 000016). Nothing else moves without a write, and every write records its own
+    // change, so a tick reads in proportion to what changes, not to who is online.
+    candidates.extend(
+        users::table
+            .filter(users::online_status.eq(OnlineStatus::Online))
+            .filter(users::published_presence.eq(Presence::Online))
+            .filter(
+                users::active_at
+                    .lt(at - timings.away_after())
+                    .or(users::active_at.is_null()),
+            )
+            .select(users::id)
+            .load::<UserId>(conn)?,
+    );
+    candidates.sort_unstable();
+    candidates.dedup();
     let causes = Causes {
         presence: None,
         custom: ChangeReason::Expiry,
@@ -255,7 +271,7 @@ pub fn sweep(
     changes.extend(crate::events::record_changes(
         conn,
         timings,
-        &ids,
+        &candidates,
         Some(at),
         causes,
     )?);
