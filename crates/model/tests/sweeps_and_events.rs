@@ -326,3 +326,48 @@ fn purges_take_only_what_nobody_can_use_in_bounded_batches() {
     );
     assert_eq!(db.query_i64("SELECT count(*) AS n FROM sweep_runs"), 1);
 }
+
+#[test]
+fn a_sweep_locks_only_the_users_whose_shown_presence_time_changed() {
+    let db = TestDatabase::new();
+    let stale = stale_online_users(&db, 2);
+    let mut conn = db.pool().get().unwrap();
+    let fresh: Vec<UserId> = (0..20)
+        .map(|n| {
+            let id = register(&db, &format!("fresh{n}"));
+            presence::mark_user_online(&mut conn, TIMINGS, id, ChangeReason::Login).unwrap();
+            id
+        })
+        .collect();
+    // One of the fresh ones was last active past the away timeout (still connected).
+    db.execute(&format!(
+        "UPDATE users SET active_at = now() - interval '1 hour' WHERE id = {}",
+        fresh[0]
+    ));
+    let untouched = fresh[1..].iter().map(|id| id.0.to_string()).collect::<Vec<_>>();
+    // A row lock or a write stamps the row's `xmin` or `xmax` with the transaction's id.
+    let stamps = || {
+        db.query_i64(&format!(
+            "SELECT sum(hashtext(xmin::text || '/' || xmax::text || '/' || id))::bigint AS n \
+             FROM users WHERE id IN ({})",
+            untouched.join(",")
+        ))
+    };
+    let before = stamps();
+    let run = sweeps::run_sweep(&mut conn, tick(0), PERIOD, "sweep-test")
+        .unwrap()
+        .unwrap();
+    let mut changed: Vec<(UserId, ChangeReason)> =
+        run.changes.iter().map(|c| (c.user_id, c.reason)).collect();
+    changed.sort_unstable_by_key(|(id, _)| *id);
+    assert_eq!(
+        changed,
+        [
+            (stale[0], ChangeReason::Sweep),
+            (stale[1], ChangeReason::Sweep),
+            (fresh[0], ChangeReason::Idle)
+        ]
+    );
+    // The other 19 were neither locked nor written by the tick.
+    assert_eq!(stamps(), before);
+}
