@@ -39,6 +39,7 @@ test: lint compose-config
     cargo test --workspace
     just browser
     just contract
+    just rules
     just fuzz
 
 # The operator page and presence-client.js in Debian's Chromium (playwright-core; see
@@ -54,6 +55,19 @@ browser:
 # openapi-python-client generates without warnings and its flow parses every answer.
 contract:
     .ci/contract/run
+
+# The Prometheus rules and the Grafana dashboard (deploy/): promtool checks the rules and
+# runs their unit tests, parses every dashboard expression, then a real Prometheus scrapes
+# a real API and worker with the rules loaded (.ci/scrape). Debian's Prometheus 2.42 is
+# unpacked into .ci/prometheus on first use (.ci/prometheus-tools).
+rules:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    bin=$(.ci/prometheus-tools)
+    "$bin/promtool" check rules deploy/prometheus/presence.rules.yml
+    (cd deploy/prometheus && "$bin/promtool" test rules presence.rules.test.yml)
+    "$bin/promtool" check rules "$(.ci/dashboard-exprs)"
+    .ci/scrape
 
 # Property-based fuzzing of the live API against its OpenAPI document (schemathesis, fixed
 # seed): fails on any server error or schema violation.

@@ -292,13 +292,16 @@ def main():
     report(results)
 
 
+REPLICAS = (1, 2, 3, 1, 2, 3)
+
+
 def publishing_by_workers(common, backlog=500_000):
     """Issue 20: a backlog of `backlog` transitions published by 1, 2 and 3 worker replicas
     running at once, each time until the outbox is empty (one publisher holds the lock at
     a time: the figure shows what a replica adds)."""
     log(f"12. publishing a {backlog:,} backlog with 1, 2 and 3 workers")
     seconds = {}
-    for replicas in (1, 2, 3, 1):
+    for replicas in REPLICAS:
         workers = [start("presence-worker", dict(common, WORKER_HTTP_ADDR="127.0.0.1:0",
                                                  SWEEP_SCHEDULE="0 0 0 1 1 * 2099"))
                    for _ in range(replicas)]

@@ -11,6 +11,8 @@ pub struct Metrics {
     requests: IntCounterVec,
     latency: HistogramVec,
     pub users_online: IntGauge,
+    /// 1 when PostgreSQL and Redis answered this scrape's readiness checks.
+    pub ready: IntGauge,
     in_flight: IntGauge,
     pub jobs_enqueued: IntCounter,
     pub enqueue_failures: IntCounter,
@@ -47,6 +49,10 @@ impl Metrics {
         let users_online = registry.register(IntGauge::new(
             "users_online",
             "Users shown online, away or dnd (read at scrape time)",
+        )?)?;
+        let ready = registry.register(IntGauge::new(
+            "ready",
+            "1 when PostgreSQL and Redis answered this scrape's readiness checks (as /readyz)",
         )?)?;
         let jobs_enqueued = registry.register(IntCounter::new(
             "jobs_enqueued_total",
@@ -125,6 +131,7 @@ impl Metrics {
             requests,
             latency,
             users_online,
+            ready,
             in_flight,
             jobs_enqueued,
             enqueue_failures,

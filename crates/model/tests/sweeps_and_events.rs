@@ -344,7 +344,10 @@ fn a_sweep_locks_only_the_users_whose_shown_presence_time_changed() {
         "UPDATE users SET active_at = now() - interval '1 hour' WHERE id = {}",
         fresh[0]
     ));
-    let untouched = fresh[1..].iter().map(|id| id.0.to_string()).collect::<Vec<_>>();
+    let untouched = fresh[1..]
+        .iter()
+        .map(|id| id.0.to_string())
+        .collect::<Vec<_>>();
     // A row lock or a write stamps the row's `xmin` or `xmax` with the transaction's id.
     let stamps = || {
         db.query_i64(&format!(

@@ -33,6 +33,20 @@ pub async fn readyz(
     pool: &DbPool,
     redis_ping: impl Future<Output = Result<(), String>>,
 ) -> HttpResponse {
+    let readiness = check_dependencies(pool, redis_ping).await;
+    if readiness.is_ready() {
+        HttpResponse::Ok().json(readiness)
+    } else {
+        HttpResponse::ServiceUnavailable().json(readiness)
+    }
+}
+
+/// The checks of [`readyz`], for its answer and for the `ready` gauge every scrape sets
+/// (so an alert sees a replica that cannot reach its dependencies without probing it).
+pub async fn check_dependencies(
+    pool: &DbPool,
+    redis_ping: impl Future<Output = Result<(), String>>,
+) -> Readiness {
     let pool = pool.clone();
     let postgres = check(async move {
         crate::blocking::blocking(move || presence_model::db::ping(&pool))
@@ -41,14 +55,15 @@ pub async fn readyz(
     });
     let (postgres, redis) = tokio::join!(postgres, check(redis_ping));
     let ready = postgres == "ok" && redis == "ok";
-    let body = Readiness {
+    Readiness {
         status: if ready { "ok" } else { "unavailable" },
         checks: Checks { postgres, redis },
-    };
-    if ready {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.status == "ok"
     }
 }
 

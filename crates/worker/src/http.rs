@@ -13,19 +13,22 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
+async fn redis_ping(state: &WorkerState) -> Result<(), String> {
+    redis::cmd("PING")
+        .query_async::<String>(&mut state.redis.clone())
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 async fn readyz(state: web::Data<Arc<WorkerState>>) -> HttpResponse {
-    let mut redis = state.redis.clone();
-    let redis = async move {
-        redis::cmd("PING")
-            .query_async::<String>(&mut redis)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
-    };
-    presence_runtime::readiness::readyz(&state.pool, redis).await
+    presence_runtime::readiness::readyz(&state.pool, redis_ping(&state)).await
 }
 
 async fn metrics(state: web::Data<Arc<WorkerState>>) -> HttpResponse {
+    let readiness =
+        presence_runtime::readiness::check_dependencies(&state.pool, redis_ping(&state)).await;
+    state.metrics.ready.set(readiness.is_ready().into());
     state.metrics.response()
 }
 

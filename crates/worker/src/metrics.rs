@@ -31,6 +31,8 @@ pub struct Metrics {
     pub event_partitions: IntGauge,
     /// Partitions of the event log this process dropped past the retention.
     pub event_partitions_dropped: IntCounter,
+    /// 1 when PostgreSQL and Redis answered this scrape's readiness checks.
+    pub ready: IntGauge,
 }
 
 impl Metrics {
@@ -99,6 +101,10 @@ impl Metrics {
             "event_partitions_dropped_total",
             "Partitions of the event log this process dropped past the retention",
         )?)?;
+        let ready = registry.register(IntGauge::new(
+            "ready",
+            "1 when PostgreSQL and Redis answered this scrape's readiness checks (as /readyz)",
+        )?)?;
         for kind in [SWEEP, PUBLISH, EXPIRY] {
             jobs_processed.with_label_values(&[kind]);
             jobs_failed.with_label_values(&[kind]);
@@ -119,6 +125,7 @@ impl Metrics {
             purged,
             event_partitions,
             event_partitions_dropped,
+            ready,
         })
     }
 

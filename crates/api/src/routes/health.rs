@@ -41,5 +41,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         Ok(counts) => state.metrics.users_online.set(counts.count),
         Err(e) => log::warn!("metrics: could not count online users: {e}"),
     }
+    let readiness = readiness::check_dependencies(&state.pool, state.nudges.ping()).await;
+    state.metrics.ready.set(readiness.is_ready().into());
     state.metrics.response()
 }

@@ -73,6 +73,7 @@ async fn metrics_count_requests_online_users_and_jobs() {
         3.0
     );
     assert_eq!(metric_value(&text, "presence_api_users_online"), 2.0);
+    assert_eq!(metric_value(&text, "presence_api_ready"), 1.0);
     assert_eq!(
         metric_value(&text, "presence_api_jobs_enqueued_total"),
         2.0,

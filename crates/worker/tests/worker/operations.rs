@@ -70,6 +70,7 @@ async fn health_readiness_and_metrics_after_real_work() {
         3.0
     );
     assert!(metric_value(&text, "presence_worker_sweep_duration_seconds_count") >= 2.0);
+    assert_eq!(metric_value(&text, "presence_worker_ready"), 1.0);
     assert!(
         metric_value(
             &text,
@@ -126,6 +127,9 @@ async fn readiness_fails_while_postgres_is_unreachable() {
     assert!(body.contains(r#""redis":"ok""#), "{body}");
     assert!(!body.contains(r#""postgres":"ok""#), "{body}");
     assert_eq!(get(port, "/healthz").await.0, StatusCode::OK);
+    // Every scrape runs the same checks, for the alert on readiness.
+    let (_, text) = get(port, "/metrics").await;
+    assert_eq!(metric_value(&text, "presence_worker_ready"), 0.0, "{text}");
 }
 
 #[actix_web::test]
