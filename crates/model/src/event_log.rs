@@ -47,6 +47,35 @@ pub fn drop_partitions(
     diesel::select(crate::sql::drop_event_partitions(before, grace, batch)).get_result(conn)
 }
 
+/// What one round of [`keep`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kept {
+    pub dropped: i32,
+    /// The partitions left (the default one aside).
+    pub partitions: i64,
+}
+
+/// The worker's round of maintenance, as of the database's clock (which stamps `at`, so
+/// a worker whose clock is off still makes the partitions the writes need): makes those
+/// of now and the next widths, then applies the retention `keep`.
+pub fn keep(
+    conn: &mut PgConnection,
+    width: TimeDelta,
+    keep: TimeDelta,
+    grace: TimeDelta,
+    batch: i64,
+) -> QueryResult<Kept> {
+    let now: DateTime<Utc> =
+        diesel::select(diesel::dsl::now.into_sql::<diesel::sql_types::Timestamptz>())
+            .get_result(conn)?;
+    prepare_partitions(conn, now, width)?;
+    let dropped = drop_partitions(conn, now - keep, grace, batch)?;
+    Ok(Kept {
+        dropped,
+        partitions: partition_count(conn)?,
+    })
+}
+
 /// How many partitions the log has (the default one aside): what stays flat while the
 /// retention holds.
 pub fn partition_count(conn: &mut PgConnection) -> QueryResult<i64> {

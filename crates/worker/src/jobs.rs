@@ -162,23 +162,21 @@ impl WorkerState {
     /// The event log's maintenance: makes the partitions the next writes need, and drops
     /// those past the retention (`presence_model::event_log`).
     pub async fn keep_event_log(&self, retention: EventLogRetention) -> Result<(), Error> {
-        let (dropped, partitions) = self
+        let kept = self
             .db(move |conn| {
-                let now = Utc::now();
-                event_log::prepare_partitions(conn, now, retention.partition)?;
-                let dropped = event_log::drop_partitions(
+                Ok(event_log::keep(
                     conn,
-                    now - retention.keep,
+                    retention.partition,
+                    retention.keep,
                     retention.grace,
                     PURGE_BATCH,
-                )?;
-                Ok((dropped, event_log::partition_count(conn)?))
+                )?)
             })
             .await?;
         self.metrics
             .event_partitions_dropped
-            .inc_by(dropped.unsigned_abs().into());
-        self.metrics.event_partitions.set(partitions);
+            .inc_by(kept.dropped.unsigned_abs().into());
+        self.metrics.event_partitions.set(kept.partitions);
         Ok(())
     }
 
