@@ -73,6 +73,65 @@ test("the operator page shows presence, sweeps and workers live", async () => {
   }
 });
 
+test("the charts draw the sampled history, follow it live, and show it again after a reload", async () => {
+  const deployment = await Deployment.start();
+  const { instance, page } = await browser();
+  const legend = (chart, series) => `#${chart} .legend li[data-series='${series}']`;
+  const value = async (chart, series) => Number((await page.getAttribute(legend(chart, series), "data-value", { timeout: 1000 }).catch(() => "")) || NaN);
+  let heartbeats;
+  try {
+    await logIn(page, deployment, "operator");
+    await page.waitForSelector("#dashboard:not([hidden])");
+    // The worker samples at every sweep tick (every second here): the operator is online.
+    assert.ok(await eventually(async () => (await value("chart-presence", "online")) >= 1, 20000), "the operator online on the chart");
+    assert.match(await page.textContent("#counted-at"), /^as of /, "the tiles say when they were counted");
+
+    // Every chart is an image with a title and a description in words.
+    for (const id of ["chart-presence", "chart-transitions", "chart-sweep-duration", "chart-swept", "chart-publish-lag", "chart-streams"]) {
+      const chart = page.locator(`#${id} svg[role=img]`);
+      assert.equal(await chart.count(), 1, id);
+      const [titleId, descId] = (await chart.getAttribute("aria-labelledby")).split(" ");
+      assert.match(await page.textContent(`#${titleId}`), / over the last hour$/, id);
+      assert.ok((await page.textContent(`#${descId}`)).length > 10, id);
+      assert.ok((await page.textContent(`#${id} figcaption`)).length > 0, id);
+    }
+    assert.match(await page.textContent("#chart-presence desc"), /online: now \d+/);
+
+    // Without a reload: a second user logs in (their app heartbeating), and the chart and
+    // the transitions follow.
+    const alice = await deployment.signUp("alice");
+    heartbeats = setInterval(() => {
+      deployment.call("POST", "/api/users/heartbeat/", { token: alice.token, body: { active: true } }).catch(() => {});
+    }, 400);
+    assert.ok(await eventually(async () => (await value("chart-presence", "online")) >= 2, 20000), "alice joins the line");
+    assert.ok(await eventually(async () => (await value("chart-transitions", "login")) > 0, 20000), "logins per minute");
+    // The page's own stream (the users table) is counted.
+    assert.ok(await eventually(async () => (await value("chart-streams", "streams")) >= 1, 20000), "streams open");
+    assert.ok((await value("chart-sweep-duration", "sweep")) >= 0);
+
+    // A new page shows the history at once, from the server's samples.
+    await page.reload();
+    await logIn(page, deployment, "operator");
+    await page.waitForSelector(`#chart-presence .series.online[data-points]`, { timeout: 10000 });
+    assert.ok(Number(await page.getAttribute("#chart-presence .series.online", "data-points")) >= 1);
+    assert.ok((await value("chart-presence", "online")) >= 2, "the last hour, after a reload");
+
+    // The last day, in five-minute points.
+    await page.click("#range-day");
+    assert.ok(await eventually(async () => / over the last day$/.test(await page.textContent("#chart-presence title")), 10000));
+    assert.equal(await page.getAttribute("#range-day", "aria-pressed"), "true");
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, "admin-charts.png"), fullPage: true });
+  } catch (error) {
+    await reportFailure("admin-charts", page, deployment);
+    throw error;
+  } finally {
+    clearInterval(heartbeats);
+    await instance.close();
+    await deployment.close();
+  }
+});
+
 test("a user who is not an admin sees only that the page is for admins", async () => {
   const deployment = await Deployment.start();
   const { instance, page } = await browser();

@@ -39,6 +39,8 @@ pub struct Application {
     server: Server,
     metrics_server: Server,
     state: web::Data<AppState>,
+    /// This process's name in `activity_flushes` and the stream counts.
+    replica: String,
 }
 
 impl Application {
@@ -63,14 +65,13 @@ impl Application {
         let status_ends = StatusEnds::new(redis_url, prefix, asked);
         let presence =
             PresenceCache::new(config.presence_cache_users, metrics.presence_cache.clone());
+        let replica = presence_runtime::replicas::replica_name("api");
         let state = web::Data::new(AppState {
             pool,
             metrics,
             sessions: SessionCache::new(&policy),
             presence,
-            activity: std::sync::Arc::new(ActivityBuffer::new(
-                presence_runtime::replicas::replica_name("api"),
-            )),
+            activity: std::sync::Arc::new(ActivityBuffer::new(replica.clone())),
             nudges,
             status_ends,
             login_throttle: LoginThrottle::new(config.login_limits(), &redis, prefix),
@@ -155,7 +156,14 @@ impl Application {
             config.redis.redis_url.clone(),
             presence_changes_channel(&config.redis.redis_prefix),
         ));
+        actix_web::rt::spawn(stream::counts::report_open_streams(
+            app_state.streams.clone(),
+            app_state.redis.clone(),
+            config.redis.redis_prefix.clone(),
+            replica.clone(),
+        ));
         Ok(Self {
+            replica,
             addr,
             metrics_addr,
             server,
@@ -212,6 +220,7 @@ impl Application {
         (self.state.activity)
             .flush_and_forget(&self.state.pool, granularity)
             .await;
+        stream::counts::withdraw(&self.state.redis, &self.state.config_prefix, &self.replica).await;
         metrics.stop(false).await;
         served
     }

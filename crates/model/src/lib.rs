@@ -20,6 +20,7 @@ pub mod notifications;
 pub mod policy;
 pub mod presence;
 pub mod purges;
+pub mod samples;
 pub mod schema;
 pub mod sessions;
 pub mod settings;

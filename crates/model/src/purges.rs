@@ -1,5 +1,5 @@
 //! What the worker deletes so that tables stop growing with time: sessions nobody can use
-//! any more, and old sweep runs. Each call deletes one bounded batch in its own short
+//! any more, old sweep runs, and the operator page's samples past their day. Each call deletes one bounded batch in its own short
 //! statement, oldest first, so a purge never holds many row locks or a long transaction;
 //! the worker repeats it until a batch comes back short.
 
@@ -10,7 +10,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Timestamptz;
 
 use crate::ids::SessionId;
-use crate::schema::{sessions, sweep_runs};
+use crate::schema::{presence_samples, sessions, sweep_runs};
 
 /// A purge: deletes at most a batch (the last argument) of rows older than a retention.
 pub type Purge = fn(&mut PgConnection, TimeDelta, i64) -> QueryResult<usize>;
@@ -71,4 +71,21 @@ pub fn purge_sweep_runs(
         .limit(batch)
         .load::<i64>(conn)?;
     diesel::delete(sweep_runs::table.filter(sweep_runs::id.eq_any(&old))).execute(conn)
+}
+
+/// Deletes at most `batch` of the operator page's samples older than `retention`; returns
+/// how many went.
+pub fn purge_samples(
+    conn: &mut PgConnection,
+    retention: TimeDelta,
+    batch: i64,
+) -> QueryResult<usize> {
+    let cutoff = now.into_sql::<Timestamptz>() - retention;
+    let old = presence_samples::table
+        .select(presence_samples::at)
+        .filter(presence_samples::at.lt(cutoff))
+        .order(presence_samples::at)
+        .limit(batch)
+        .load::<chrono::DateTime<chrono::Utc>>(conn)?;
+    diesel::delete(presence_samples::table.filter(presence_samples::at.eq_any(&old))).execute(conn)
 }

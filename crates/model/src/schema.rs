@@ -44,6 +44,29 @@ diesel::table! {
 }
 
 diesel::table! {
+    presence_samples (at) {
+        at -> Timestamptz,
+        online -> Int4,
+        away -> Int4,
+        dnd -> Int4,
+        sweep_ms -> Int4,
+        swept -> Int4,
+        publish_lag_ms -> Int4,
+        streams_open -> Nullable<Int4>,
+        published_through -> Int8,
+        transitions_login -> Int4,
+        transitions_logout -> Int4,
+        transitions_heartbeat -> Int4,
+        transitions_activity -> Int4,
+        transitions_idle -> Int4,
+        transitions_manual -> Int4,
+        transitions_expiry -> Int4,
+        transitions_sweep -> Int4,
+        transitions_status_text -> Int4,
+    }
+}
+
+diesel::table! {
     sessions (id) {
         id -> Int8,
         user_id -> Int8,
@@ -105,6 +128,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     event_partitions,
     event_publication,
     presence_events,
+    presence_samples,
     sessions,
     settings,
     sweep_runs,

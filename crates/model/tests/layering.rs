@@ -38,6 +38,8 @@ const LAYERS: &[&str] = &[
     "feed",
     // The log's partitions, made ahead and dropped past the retention.
     "event_log",
+    // The service's history for the operator page, sampled per sweep tick.
+    "samples",
     // Transitions: the only code that locks a user row (the flush of deferred activity
     // updates rows, and locks them only as an UPDATE does).
     "flushes",

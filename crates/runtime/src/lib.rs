@@ -10,4 +10,5 @@ pub mod readiness;
 pub mod redis_conn;
 pub mod replicas;
 pub mod signals;
+pub mod stream_counts;
 pub mod workers;

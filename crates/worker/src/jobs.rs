@@ -15,11 +15,13 @@ use presence_model::events::{self, Transition};
 use presence_model::feed;
 use presence_model::jobs::{EndStatuses, SCHEDULE_AHEAD};
 use presence_model::purges;
+use presence_model::samples::{self, SweepFigures};
 use presence_model::status_ends;
 use presence_model::sweeps::{self, SweepRun};
 use presence_model::{DbPool, settings};
 use presence_runtime::nudges::StatusEnds;
 use presence_runtime::redis_conn::{Followed, follow_channel};
+use presence_runtime::stream_counts;
 use presence_runtime::workers::{self, WorkerReport};
 
 use crate::config::EventLogRetention;
@@ -43,6 +45,8 @@ const PURGE_BATCHES: usize = 100;
 const PUBLISH_BATCH: i64 = 5000;
 /// The longest one batch may wait for Redis before the attempt counts as failed.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest a sample waits for the stream counts: past it, they are unknown.
+const SAMPLE_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -136,12 +140,43 @@ impl WorkerState {
         }
     }
 
-    /// Deletes sessions nobody can use any more and sweep runs older than `retention`, a
-    /// batch at a time until a batch comes back short (or `PURGE_BATCHES` ran).
+    /// Records the operator page's sample of the tick whose sweep this worker ran
+    /// (`presence_model::samples`), with the streams the API replicas report. A sample
+    /// that fails is only missing from the charts: the sweep has committed.
+    async fn take_sample(&self, tick_at: DateTime<Utc>, sweep: SweepFigures) {
+        let counted = tokio::time::timeout(
+            SAMPLE_REDIS_TIMEOUT,
+            stream_counts::total(&mut self.redis.clone(), &self.prefix),
+        )
+        .await;
+        let streams_open = match counted {
+            Ok(Ok(open)) => Some(open),
+            Ok(Err(e)) => {
+                log::warn!("could not count the open streams: {e}");
+                None
+            }
+            Err(_) => None,
+        };
+        let recorded = self
+            .db(move |conn| samples::record_sample(conn, tick_at, sweep, streams_open))
+            .await;
+        if let Err(e) = recorded {
+            log::warn!("could not record the sample of {tick_at}: {e}");
+        }
+    }
+
+    /// Deletes sessions nobody can use any more and sweep runs older than `retention`, and
+    /// the operator page's samples past [`samples::KEEP`], a batch at a time until a batch
+    /// comes back short (or `PURGE_BATCHES` ran).
     pub async fn purge(&self, retention: chrono::TimeDelta) -> Result<(), Error> {
-        for (table, purge) in [
-            ("sessions", purges::purge_sessions as purges::Purge),
-            ("sweep_runs", purges::purge_sweep_runs),
+        for (table, purge, retention) in [
+            (
+                "sessions",
+                purges::purge_sessions as purges::Purge,
+                retention,
+            ),
+            ("sweep_runs", purges::purge_sweep_runs, retention),
+            ("presence_samples", purges::purge_samples, samples::KEEP),
         ] {
             for _ in 0..PURGE_BATCHES {
                 let gone = self
@@ -235,9 +270,8 @@ pub async fn sweep_tick(
         metrics
             .users_marked_offline
             .inc_by(run.users_marked_offline() as u64);
-        metrics
-            .sweep_duration
-            .observe(started.elapsed().as_secs_f64());
+        let sweep_took = started.elapsed();
+        metrics.sweep_duration.observe(sweep_took.as_secs_f64());
         metrics
             .last_successful_sweep
             .set(Utc::now().timestamp_millis() as f64 / 1000.0);
@@ -251,6 +285,15 @@ pub async fn sweep_tick(
         for end in ends {
             state.status_ends.schedule(end).await;
         }
+        state
+            .take_sample(
+                tick_at,
+                SweepFigures {
+                    took: sweep_took,
+                    users_marked_offline: run.users_marked_offline(),
+                },
+            )
+            .await;
     }
     Ok(run)
 }

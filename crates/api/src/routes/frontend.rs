@@ -44,6 +44,16 @@ pub async fn admin_script() -> HttpResponse {
     )
 }
 
+/// The operator page's charts (an ES module its script imports).
+#[utoipa::path(get, path = "/admin/charts.js", tag = "frontend",
+    responses((status = 200, description = "An ES module", content_type = "text/javascript", body = String)))]
+pub async fn admin_charts() -> HttpResponse {
+    file(
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/admin/charts.js"),
+    )
+}
+
 /// The operator page's style sheet.
 #[utoipa::path(get, path = "/admin/app.css", tag = "frontend",
     responses((status = 200, description = "CSS", content_type = "text/css", body = String)))]

@@ -151,6 +151,12 @@ pub const ENDPOINTS: &[Endpoint] = &[
     },
     Endpoint {
         method: Method::GET,
+        path: "/api/admin/history/",
+        counts_as: CountsAs::Activity,
+        route: || web::to(admin::history),
+    },
+    Endpoint {
+        method: Method::GET,
         path: "/admin/",
         counts_as: CountsAs::Activity,
         route: || web::to(frontend::admin_page),
@@ -160,6 +166,12 @@ pub const ENDPOINTS: &[Endpoint] = &[
         path: "/admin/app.js",
         counts_as: CountsAs::Activity,
         route: || web::to(frontend::admin_script),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/admin/charts.js",
+        counts_as: CountsAs::Activity,
+        route: || web::to(frontend::admin_charts),
     },
     Endpoint {
         method: Method::GET,

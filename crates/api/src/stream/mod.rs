@@ -23,6 +23,7 @@
 //!   view), so it never tells an invisible user from an offline one.
 //! - Streams end at once when the process is told to stop; clients reconnect elsewhere.
 
+pub mod counts;
 mod pending;
 mod recent;
 

@@ -1,12 +1,16 @@
-// The operator page: who is online, is the sweep running, are the workers alive. Live
-// presence comes from the stream (through presence-client.js); the counts, sweeps and
-// workers from /api/admin/overview/ every few seconds. The token stays in memory.
+// The operator page: who is online, is the sweep running, are the workers alive, and how
+// the last hour or day went. Live presence comes from the stream (through
+// presence-client.js); the counts, sweeps and workers from /api/admin/overview/ every few
+// seconds (the tiles say when they were counted); the charts from /api/admin/history/,
+// sampled by the worker at every sweep tick. The token stays in memory.
 import * as presence from "/static/presence-client.js";
+import { drawChart } from "/admin/charts.js";
 
 const PAGE_SIZE = 50;
 const OVERVIEW_EVERY_MS = 2000;
 const PAGE_REFRESH_EVERY_MS = 5000;
 const SEARCH_PAUSE_MS = 250;
+const HISTORY_EVERY_MS = 5000;
 
 const $ = (id) => document.getElementById(id);
 let token = null;
@@ -15,6 +19,7 @@ let nextCursor = null;
 let subscription = null;
 let watchedIds = "";
 let timers = [];
+let historyRange = "hour";
 
 async function api(method, path, body) {
   const response = await fetch(path, {
@@ -138,6 +143,8 @@ async function loadOverview() {
   for (const state of ["online", "away", "dnd", "offline"]) {
     $(`count-${state}`).textContent = overview.presence[state].toLocaleString();
   }
+  $("counted-at").textContent = `as of ${new Date(overview.counted_at).toLocaleTimeString()}`;
+  $("counted-at").dataset.countedAt = overview.counted_at;
   const sweeps = $("sweeps").tBodies[0];
   sweeps.replaceChildren();
   for (const sweep of overview.sweeps) {
@@ -172,6 +179,67 @@ async function loadOverview() {
   $("queue-failed").textContent = overview.queue.failed;
 }
 
+const REASONS = ["login", "logout", "heartbeat", "activity", "idle", "manual", "expiry", "sweep", "status_text"];
+
+async function loadHistory() {
+  const range = historyRange;
+  const history = await api("GET", `/api/admin/history/?range=${range}`);
+  if (range !== historyRange) return; // the range changed while this was asked
+  const to = Date.now();
+  const from = to - (range === "day" ? 86400_000 : 3600_000);
+  const span = range === "day" ? "the last day" : "the last hour";
+  const perMinute = 60 / history.bucket_secs;
+  const at = (point) => Date.parse(point.at);
+  const line = (label, className, value) => ({
+    label,
+    className,
+    points: history.points.filter((p) => value(p) !== null).map((p) => [at(p), value(p)]),
+  });
+  const common = { span, from, to };
+  drawChart($("chart-presence"), {
+    ...common,
+    title: "Users connected",
+    unit: "users, by presence",
+    series: [
+      line("online", "online", (p) => p.online),
+      line("away", "away", (p) => p.away),
+      line("do not disturb", "dnd", (p) => p.dnd),
+    ],
+  });
+  // Only the reasons that happened in the range get a line (and a legend entry).
+  const reasons = REASONS.filter((reason) => history.points.some((p) => p.transitions[reason] > 0));
+  drawChart($("chart-transitions"), {
+    ...common,
+    title: "Transitions",
+    unit: "per minute, by reason",
+    series: reasons.map((reason, n) => line(reason.replace("_", " "), `r${REASONS.indexOf(reason)}`, (p) => p.transitions[reason] * perMinute)),
+  });
+  drawChart($("chart-sweep-duration"), {
+    ...common,
+    title: "Sweep duration",
+    unit: "ms, slowest per point",
+    series: [line("sweep", "accent", (p) => p.sweep_ms)],
+  });
+  drawChart($("chart-swept"), {
+    ...common,
+    title: "Users swept",
+    unit: "taken offline per tick",
+    series: [line("swept", "dnd", (p) => p.swept / p.samples)],
+  });
+  drawChart($("chart-publish-lag"), {
+    ...common,
+    title: "Event pipeline lag",
+    unit: "s, oldest unpublished transition",
+    series: [line("lag", "away", (p) => p.publish_lag_ms / 1000)],
+  });
+  drawChart($("chart-streams"), {
+    ...common,
+    title: "Streams open",
+    unit: "on all API replicas",
+    series: [line("streams", "online", (p) => p.streams_open)],
+  });
+}
+
 function every(ms, task) {
   const run = () => task().catch((error) => {
     if (error.status === 401) signOut();
@@ -204,6 +272,7 @@ async function signIn(event) {
     $("dashboard").hidden = false;
     every(OVERVIEW_EVERY_MS, loadOverview);
     every(PAGE_REFRESH_EVERY_MS, loadPage);
+    every(HISTORY_EVERY_MS, loadHistory);
   } catch (error) {
     $("login-error").textContent = error.status === 401 ? "Wrong username or password." : error.message;
     $("login-error").hidden = false;
@@ -235,6 +304,15 @@ for (const id of ["search", "presence-filter"]) {
       cursors = [null];
       loadPage().catch(() => {});
     }, SEARCH_PAUSE_MS);
+  });
+}
+for (const button of document.querySelectorAll(".range button")) {
+  button.addEventListener("click", () => {
+    historyRange = button.dataset.range;
+    for (const other of document.querySelectorAll(".range button")) {
+      other.setAttribute("aria-pressed", String(other === button));
+    }
+    loadHistory().catch(() => {});
   });
 }
 $("next").addEventListener("click", () => {

@@ -12,6 +12,7 @@ async fn the_page_and_the_client_are_served_with_a_strict_policy() {
         ("/admin/", "text/html"),
         ("/admin", "text/html"),
         ("/admin/app.js", "text/javascript"),
+        ("/admin/charts.js", "text/javascript"),
         ("/admin/app.css", "text/css"),
         ("/static/presence-client.js", "text/javascript"),
     ] {
@@ -122,4 +123,86 @@ async fn the_admin_list_searches_by_the_start_of_a_name() {
         assert_eq!(found.status, StatusCode::OK);
         assert!(names(&found.body).is_empty());
     }
+}
+
+#[actix_web::test]
+async fn the_history_is_for_admins_and_in_buckets_of_its_range() {
+    use presence_model::samples::{self, SweepFigures};
+    let app = TestApp::spawn().await;
+    let (_, user) = app.sign_up("alice").await;
+    let admin = app.admin().await;
+    let refused = app.get("/api/admin/history/", Some(&user)).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let refused = app.get("/api/admin/history/", None).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    for bad in ["?range=week", "?range=", "?span=hour"] {
+        let refused = app
+            .get(&format!("/api/admin/history/{bad}"), Some(&admin))
+            .await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(refused.body["error"]["code"], "bad_request", "{bad}");
+    }
+    let empty = app.get("/api/admin/history/", Some(&admin)).await;
+    assert_eq!(
+        empty.body,
+        json!({ "range": "hour", "bucket_secs": 60, "points": [] })
+    );
+
+    let figures = SweepFigures {
+        took: std::time::Duration::from_millis(12),
+        users_marked_offline: 0,
+    };
+    let mut conn = app.db.pool().get().unwrap();
+    let now = chrono::Utc::now();
+    for ago in [chrono::TimeDelta::hours(3), chrono::TimeDelta::seconds(1)] {
+        samples::record_sample(&mut conn, now - ago, figures, Some(2)).unwrap();
+    }
+    let hour = app
+        .get("/api/admin/history/?range=hour", Some(&admin))
+        .await;
+    let points = hour.body["points"].as_array().unwrap();
+    assert_eq!(points.len(), 1, "three hours ago is outside: {}", hour.body);
+    let point = &points[0];
+    assert_eq!(point["online"], 2, "alice and the admin");
+    assert_eq!(point["sweep_ms"], 12);
+    assert_eq!(point["streams_open"], 2);
+    assert_eq!(point["samples"], 1);
+    assert_eq!(point["transitions"]["login"], 0);
+    let day = app.get("/api/admin/history/?range=day", Some(&admin)).await;
+    assert_eq!(day.body["bucket_secs"], 300);
+    assert_eq!(day.body["points"].as_array().unwrap().len(), 2);
+}
+
+/// Each replica reports its open streams for the samples the worker takes, within a second
+/// of a stream opening or closing.
+#[actix_web::test]
+async fn a_replica_reports_the_streams_it_holds() {
+    // A closed stream is noticed at its next keepalive.
+    let app = TestApp::spawn_with(|config| config.streams.stream_keepalive_ms = 200).await;
+    let (id, token) = app.sign_up("alice").await;
+    let client = redis::Client::open(presence_testkit::test_redis_url()).unwrap();
+    let redis = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let prefix = app.config.redis.redis_prefix.clone();
+    let reported = |want: u64| {
+        let (mut redis, prefix) = (redis.clone(), prefix.clone());
+        async move {
+            presence_runtime::stream_counts::total(&mut redis, &prefix)
+                .await
+                .unwrap()
+                == want
+        }
+    };
+    let stream = app
+        .open_stream(&format!("ids={id}"), Some(&token), None)
+        .await
+        .unwrap();
+    assert!(
+        presence_testkit::eventually(std::time::Duration::from_secs(5), || reported(1)).await,
+        "the open stream is reported"
+    );
+    drop(stream);
+    assert!(
+        presence_testkit::eventually(std::time::Duration::from_secs(10), || reported(0)).await,
+        "the closed stream is not counted any more"
+    );
 }

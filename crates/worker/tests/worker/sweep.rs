@@ -71,7 +71,7 @@ fn sigterm_stops_a_running_worker_cleanly() {
     assert!(log.contains("stopped"), "{log}");
 }
 
-/// Three replicas on one schedule: every tick is swept, by exactly one of them.
+/// Three replicas on one schedule: every tick is swept, and sampled, by exactly one of them.
 #[test]
 fn three_workers_sweep_each_tick_once() {
     let db = TestDatabase::new();
@@ -112,6 +112,17 @@ fn three_workers_sweep_each_tick_once() {
     assert!(
         db.query_i64("SELECT count(DISTINCT swept_by) AS n FROM sweep_runs") >= 2,
         "the ticks are shared between replicas"
+    );
+    // Each tick's sweeper sampled it for the operator page, once.
+    assert_eq!(
+        db.query_i64(
+            "SELECT count(*) AS n FROM sweep_runs r JOIN presence_samples s ON s.at = r.tick_at"
+        ),
+        runs()
+    );
+    assert_eq!(
+        db.query_i64("SELECT count(*) AS n FROM presence_samples"),
+        runs()
     );
 }
 
