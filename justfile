@@ -74,6 +74,13 @@ rules:
 fuzz seconds="120":
     .ci/fuzz {{seconds}}
 
+# The container image, built and run for real (not part of `just test`; `.ci/run` runs it
+# after): podman builds the Dockerfile on base images made here from Debian's packages,
+# then runs migrate, serve and the worker against the local PostgreSQL and Redis and checks
+# the user, the healthchecks, a login, a sweep and a clean SIGTERM (.ci/image/run).
+image:
+    .ci/image/run
+
 # Parse docker-compose.yml with a real compose parser (no Docker engine needed).
 compose-config:
     #!/usr/bin/env bash
