@@ -148,6 +148,23 @@ impl From<presence_runtime::blocking::BlockingError> for ApiError {
     }
 }
 
+/// A failure shared by every request that waited for the same read
+/// (`crate::coalesced_reads`): it can only have been the database's.
+impl From<std::sync::Arc<presence_runtime::blocking::BlockingError>> for ApiError {
+    fn from(e: std::sync::Arc<presence_runtime::blocking::BlockingError>) -> Self {
+        use presence_runtime::blocking::BlockingError as B;
+        match &*e {
+            B::Model(e) if e.is_unavailable() => {
+                log::warn!("database unavailable: {e}");
+                Self::Unavailable {
+                    reason: "the database is unavailable",
+                }
+            }
+            e => Self::internal(e.to_string()),
+        }
+    }
+}
+
 impl From<presence_model::Error> for ApiError {
     fn from(e: presence_model::Error) -> Self {
         use presence_model::Error as E;

@@ -3,6 +3,7 @@
 pub mod activity;
 pub mod admission;
 pub mod auth;
+pub mod coalesced_reads;
 pub mod config;
 pub mod errors;
 pub mod extract;

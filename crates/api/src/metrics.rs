@@ -123,6 +123,11 @@ impl Metrics {
                 "presence_cache_hearing",
                 "1 while this replica hears every write of users (its memory is trusted)",
             )?)?,
+            reads: registry.register(IntCounter::new(
+                "presence_cache_reads_total",
+                "Queries that read missed users from PostgreSQL, each for what concurrent \
+                 requests missed together",
+            )?)?,
         };
         Ok(Self {
             presence_cache,

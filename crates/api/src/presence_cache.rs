@@ -17,8 +17,13 @@
 //! flush (`LAST_SEEN_FLUSH_MS`), as reads from PostgreSQL always were. Memory: at most
 //! `PRESENCE_CACHE_USERS` users (about 400 bytes each); past it the least used are
 //! evicted and read from PostgreSQL when asked for again.
+//!
+//! A cold replica warms without a storm: what concurrent requests miss is read together
+//! ([`crate::coalesced_reads`]), at most [`READS_IN_FLIGHT`] queries at a time of at most
+//! [`READ_BATCH`] users each, a user missed by many requests once for all of them.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -26,7 +31,20 @@ use moka::sync::Cache;
 use presence_model::DbPool;
 use presence_model::ids::UserId;
 use presence_model::users::{self, UserRecord};
+use presence_runtime::blocking::BlockingError;
 use prometheus::{IntCounter, IntGauge};
+
+use crate::coalesced_reads::CoalescedReads;
+
+/// Queries reading missed users at once: a quarter of the default pool, so that misses
+/// never take every connection from the writes.
+pub const READS_IN_FLIGHT: usize = 4;
+/// Users one query reads at most (ten bulk lookups' worth).
+pub const READ_BATCH: usize = 5000;
+
+/// One query for missed users, with what it found.
+type RecordsRead =
+    std::pin::Pin<Box<dyn Future<Output = Result<Vec<(UserId, Arc<UserRecord>)>, BlockingError>>>>;
 
 /// The cache's counters, registered with the process's metrics.
 #[derive(Clone)]
@@ -36,14 +54,17 @@ pub struct CacheMetrics {
     pub fallbacks: IntCounter,
     pub forgotten: IntCounter,
     pub hearing: IntGauge,
+    /// Queries made for what was missed (each for many users, and many requests).
+    pub reads: IntCounter,
 }
 
 pub struct PresenceCache {
     users: Cache<UserId, Arc<UserRecord>>,
     /// Whether every write is heard: entries are trusted only then.
-    hearing: AtomicBool,
+    hearing: Arc<AtomicBool>,
     /// Counts forgettings, so a read that overlapped one is not remembered.
-    forgettings: AtomicU64,
+    forgettings: Arc<AtomicU64>,
+    reads: CoalescedReads<UserId, Arc<UserRecord>, BlockingError>,
     metrics: CacheMetrics,
 }
 
@@ -52,8 +73,9 @@ impl PresenceCache {
     pub fn new(capacity: u64, metrics: CacheMetrics) -> Self {
         Self {
             users: Cache::builder().max_capacity(capacity).build(),
-            hearing: AtomicBool::new(false),
-            forgettings: AtomicU64::new(0),
+            hearing: Arc::new(AtomicBool::new(false)),
+            forgettings: Arc::new(AtomicU64::new(0)),
+            reads: CoalescedReads::new(READS_IN_FLIGHT, READ_BATCH),
             metrics,
         }
     }
@@ -89,12 +111,12 @@ impl PresenceCache {
     }
 
     /// The records of `ids` (unknown ids left out), from memory where held, the rest
-    /// from PostgreSQL in one query.
+    /// from PostgreSQL, read together with what concurrent requests miss.
     pub async fn records(
         &self,
         pool: &DbPool,
         ids: &[UserId],
-    ) -> Result<HashMap<UserId, Arc<UserRecord>>, presence_runtime::blocking::BlockingError> {
+    ) -> Result<HashMap<UserId, Arc<UserRecord>>, Arc<BlockingError>> {
         let hearing = self.hearing.load(Ordering::SeqCst);
         let mut found = HashMap::with_capacity(ids.len());
         let mut missing = Vec::new();
@@ -118,21 +140,49 @@ impl PresenceCache {
             &self.metrics.fallbacks
         };
         counter.inc_by(missing.len() as u64);
-        let before = self.forgettings.load(Ordering::SeqCst);
-        let read = presence_runtime::blocking::with_connection(pool, move |conn| {
-            users::user_records(conn, &missing)
-        })
-        .await?;
-        let remember = hearing
-            && self.hearing.load(Ordering::SeqCst)
-            && self.forgettings.load(Ordering::SeqCst) == before;
-        for record in read {
-            let record = Arc::new(record);
-            if remember {
-                self.users.insert(record.facts.id, record.clone());
-            }
-            found.insert(record.facts.id, record);
-        }
+        let read = self.reads.read(&missing, self.reader(pool)).await?;
+        found.extend(read);
         Ok(found)
+    }
+
+    /// One query for `ids`: remembers what it read if every write was heard throughout
+    /// and nothing was forgotten while it ran (it may predate that write).
+    fn reader(&self, pool: &DbPool) -> impl Fn(Vec<UserId>) -> RecordsRead + 'static {
+        let (users, hearing, forgettings) = (
+            self.users.clone(),
+            self.hearing.clone(),
+            self.forgettings.clone(),
+        );
+        let (pool, queries) = (pool.clone(), self.metrics.reads.clone());
+        move |ids| {
+            let (users, hearing, forgettings, pool) = (
+                users.clone(),
+                hearing.clone(),
+                forgettings.clone(),
+                pool.clone(),
+            );
+            queries.inc();
+            Box::pin(async move {
+                let heard = hearing.load(Ordering::SeqCst);
+                let before = forgettings.load(Ordering::SeqCst);
+                let read = presence_runtime::blocking::with_connection(&pool, move |conn| {
+                    users::user_records(conn, &ids)
+                })
+                .await?;
+                let remember = heard
+                    && hearing.load(Ordering::SeqCst)
+                    && forgettings.load(Ordering::SeqCst) == before;
+                Ok(read
+                    .into_iter()
+                    .map(|record| {
+                        let record = Arc::new(record);
+                        if remember {
+                            users.insert(record.facts.id, record.clone());
+                        }
+                        (record.facts.id, record)
+                    })
+                    .collect())
+            })
+        }
     }
 }

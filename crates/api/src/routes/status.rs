@@ -95,7 +95,7 @@ pub struct Statuses {
     missing: Vec<UserId>,
 }
 
-/// The statuses of up to 500 users, in one query, as everyone but admins and each user
+/// The statuses of up to 500 users, from memory or read with what concurrent requests miss, as everyone but admins and each user
 /// is shown them.
 #[utoipa::path(post, path = "/api/users/statuses/", tag = "status", security(("bearer" = [])),
     request_body = StatusesQuery,

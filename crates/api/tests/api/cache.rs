@@ -191,3 +191,47 @@ async fn a_replica_that_stops_hearing_postgres_trusts_nothing_it_remembers() {
     }
     assert!(b.metric("presence_api_presence_cache_hits_total").await > hits);
 }
+
+/// A cold replica asked for the same 500 users by 64 requests at once (a deploy's
+/// reconnecting clients) reads them from PostgreSQL in a few queries, not one a request,
+/// and answers every request in full.
+#[actix_web::test]
+async fn a_cold_replica_reads_what_concurrent_requests_miss_together() {
+    let app = TestApp::spawn().await;
+    let (_, viewer) = app.sign_up("viewer").await;
+    let ids: Vec<i64> = (0..500)
+        .map(|n| presence_model::testing::register(&app.db, &format!("user{n}")).0)
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            app.metric("presence_api_presence_cache_hearing").await == 1.0
+        })
+        .await,
+        "the cache trusts what it holds"
+    );
+    let reads_before = app.metric("presence_api_presence_cache_reads_total").await;
+    let body = json!({ "ids": ids });
+    let answers = futures_util::future::join_all(
+        (0..64).map(|_| app.post("/api/users/statuses/", Some(&viewer), Some(&body))),
+    )
+    .await;
+    for answer in &answers {
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        assert_eq!(answer.body["statuses"].as_array().unwrap().len(), 500);
+    }
+    let reads = app.metric("presence_api_presence_cache_reads_total").await - reads_before;
+    assert!(
+        (1.0..=8.0).contains(&reads),
+        "{reads} queries for 64 concurrent requests missing the same users"
+    );
+    // Warm now: the same requests read nothing more.
+    let warm = app.metric("presence_api_presence_cache_reads_total").await;
+    let again = app
+        .post("/api/users/statuses/", Some(&viewer), Some(&body))
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(
+        app.metric("presence_api_presence_cache_reads_total").await,
+        warm
+    );
+}
