@@ -11,6 +11,7 @@ pub mod listener;
 pub mod metrics;
 pub mod openapi;
 pub mod presence_cache;
+pub mod remembered;
 pub mod routes;
 pub mod session_cache;
 pub mod startup;

@@ -10,7 +10,8 @@
 //! and the entry is forgotten; the replica that wrote forgets it at once (read your
 //! writes). While the listener is not hearing (its connection lost, not yet caught up),
 //! nothing is remembered and every read goes to PostgreSQL. A read from PostgreSQL is
-//! remembered only if nothing was forgotten while it ran (it may predate that write).
+//! remembered only if its user was not forgotten while it ran (it may predate that
+//! write; [`crate::remembered`]).
 //!
 //! How stale an answer may be: a write on another replica is seen here within a poll of
 //! the listener; `last_seen` is what is stored, which deferred activity refreshes every
@@ -25,9 +26,8 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use moka::sync::Cache;
 use presence_model::DbPool;
 use presence_model::ids::UserId;
 use presence_model::users::{self, UserRecord};
@@ -35,6 +35,7 @@ use presence_runtime::blocking::BlockingError;
 use prometheus::{IntCounter, IntGauge};
 
 use crate::coalesced_reads::CoalescedReads;
+use crate::remembered::Remembered;
 
 /// Queries reading missed users at once: a quarter of the default pool, so that misses
 /// never take every connection from the writes.
@@ -59,11 +60,9 @@ pub struct CacheMetrics {
 }
 
 pub struct PresenceCache {
-    users: Cache<UserId, Arc<UserRecord>>,
+    users: Arc<Remembered<Arc<UserRecord>>>,
     /// Whether every write is heard: entries are trusted only then.
     hearing: Arc<AtomicBool>,
-    /// Counts forgettings, so a read that overlapped one is not remembered.
-    forgettings: Arc<AtomicU64>,
     reads: CoalescedReads<UserId, Arc<UserRecord>, BlockingError>,
     metrics: CacheMetrics,
 }
@@ -72,9 +71,8 @@ impl PresenceCache {
     /// Remembers at most `capacity` users; trusts nothing until told it hears every write.
     pub fn new(capacity: u64, metrics: CacheMetrics) -> Self {
         Self {
-            users: Cache::builder().max_capacity(capacity).build(),
+            users: Arc::new(Remembered::new(capacity)),
             hearing: Arc::new(AtomicBool::new(false)),
-            forgettings: Arc::new(AtomicU64::new(0)),
             reads: CoalescedReads::new(READS_IN_FLIGHT, READ_BATCH),
             metrics,
         }
@@ -96,18 +94,14 @@ impl PresenceCache {
 
     /// These users' rows were written: what is remembered of them goes.
     pub fn forget(&self, ids: &[UserId]) {
-        self.forgettings.fetch_add(1, Ordering::SeqCst);
-        for id in ids {
-            self.users.invalidate(id);
-        }
+        self.users.forget(ids);
         self.metrics.forgotten.inc_by(ids.len() as u64);
     }
 
     /// Forgets every user: writes may have gone unannounced to this replica's streams
     /// (their subscription began again).
     pub fn forget_everyone(&self) {
-        self.forgettings.fetch_add(1, Ordering::SeqCst);
-        self.users.invalidate_all();
+        self.users.forget_everyone();
     }
 
     /// The records of `ids` (unknown ids left out), from memory where held, the rest
@@ -123,7 +117,7 @@ impl PresenceCache {
         let mut asked = HashSet::with_capacity(ids.len());
         // An id asked twice is looked up once.
         for &id in ids.iter().filter(|id| asked.insert(**id)) {
-            match self.users.get(&id).filter(|_| hearing) {
+            match self.users.get(id).filter(|_| hearing) {
                 Some(record) => {
                     found.insert(id, record);
                 }
@@ -145,39 +139,29 @@ impl PresenceCache {
         Ok(found)
     }
 
-    /// One query for `ids`: remembers what it read if every write was heard throughout
-    /// and nothing was forgotten while it ran (it may predate that write).
+    /// One query for `ids`: remembers each user it read if every write was heard
+    /// throughout and that user was not forgotten while it ran (the read may predate the
+    /// write).
     fn reader(&self, pool: &DbPool) -> impl Fn(Vec<UserId>) -> RecordsRead + 'static {
-        let (users, hearing, forgettings) = (
-            self.users.clone(),
-            self.hearing.clone(),
-            self.forgettings.clone(),
-        );
+        let (users, hearing) = (self.users.clone(), self.hearing.clone());
         let (pool, queries) = (pool.clone(), self.metrics.reads.clone());
         move |ids| {
-            let (users, hearing, forgettings, pool) = (
-                users.clone(),
-                hearing.clone(),
-                forgettings.clone(),
-                pool.clone(),
-            );
+            let (users, hearing, pool) = (users.clone(), hearing.clone(), pool.clone());
             queries.inc();
             Box::pin(async move {
                 let heard = hearing.load(Ordering::SeqCst);
-                let before = forgettings.load(Ordering::SeqCst);
+                let start = users.read_starts();
                 let read = presence_runtime::blocking::with_connection(&pool, move |conn| {
                     users::user_records(conn, &ids)
                 })
                 .await?;
-                let remember = heard
-                    && hearing.load(Ordering::SeqCst)
-                    && forgettings.load(Ordering::SeqCst) == before;
+                let remember = heard && hearing.load(Ordering::SeqCst);
                 Ok(read
                     .into_iter()
                     .map(|record| {
                         let record = Arc::new(record);
                         if remember {
-                            users.insert(record.facts.id, record.clone());
+                            users.remember(start, record.facts.id, record.clone());
                         }
                         (record.facts.id, record)
                     })
