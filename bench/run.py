@@ -283,6 +283,9 @@ def main():
         results["admin_changes_poll"] = changes_polls(admin_token)
 
         stream_results(results, api, tokens)
+
+        log("13. steady status changes: from a transition to Redis")
+        results["steady_publish_latency"] = steady_publish_latency(tokens)
     finally:
         stop(api)
 
@@ -317,6 +320,92 @@ def publishing_by_workers(common, backlog=500_000):
             for worker in workers:
                 stop(worker)
     return {"backlog": backlog, "seconds_by_replicas": seconds}
+
+
+def steady_publish_latency(tokens_file, rate=400, seconds=20, clients=8):
+    """Issue 20: at a steady `rate` of status changes a second through the API (each user
+    toggling dnd), how long from each transition's time (`at`, its transaction's) until
+    it arrives on the Redis channel the API replicas subscribe to: commit, the publish
+    nudge, the worker's batch, PUBLISH."""
+    import asyncio
+    import http.client
+    import threading
+    from datetime import datetime
+
+    tokens = tokens_file.read_text().split()[:2000]
+    channel = COMMON["REDIS_PREFIX"] + ":changes"
+    latencies = []
+    done = threading.Event()
+
+    async def listen(ready):
+        reader, writer = await asyncio.open_connection("127.0.0.1", 6379)
+        writer.write(f"SUBSCRIBE {channel}\r\n".encode())
+        await writer.drain()
+
+        async def bulk():
+            size = int((await reader.readline())[1:])
+            data = await reader.readexactly(size + 2)
+            return data[:-2]
+
+        while not done.is_set():
+            try:
+                header = await asyncio.wait_for(reader.readline(), 1)
+            except asyncio.TimeoutError:
+                continue
+            if not header.startswith(b"*"):
+                continue
+            parts = [await bulk() for _ in range(int(header[1:]))]
+            if parts[0] == b"subscribe":
+                ready.set()
+            elif parts[0] == b"message":
+                arrived = time.time()
+                event = json.loads(parts[2])
+                if event.get("reason") == "manual":
+                    at = datetime.fromisoformat(event["at"]).timestamp()
+                    latencies.append((arrived - at) * 1000)
+        writer.close()
+
+    ready = threading.Event()
+    listener = threading.Thread(target=lambda: asyncio.run(listen(ready)))
+    listener.start()
+    ready.wait(10)
+
+    def client(mine):
+        connection = http.client.HTTPConnection("127.0.0.1", API_PORT)
+        interval = clients / rate
+        deadline = time.time() + seconds
+        availability = {}
+        next_at = time.time()
+        n = 0
+        while time.time() < deadline:
+            token = mine[n % len(mine)]
+            n += 1
+            availability[token] = "auto" if availability.get(token) == "dnd" else "dnd"
+            body = json.dumps({"availability": availability[token]})
+            connection.request("PUT", "/api/users/me/status/", body=body,
+                               headers={"Authorization": f"Bearer {token}",
+                                        "Content-Type": "application/json"})
+            connection.getresponse().read()
+            next_at += interval
+            pause = next_at - time.time()
+            if pause > 0:
+                time.sleep(pause)
+
+    senders = [threading.Thread(target=client, args=(tokens[i::clients],)) for i in range(clients)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    time.sleep(2)
+    done.set()
+    listener.join()
+    latencies.sort()
+
+    def percentile(p):
+        return latencies[min(len(latencies) - 1, int(len(latencies) * p))] if latencies else None
+
+    return {"rate_per_sec": rate, "seconds": seconds, "arrived": len(latencies),
+            "p50_ms": percentile(0.50), "p99_ms": percentile(0.99), "max_ms": latencies[-1] if latencies else None}
 
 
 def wait_until(condition, limit_s):
@@ -613,6 +702,7 @@ def report(results):
             sweep["recorded_and_published_ms"] / sweep["bare_update_ms"],
     }
     results["ratios"] = ratios
+    steady = results["steady_publish_latency"]
     rows = [
         ("machine", f"{results['machine']['cores']} cores, {results['machine']['cpu']}", ""),
         ("1. GET /healthz (baseline)", f"{base:,.0f} req/s", ""),
@@ -641,6 +731,9 @@ def report(results):
         ("12. 500k backlog published by 1 / 2 / 3 workers",
          " / ".join(f"{min(results['publishing_by_workers']['seconds_by_replicas'][n]):.1f} s" for n in ("1", "2", "3")),
          "one publisher at a time: a replica buys availability, and costs no throughput"),
+        ("13. steady status changes, transition to Redis",
+         f"p50 {steady['p50_ms']:.1f} ms, p99 {steady['p99_ms']:.1f} ms" if steady.get("p99_ms") is not None else "no change arrived",
+         f"{steady['arrived']:,} changes at {steady['rate_per_sec']}/s through the API (target p99 <= 50 ms)"),
         ("6. admin first page (100) at 100k", f"p50 {page['p50_ms']:.2f} ms, p99 {page['p99_ms']:.2f} ms", "target p99 <= 20 ms"),
     ]
     rows += stream_rows(results, ratios, base)
