@@ -7,7 +7,7 @@ import sys
 import time
 
 from python_client import AuthenticatedClient, Client
-from python_client.api.admin import overview
+from python_client.api.admin import history, overview
 from python_client.api.operations import healthz, readyz
 from python_client.api.status import online_count, own_status, set_status, status, statuses
 from python_client.api.stream import ticket
@@ -33,6 +33,7 @@ from python_client.models import (
     LoginResponse,
     Me,
     Overview,
+    ServiceHistory,
     OwnStatus,
     Presence,
     PresenceCounts,
@@ -118,6 +119,7 @@ def main():
         cursor = page.next_
     assert user.id in [u.id for u in everyone]
     expect(overview.sync(client=admin), Overview)
+    expect(history.sync(client=admin), ServiceHistory)
 
     assert logout.sync_detailed(client=session).status_code == 204
     gone = expect(me.sync(client=session), ErrorBody)

@@ -152,6 +152,13 @@ test("the admins' list: pages, ETag, changes", async () => {
   for (const worker of overview.data.workers) {
     assert.match(worker.started_at, /\.\d{1,6}Z$|:\d\dZ$/, "microseconds at most");
   }
+  assert.match(overview.data.counted_at, /Z$/);
+  const history = await admin.GET("/api/admin/history/", { params: { query: { range: "day" } } });
+  assert.ok(history.data);
+  assert.equal(history.data.bucket_secs, 300);
+  for (const point of history.data.points) {
+    assert.equal(typeof point.transitions.login, "number");
+  }
   const { token: userToken } = await signUp(client(), `plain${run}`, PASSWORD);
   const refused = await client(userToken).GET("/api/admin/overview/");
   assert.equal(refused.error?.error.code, "forbidden");
@@ -211,7 +218,7 @@ test("the stream: a ticket, the header, and what each refusal means", async () =
 
 test("the files served from the binary", async () => {
   const anonymous = client();
-  for (const path of ["/admin/", "/admin/app.js", "/admin/app.css", "/static/presence-client.js"] as const) {
+  for (const path of ["/admin/", "/admin/app.js", "/admin/charts.js", "/admin/app.css", "/static/presence-client.js"] as const) {
     const file = await anonymous.GET(path, { parseAs: "text" });
     assert.ok(file.data !== undefined && file.data.length > 0, path);
   }
