@@ -215,7 +215,7 @@ pub struct StreamHub {
     stopping: watch::Sender<bool>,
     metrics: StreamMetrics,
     /// The changes received lately, to resume from.
-    recent: Mutex<RecentChanges>,
+    recent: std::sync::RwLock<RecentChanges>,
     /// Whether this process is subscribed to the published changes right now.
     following: AtomicBool,
 }
@@ -229,7 +229,7 @@ impl StreamHub {
         };
         Self {
             registry: Mutex::new(Registry::default()),
-            recent: Mutex::new(RecentChanges::new(
+            recent: std::sync::RwLock::new(RecentChanges::new(
                 settings.resume_window,
                 settings.resume_reach.to_std().unwrap_or_default(),
             )),
@@ -249,8 +249,14 @@ impl StreamHub {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn recent(&self) -> std::sync::MutexGuard<'_, RecentChanges> {
-        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    /// The recent changes, to read (resumes read side by side).
+    fn recent(&self) -> std::sync::RwLockReadGuard<'_, RecentChanges> {
+        self.recent.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The recent changes, to change (a change arrives, the subscription begins again).
+    fn recent_mut(&self) -> std::sync::RwLockWriteGuard<'_, RecentChanges> {
+        self.recent.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The last revision received since the subscription began: a snapshot read from the
@@ -356,7 +362,10 @@ impl StreamHub {
             return;
         };
         let status = change.status();
-        if self.recent().push(revision, status.clone(), Instant::now()) {
+        if self
+            .recent_mut()
+            .push(revision, status.clone(), Instant::now())
+        {
             self.metrics.applied_revision.set(revision.0);
             let lag = presence_model::clock::now() - change.at;
             self.metrics
@@ -380,7 +389,7 @@ impl StreamHub {
     /// what was published before now never arrived (it began again): the recent changes
     /// go, and starts are read from PostgreSQL until changes arrive again.
     fn forget_recent(&self) {
-        self.recent().clear();
+        self.recent_mut().clear();
         self.metrics.applied_revision.set(0);
     }
 

@@ -86,23 +86,32 @@ impl RecentChanges {
     /// The changes after `after` to `ids` (everyone if `None`), in revision order, if the
     /// window reaches back to `after` and `after` is not past what arrived; `None`
     /// otherwise (the outbox answers). More than `max` changes: `TooMany`, as the outbox
-    /// would say.
+    /// would say. It only reads (what is older than the reach is passed over, as
+    /// eviction would drop it), so resumes run side by side, under a read lock, while
+    /// changes go on arriving.
     pub fn since(
-        &mut self,
+        &self,
         after: Revision,
         ids: Option<&[UserId]>,
         max: usize,
         now: Instant,
     ) -> Option<Result<Vec<(Revision, PublicStatus)>, ResumeRefused>> {
-        self.evict(now);
-        let complete_after = self.complete_after?;
+        // Arrival times only grow: the first change still inside the reach.
+        let fresh = self
+            .changes
+            .partition_point(|(_, at, _)| now.saturating_duration_since(*at) > self.reach);
+        let complete_after = match fresh {
+            0 => self.complete_after?,
+            n => self.changes[n - 1].0,
+        };
         let last = self.last()?;
         if after < complete_after || after > last {
             return None;
         }
         let start = self
             .changes
-            .partition_point(|(revision, _, _)| *revision <= after);
+            .partition_point(|(revision, _, _)| *revision <= after)
+            .max(fresh);
         let watched =
             |status: &PublicStatus| ids.is_none_or(|ids| ids.binary_search(&status.id).is_ok());
         let mut found = Vec::new();
@@ -172,7 +181,7 @@ mod tests {
     #[test]
     fn keeps_only_the_watched_users_and_refuses_past_the_most() {
         let now = Instant::now();
-        let mut recent = window(100, now);
+        let recent = window(100, now);
         let found = recent
             .since(Revision(10), Some(&[UserId(2), UserId(4)]), 100, now)
             .unwrap()
@@ -211,7 +220,7 @@ mod tests {
     #[test]
     fn the_count_and_the_reach_bound_it_and_move_its_start() {
         let now = Instant::now();
-        let mut recent = window(3, now);
+        let recent = window(3, now);
         // 10 and 11 went: the window starts after 11.
         assert_eq!(recent.since(Revision(10), None, 100, now), None);
         let found = recent.since(Revision(11), None, 100, now).unwrap().unwrap();
