@@ -333,6 +333,14 @@ def steady_publish_latency(tokens_file, rate=400, seconds=20, clients=8):
     from datetime import datetime
 
     tokens = tokens_file.read_text().split()[:2000]
+    # By now these users have been silent for minutes (offline): a heartbeat each brings
+    # them back for a window, so that each dnd toggle changes what others are shown.
+    for token in tokens:
+        request = urllib.request.Request(f"http://127.0.0.1:{API_PORT}/api/users/heartbeat/",
+                                         data=b"{}", method="POST",
+                                         headers={"Authorization": f"Bearer {token}",
+                                                  "Content-Type": "application/json"})
+        urllib.request.urlopen(request).read()
     channel = COMMON["REDIS_PREFIX"] + ":changes"
     latencies = []
     done = threading.Event()
