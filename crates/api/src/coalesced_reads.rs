@@ -20,6 +20,16 @@ use tokio::sync::oneshot;
 /// What a waiting caller is sent: the key's value (`None`: there is no such key), or the
 /// failure of the read that had it.
 type Answer<V, E> = Result<Option<V>, Arc<E>>;
+
+/// Why a caller got no values.
+#[derive(Debug)]
+pub enum ReadFailed<E> {
+    /// The read that had its keys failed (every caller waiting for them is told so).
+    Failed(Arc<E>),
+    /// The read's task ended without an answer (it panicked, or the runtime is stopping):
+    /// never taken for "no such key".
+    Abandoned,
+}
 /// Everyone waiting for one key.
 type Waiters<V, E> = Vec<oneshot::Sender<Answer<V, E>>>;
 
@@ -56,14 +66,14 @@ where
 
     /// The values of `keys` (each asked once; absent keys left out), read by `read`, which
     /// is given at most a batch of keys and returns the values it found.
-    pub async fn read<F, Fut>(&self, keys: &[K], read: F) -> Result<HashMap<K, V>, Arc<E>>
+    pub async fn read<F, Fut>(&self, keys: &[K], read: F) -> Result<HashMap<K, V>, ReadFailed<E>>
     where
         F: Fn(Vec<K>) -> Fut + 'static,
         Fut: Future<Output = Result<Vec<(K, V)>, E>> + 'static,
     {
         let mut answers = Vec::with_capacity(keys.len());
         let start_a_read = {
-            let mut queue = self.queue.lock().expect("queue lock");
+            let mut queue = lock(&self.queue);
             for &key in keys {
                 let (sender, receiver) = oneshot::channel();
                 queue.waiting.entry(key).or_default().push(sender);
@@ -80,12 +90,37 @@ where
         }
         let mut found = HashMap::with_capacity(answers.len());
         for (key, answer) in answers {
-            // A dropped sender means the read's task died (the runtime is stopping).
-            if let Some(value) = answer.await.unwrap_or(Ok(None))? {
+            let answer = answer.await.map_err(|_| ReadFailed::Abandoned)?;
+            if let Some(value) = answer.map_err(ReadFailed::Failed)? {
                 found.insert(key, value);
             }
         }
         Ok(found)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running read's place: given back when its task ends without finishing (a panic, the
+/// runtime stopping). If it was the last read running, the keys still waiting would wait
+/// forever: their callers are told the read was abandoned.
+struct Running<'a, K, V, E> {
+    queue: &'a Mutex<Queue<K, V, E>>,
+    finished: bool,
+}
+
+impl<K, V, E> Drop for Running<'_, K, V, E> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut queue = lock(self.queue);
+        queue.in_flight -= 1;
+        if queue.in_flight == 0 {
+            queue.waiting.clear();
+        }
     }
 }
 
@@ -98,11 +133,18 @@ where
     F: Fn(Vec<K>) -> Fut,
     Fut: Future<Output = Result<Vec<(K, V)>, E>>,
 {
+    let mut running = Running {
+        queue: &queue,
+        finished: false,
+    };
     loop {
         let taken: Vec<(K, Waiters<V, E>)> = {
-            let mut queue = queue.lock().expect("queue lock");
+            let mut queue = lock(running.queue);
             if queue.waiting.is_empty() {
+                // Given back under the lock that saw nothing waiting: a caller queuing
+                // after it sees a place free and starts a read.
                 queue.in_flight -= 1;
+                running.finished = true;
                 return;
             }
             let keys: Vec<K> = queue.waiting.keys().take(batch).copied().collect();
@@ -239,7 +281,10 @@ mod tests {
     async fn a_failed_read_fails_its_callers_only_and_a_caller_gone_takes_nothing_with_it() {
         let reads = Arc::new(CoalescedReads::<u32, u32, String>::new(1, 100));
         let failing = |_: Vec<u32>| async { Err::<Vec<(u32, u32)>, _>("down".to_owned()) };
-        assert_eq!(*reads.read(&[1, 2], failing).await.unwrap_err(), "down");
+        match reads.read(&[1, 2], failing).await {
+            Err(ReadFailed::Failed(e)) => assert_eq!(*e, "down"),
+            other => panic!("{other:?}"),
+        }
 
         let store = Store::new();
         let gone = {
@@ -255,5 +300,20 @@ mod tests {
         store.gate.add_permits(10);
         let found = waiting.await.unwrap().unwrap();
         assert_eq!(found, HashMap::from([(4, 8), (6, 12)]));
+    }
+
+    #[actix_web::test]
+    async fn a_read_that_dies_is_an_error_for_its_callers_and_frees_its_place() {
+        let reads = Arc::new(CoalescedReads::<u32, u32, String>::new(1, 100));
+        let dying = |_: Vec<u32>| async { panic!("the read dies") };
+        assert!(matches!(
+            reads.read(&[2], dying).await,
+            Err(ReadFailed::Abandoned)
+        ));
+        // The only place is free again: the next read runs.
+        let store = Store::new();
+        store.gate.add_permits(1);
+        let found = reads.read(&[2, 3], store.reader()).await.unwrap();
+        assert_eq!(found, HashMap::from([(2, 4)]));
     }
 }

@@ -149,18 +149,26 @@ impl From<presence_runtime::blocking::BlockingError> for ApiError {
 }
 
 /// A failure shared by every request that waited for the same read
-/// (`crate::coalesced_reads`): it can only have been the database's.
-impl From<std::sync::Arc<presence_runtime::blocking::BlockingError>> for ApiError {
-    fn from(e: std::sync::Arc<presence_runtime::blocking::BlockingError>) -> Self {
+/// (`crate::coalesced_reads`): it can only have been the database's, or the read's task.
+impl From<crate::coalesced_reads::ReadFailed<presence_runtime::blocking::BlockingError>>
+    for ApiError
+{
+    fn from(
+        e: crate::coalesced_reads::ReadFailed<presence_runtime::blocking::BlockingError>,
+    ) -> Self {
+        use crate::coalesced_reads::ReadFailed;
         use presence_runtime::blocking::BlockingError as B;
-        match &*e {
-            B::Model(e) if e.is_unavailable() => {
-                log::warn!("database unavailable: {e}");
-                Self::Unavailable {
-                    reason: "the database is unavailable",
+        match e {
+            ReadFailed::Failed(e) => match &*e {
+                B::Model(e) if e.is_unavailable() => {
+                    log::warn!("database unavailable: {e}");
+                    Self::Unavailable {
+                        reason: "the database is unavailable",
+                    }
                 }
-            }
-            e => Self::internal(e.to_string()),
+                e => Self::internal(e.to_string()),
+            },
+            ReadFailed::Abandoned => Self::internal("the read of missed users was abandoned"),
         }
     }
 }

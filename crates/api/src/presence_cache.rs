@@ -34,7 +34,7 @@ use presence_model::users::{self, UserRecord};
 use presence_runtime::blocking::BlockingError;
 use prometheus::{IntCounter, IntGauge};
 
-use crate::coalesced_reads::CoalescedReads;
+use crate::coalesced_reads::{CoalescedReads, ReadFailed};
 use crate::remembered::Remembered;
 
 /// Queries reading missed users at once: a quarter of the default pool, so that misses
@@ -110,7 +110,7 @@ impl PresenceCache {
         &self,
         pool: &DbPool,
         ids: &[UserId],
-    ) -> Result<HashMap<UserId, Arc<UserRecord>>, Arc<BlockingError>> {
+    ) -> Result<HashMap<UserId, Arc<UserRecord>>, ReadFailed<BlockingError>> {
         let hearing = self.hearing.load(Ordering::SeqCst);
         let mut found = HashMap::with_capacity(ids.len());
         let mut missing = Vec::new();
