@@ -7,7 +7,7 @@ use diesel::dsl::min;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_query;
-use diesel::sql_types::{Interval, Timestamptz};
+use diesel::sql_types::{Array, Interval, Text, Timestamptz};
 
 use crate::Error;
 use crate::events::{Causes, Transition};
@@ -201,10 +201,11 @@ pub fn run_sweep(
 ///    connected: a device closed without logging out stops counting as use once it is
 ///    silent for a window (slack of one session granularity for rows written lazily).
 /// 2. Users silent for a window are disconnected.
+///    Each gets a `sweep` transition to offline, if others were not told so already, in
+///    the same statement ([`disconnect_silent`]).
 /// 3. Manual and custom statuses whose end has come are ended (`expiry`).
-/// 4. The users whose shown presence time alone may have changed since they were told (those
-///    just disconnected, those told online whose activity passed the away timeout) get a
-///    transition if it did: `sweep` to offline, `idle` to away.
+/// 4. The connected users told online whose activity passed the away timeout get an
+///    `idle` transition to away.
 ///
 /// Returns the transitions recorded.
 pub fn sweep(
@@ -234,36 +235,24 @@ pub fn sweep(
     .bind::<Timestamptz, _>(at)
     .bind::<Interval, _>(timings.session_granularity())
     .execute(conn)?;
-    // Shown offline already (by the window), so no `changed_at`: nothing an admin is shown
-    // changes.
-    let mut candidates: Vec<UserId> = diesel::update(
-        users::table
-            .filter(users::online_status.eq(OnlineStatus::Online))
-            .filter(users::last_seen.lt(at - window)),
-    )
-    .set(users::online_status.eq(OnlineStatus::Offline))
-    .returning(users::id)
-    .get_results(conn)?;
-    let mut changes = crate::status_ends::expire_statuses(conn, timings)?;
-    // What time alone changes of what others are shown, besides the ends just expired: a
-    // user disconnected above goes offline, a connected user told online goes away once
-    // their last activity is older than the away timeout (the partial index of migration
-    // 000016). Nothing else moves without a write, and every write records its own
-    // change, so a tick reads in proportion to what changes, not to who is online.
-    candidates.extend(
-        users::table
-            .filter(users::online_status.eq(OnlineStatus::Online))
-            .filter(users::published_presence.eq(Presence::Online))
-            .filter(
-                users::active_at
-                    .lt(at - timings.away_after())
-                    .or(users::active_at.is_null()),
-            )
-            .select(users::id)
-            .load::<UserId>(conn)?,
-    );
-    candidates.sort_unstable();
-    candidates.dedup();
+    let mut changes = disconnect_silent(conn, at - window)?;
+    changes.extend(crate::status_ends::expire_statuses(conn, timings)?);
+    // What else time alone changes of what others are shown, besides the ends just
+    // expired: a connected user told online goes away once their last activity is older
+    // than the away timeout (the partial index of migration 000016). Nothing else moves
+    // without a write, and every write records its own change, so a tick reads in
+    // proportion to what changes, not to who is online.
+    let idle: Vec<UserId> = users::table
+        .filter(users::online_status.eq(OnlineStatus::Online))
+        .filter(users::published_presence.eq(Presence::Online))
+        .filter(
+            users::active_at
+                .lt(at - timings.away_after())
+                .or(users::active_at.is_null()),
+        )
+        .order(users::id)
+        .select(users::id)
+        .load(conn)?;
     let causes = Causes {
         presence: None,
         custom: ChangeReason::Expiry,
@@ -271,11 +260,53 @@ pub fn sweep(
     changes.extend(crate::events::record_changes(
         conn,
         timings,
-        &candidates,
+        &idle,
         Some(at),
         causes,
     )?);
     Ok(changes)
+}
+
+/// Disconnects the users silent since before `silent_before` and records, in the same
+/// statement, a `sweep` transition for each whom others were told is not offline; returns
+/// the transitions. Others are shown a disconnected user offline, with their public
+/// `last_seen` and nothing else: [`crate::shown::ShownRow::shown_to_others`], rendered
+/// here in SQL (`tests/rule.rs` holds the two together).
+///
+/// Each such user's row is written once: disconnected and told in one `UPDATE`, not
+/// disconnected, then locked and read, then told (a mass sweep cost 4 to 5 times the bare
+/// disconnecting `UPDATE` that way). Joining every presence others may have been told
+/// gives each transition the presence it starts from without reading the row again. A
+/// row another transaction wrote since the statement began is re-checked on its new
+/// version against that join, so a user whose told presence changed meanwhile is passed
+/// over until the next tick (that writer recorded its own transition), and one heard
+/// meanwhile is not silent.
+fn disconnect_silent(
+    conn: &mut PgConnection,
+    silent_before: DateTime<Utc>,
+) -> QueryResult<Vec<Transition>> {
+    // UPDATE … FROM, with what it returns inserted in the same statement: more than the
+    // DSL says.
+    sql_query(
+        "WITH gone AS ( \
+           UPDATE users u SET online_status = 'offline', published_presence = 'offline', \
+             published_status_text = NULL, published_status_emoji = NULL, \
+             published_dnd_until = NULL \
+           FROM unnest($2::text[]) AS was (told) \
+           WHERE u.online_status = 'online' AND u.last_seen < $1 \
+             AND u.published_presence = was.told \
+           RETURNING u.id, was.told, \
+             presence_public_last_seen(u.availability, u.invisible_since, u.last_seen) \
+               AS last_seen) \
+         INSERT INTO presence_events (user_id, from_status, to_status, reason, at, last_seen) \
+         SELECT id, told, 'offline', 'sweep', clock_timestamp(), last_seen FROM gone \
+         WHERE told <> 'offline' ORDER BY id \
+         RETURNING id, user_id, from_status, to_status, at, reason, last_seen, \
+                   status_text, status_emoji, dnd_until, revision",
+    )
+    .bind::<Timestamptz, _>(silent_before)
+    .bind::<Array<Text>, _>(Presence::ALL)
+    .load(conn)
 }
 
 #[cfg(test)]

@@ -275,3 +275,66 @@ fn logging_out_everywhere_racing_logins_leaves_the_user_online_exactly_if_a_sess
         );
     }
 }
+
+#[test]
+fn a_sweep_racing_manual_statuses_of_silent_users_keeps_one_chain_of_transitions() {
+    use presence_model::manual::{StatusUpdate, Update};
+    use presence_model::sweeps;
+    use presence_model::vocabulary::Availability;
+    let db = TestDatabase::new();
+    let availabilities = [
+        Availability::Dnd,
+        Availability::Away,
+        Availability::Invisible,
+        Availability::Auto,
+    ];
+    let sweep = |conn: &mut PgConnection| {
+        conn.transaction(|conn| sweeps::sweep(conn, TIMINGS, TimeDelta::zero()))
+            .unwrap()
+    };
+    for trial in 0..20 {
+        // Eight users told online, silent for longer than the window.
+        let ids: Vec<UserId> = (0..8)
+            .map(|n| {
+                let id = register(&db, &format!("silent{trial}x{n}"));
+                users::open_session(&mut db.pool().get().unwrap(), TIMINGS, id)
+                    .unwrap()
+                    .unwrap();
+                id
+            })
+            .collect();
+        let listed = ids.iter().map(|id| id.to_string()).collect::<Vec<_>>();
+        db.execute(&format!(
+            "UPDATE users SET last_seen = now() - interval '1 hour' WHERE id IN ({})",
+            listed.join(", ")
+        ));
+        // A sweep, and a manual status for each of them (which tells others they are
+        // offline: nobody is connected), released together.
+        at_once(&db, 9, |i, conn| {
+            if i == 0 {
+                sweep(conn);
+                return;
+            }
+            let change = StatusUpdate {
+                availability: Update::Set((availabilities[(trial + i) % 4], None)),
+                ..Default::default()
+            };
+            manual::set_status(conn, TIMINGS, ids[i - 1], &change)
+                .unwrap()
+                .expect("the user exists");
+        });
+        // The next tick takes whoever that one passed over.
+        sweep(&mut db.pool().get().unwrap());
+        for &id in &ids {
+            let events = history(&db, id);
+            let mut told = Presence::Offline;
+            for event in &events {
+                assert_eq!(event.from, told, "trial {trial}: {events:?}");
+                assert_ne!(event.from, event.to, "trial {trial}: {events:?}");
+                told = event.to;
+            }
+            assert_eq!(told, Presence::Offline, "trial {trial}: {events:?}");
+            assert_eq!(stored_status(&db, id), "offline", "trial {trial}");
+        }
+    }
+}

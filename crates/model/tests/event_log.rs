@@ -182,3 +182,25 @@ fn the_default_partition_is_trimmed_in_batches() {
     );
     assert!(db.query_i64("SELECT dropped_through AS n FROM event_publication") > 0);
 }
+
+#[test]
+fn deleting_users_deletes_their_history_and_nobody_elses() {
+    let db = TestDatabase::new();
+    let gone = [register(&db, "gone1"), register(&db, "gone2")];
+    let kept = register(&db, "kept");
+    for user in [gone[0], gone[1], kept] {
+        record_in(&db, user.0, 0);
+        record_in(&db, user.0, 30);
+    }
+    db.execute(&format!(
+        "DELETE FROM users WHERE id IN ({}, {})",
+        gone[0], gone[1]
+    ));
+    let events_of = |user: i64| {
+        db.query_i64(&format!(
+            "SELECT count(*) AS n FROM presence_events WHERE user_id = {user}"
+        ))
+    };
+    assert_eq!((events_of(gone[0].0), events_of(gone[1].0)), (0, 0));
+    assert_eq!(events_of(kept.0), 2);
+}
