@@ -620,8 +620,13 @@ def sweep(common):
               env=dict(os.environ, **dict(common, RUST_LOG="info")))
     sweep_ms = (time.perf_counter() - begun) * 1000
     marked = int(out.stdout.split()[0])
-    inner = re.search(r"in ([0-9.]+)(ms|s)", out.stderr)
-    inner_ms = float(inner.group(1)) * (1000 if inner.group(2) == "s" else 1) if inner else None
+    scale = {"s": 1000, "ms": 1, "µs": 0.001}
+    # The sweep's own transaction (what the bare UPDATE is held to), then the whole tick
+    # (with the ends it schedules and the sample it takes).
+    inner = re.search(r"swept in ([0-9.]+)(ms|s|µs)", out.stderr)
+    inner_ms = float(inner.group(1)) * scale[inner.group(2)] if inner else None
+    tick = re.search(r"took a sample, in ([0-9.]+)(ms|s|µs)", out.stderr)
+    tick_ms = float(tick.group(1)) * scale[tick.group(2)] if tick else None
     recorded = int(sql("SELECT count(*) FROM presence_events")) - events_before
     # Recorded by the sweep's own transaction; published by the worker's catch-up.
     deadline = time.time() + 600
@@ -633,12 +638,12 @@ def sweep(common):
     # A steady tick right after: half a million users online and active, nothing stale.
     steady = run([str(ROOT / "target" / "release" / "presence-worker"), "sweep-once"],
                  env=dict(os.environ, **dict(common, RUST_LOG="info")))
-    steady_inner = re.search(r"in ([0-9.]+)(ms|s|µs)", steady.stderr)
-    scale = {"s": 1000, "ms": 1, "µs": 0.001}
+    steady_inner = re.search(r"swept in ([0-9.]+)(ms|s|µs)", steady.stderr)
     steady_ms = float(steady_inner.group(1)) * scale[steady_inner.group(2)] if steady_inner else None
     return {
         "users": SWEEP_USERS, "stale": stale, "marked_offline": marked,
-        "bare_update_ms": bare, "sweep_ms": inner_ms, "sweep_process_ms": sweep_ms,
+        "bare_update_ms": bare, "sweep_ms": inner_ms, "sweep_tick_ms": tick_ms,
+        "sweep_process_ms": sweep_ms,
         "recorded_with_the_sweep": recorded, "recorded_and_published_ms": published_ms,
         # From the sweep's commit (its process exits right after) to the last row sent.
         "published_after_commit_ms": published_ms - sweep_ms,
@@ -728,7 +733,7 @@ def report(results):
          f"RSS {results['presence_cache_memory']['rss_before'] / 2**20:,.0f} -> {results['presence_cache_memory']['rss_after'] / 2**20:,.0f} MiB"),
         ("4. row writes during heartbeats", f"{writes['rows_written']:,} rows for {writes['heartbeats']:,} heartbeats",
          f"{writes['rows_per_heartbeat']:.4f} per heartbeat; {writes['rows_per_sec']:,.0f}/s vs bound {writes['bound_rows_per_sec']:,.0f}/s = {ratios['writes_per_sec_vs_bound']:.2f}"),
-        ("5. sweep, 1M users / 500k stale", f"{sweep['sweep_ms']:,.0f} ms (bare UPDATE {sweep['bare_update_ms']:,.0f} ms)",
+        ("5. sweep, 1M users / 500k stale", f"{sweep['sweep_ms']:,.0f} ms (bare UPDATE {sweep['bare_update_ms']:,.0f} ms; the whole tick with its sample {sweep['sweep_tick_ms']:,.0f} ms)",
          f"{ratios['sweep_vs_bare_update']:.2f} x bare (target <= 2; the sweep now also records its {sweep['recorded_with_the_sweep']:,} transitions); all published after {sweep['recorded_and_published_ms']:,.0f} ms = {ratios['sweep_recorded_and_published_vs_bare_update']:.2f} x"),
         ("5b. the sweep's 500k transitions on Redis", f"{sweep['published_after_commit_ms']:,.0f} ms after the sweep's commit",
          f"{sweep['recorded_with_the_sweep'] / (sweep['published_after_commit_ms'] / 1000):,.0f} transitions/s (target <= 10 s; ~120 s in the issue)"),

@@ -271,6 +271,11 @@ pub async fn sweep_tick(
             .users_marked_offline
             .inc_by(run.users_marked_offline() as u64);
         let sweep_took = started.elapsed();
+        log::info!(
+            "sweep {tick_at}: {} transitions, {} users marked offline, swept in {sweep_took:?}",
+            run.changes.len(),
+            run.users_marked_offline()
+        );
         metrics.sweep_duration.observe(sweep_took.as_secs_f64());
         metrics
             .last_successful_sweep
@@ -308,14 +313,7 @@ pub async fn sweep(tick: Tick, state: Data<Arc<WorkerState>>) -> Result<(), BoxD
     let outcome = sweep_tick(&state, tick_at).await;
     state.metrics.job(metrics::SWEEP, &outcome);
     match outcome {
-        Ok(Some(run)) => {
-            log::info!(
-                "sweep {tick_at}: {} transitions, {} users marked offline",
-                run.changes.len(),
-                run.users_marked_offline()
-            );
-            Ok(())
-        }
+        Ok(Some(_)) => Ok(()),
         Ok(None) => {
             log::debug!("sweep {tick_at}: already run by another worker");
             Ok(())

@@ -50,7 +50,8 @@ async fn sweep_once(config: &Config) -> Result<(), jobs::Error> {
     let marked = run.map_or(0, |run| run.users_marked_offline());
     println!("{marked} users marked offline");
     log::info!(
-        "swept, and queued the publishing of the transitions, in {:?}",
+        "swept, queued the publishing of the transitions, scheduled the coming ends and \
+         took a sample, in {:?}",
         started.elapsed()
     );
     Ok(())
