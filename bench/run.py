@@ -7,6 +7,7 @@ users for the sweep. Prints a table and writes bench/results/latest.json. Needs 
 PostgreSQL and Redis (as `just test` does); installs wrk if missing. Not part of CI.
 """
 
+import concurrent.futures
 import json
 import os
 import platform
@@ -71,7 +72,7 @@ def ensure_wrk():
 
 
 def wrk(path, *, method="GET", tokens=None, body=None, connections=CONNECTIONS, threads="2",
-        duration=DURATION):
+        duration=DURATION, port=API_PORT):
     env = dict(os.environ, BENCH_METHOD=method, BENCH_PATH=path, BENCH_USERS=str(USERS))
     if body is not None:
         body_file = RESULTS / f"body-{abs(hash(body))}.json"
@@ -81,7 +82,7 @@ def wrk(path, *, method="GET", tokens=None, body=None, connections=CONNECTIONS, 
     if tokens:
         env["BENCH_TOKENS"] = str(tokens)
         command += ["-s", str(ROOT / "bench" / "rotate_tokens.lua")]
-    command.append(f"http://127.0.0.1:{API_PORT}{path}")
+    command.append(f"http://127.0.0.1:{port}{path}")
     out = run(command, env=env).stdout
     rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
@@ -286,6 +287,9 @@ def main():
 
         log("13. steady status changes: from a transition to Redis")
         results["steady_publish_latency"] = steady_publish_latency(tokens)
+
+        log("14. unit costs: one API replica, then two API replicas and two workers")
+        results["replica_unit_costs"] = replica_unit_costs(api, tokens)
     finally:
         stop(api)
 
@@ -528,6 +532,59 @@ def heartbeats_at_a_real_cadence(tokens_file, period_s=30, warm_up_s=60, duratio
             "user_row_writes_per_user_per_minute": written / users / (duration_s / 60)}
 
 
+def cpu_seconds(pid):
+    """User and system CPU time the process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def database_transactions():
+    return int(sql("SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                   f"WHERE datname = '{DB_NAME}'"))
+
+
+def unit_costs(apis, path, method, tokens):
+    """`path` on every replica of `apis` (process, port) at once, the connections shared
+    among them: requests/s in all, and per request the replicas' CPU time and PostgreSQL's
+    transactions (which it reports at most once a second, hence the pause)."""
+    connections = str(max(1, int(CONNECTIONS) // len(apis)))
+    cpu_before = [cpu_seconds(process.pid) for process, _ in apis]
+    xacts_before = database_transactions()
+    with concurrent.futures.ThreadPoolExecutor(len(apis)) as pool:
+        runs = list(pool.map(lambda api: wrk(path, method=method, tokens=tokens, threads="1",
+                                             connections=connections, port=api[1]), apis))
+    cpu = sum(cpu_seconds(process.pid) for process, _ in apis) - sum(cpu_before)
+    time.sleep(FLUSH_MS / 1000 + 2)
+    requests = sum(one["requests"] for one in runs)
+    return {"replicas": len(apis), "requests_per_sec": sum(one["requests_per_sec"] for one in runs),
+            "requests": requests, "non_2xx": sum(one["non_2xx"] for one in runs),
+            "api_cpu_us_per_request": cpu / requests * 1e6,
+            "database_transactions_per_request": (database_transactions() - xacts_before) / requests}
+
+
+def replica_unit_costs(api, tokens):
+    """What a request costs one replica alone and each of two replicas side by side (with
+    a second worker): the capacity plan multiplies these unit costs by replicas."""
+    second = start("presence-api", dict(COMMON, LISTEN_ADDR=f"127.0.0.1:{SECOND_API_PORT}",
+                                        METRICS_LISTEN_ADDR=f"127.0.0.1:{SECOND_API_PORT + 9}",
+                                        LAST_SEEN_FLUSH_MS=str(FLUSH_MS), DATABASE_POOL_SIZE="16"))
+    second_worker = start("presence-worker", dict(COMMON, WORKER_HTTP_ADDR=f"127.0.0.1:{WORKER_PORT + 1}",
+                                                  SWEEP_SCHEDULE="0 0 0 1 1 * 2099"))
+    one = [(api, API_PORT)]
+    two = [(api, API_PORT), (second, SECOND_API_PORT)]
+    try:
+        wait_for(f"http://127.0.0.1:{SECOND_API_PORT}/healthz")
+        costs = {}
+        for name, path, method in (("heartbeat", "/api/users/heartbeat/", "POST"),
+                                   ("user_status", "/api/users/{id}/status/", "GET")):
+            costs[name] = {"one": unit_costs(one, path, method, tokens),
+                           "two": unit_costs(two, path, method, tokens)}
+        return costs
+    finally:
+        stop(second)
+        stop(second_worker)
+
+
 def resident_bytes(pid):
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024
@@ -747,6 +804,15 @@ def report(results):
         ("13. steady status changes, transition to Redis",
          f"p50 {steady['p50_ms']:.1f} ms, p99 {steady['p99_ms']:.1f} ms" if steady.get("p99_ms") is not None else "no change arrived",
          f"{steady['arrived']:,} changes at {steady['rate_per_sec']}/s through the API (target p99 <= 50 ms)"),
+    ]
+    for name, costs in results["replica_unit_costs"].items():
+        one, two = costs["one"], costs["two"]
+        rows.append((f"14. {name}: 1 replica / 2 replicas + 2 workers",
+                     f"{one['api_cpu_us_per_request']:.0f} / {two['api_cpu_us_per_request']:.0f} us API CPU per request, "
+                     f"{one['database_transactions_per_request']:.4f} / {two['database_transactions_per_request']:.4f} PostgreSQL transactions",
+                     f"{one['requests_per_sec']:,.0f} / {two['requests_per_sec']:,.0f} req/s on 2 cores in all; "
+                     f"CPU per request {two['api_cpu_us_per_request'] / one['api_cpu_us_per_request']:.2f} x"))
+    rows += [
         ("6. admin first page (100) at 100k", f"p50 {page['p50_ms']:.2f} ms, p99 {page['p99_ms']:.2f} ms", "target p99 <= 20 ms"),
     ]
     rows += stream_rows(results, ratios, base)
