@@ -265,6 +265,11 @@ def main():
         log("3b. GET /api/users/{id}/status/, ids spread over the 100,000 users")
         results["user_status"] = wrk("/api/users/{id}/status/", tokens=tokens)
 
+        # Here, while every session is still heard: later a session's first request after
+        # minutes of silence writes at once (it brings its user back), another path.
+        log("14. unit costs: one API replica, then two API replicas and two workers")
+        results["replica_unit_costs"] = replica_unit_costs(api, tokens)
+
         heartbeats = results["heartbeat"]["requests"]
         results["heartbeat_writes"] = {
             "rows_written": writes,
@@ -288,9 +293,6 @@ def main():
 
         log("13. steady status changes: from a transition to Redis")
         results["steady_publish_latency"] = steady_publish_latency(tokens)
-
-        log("14. unit costs: one API replica, then two API replicas and two workers")
-        results["replica_unit_costs"] = replica_unit_costs(api, tokens)
     finally:
         stop(api)
 
@@ -592,9 +594,6 @@ def replica_unit_costs(api, tokens):
         costs = {}
         for name, path, method in (("heartbeat", "/api/users/heartbeat/", "POST"),
                                    ("user_status", "/api/users/{id}/status/", "GET")):
-            # Not counted: by now the users have been silent for minutes, and a session's
-            # first request after a silence writes at once (it brings its user back).
-            wrk(path, method=method, tokens=tokens, duration="5s")
             costs[name] = {"one": unit_costs(one, path, method, tokens),
                            "two": unit_costs(two, path, method, tokens)}
         return costs
