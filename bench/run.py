@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+LOGS = RESULTS / "logs"
 SERVER = os.environ.get("BENCH_DATABASE_SERVER", "postgres://postgres@127.0.0.1:5432")
 DB_NAME = "presence_bench"
 DATABASE_URL = f"{SERVER}/{DB_NAME}"
@@ -169,13 +170,19 @@ def seed(admin_hash):
 
 
 def start(binary, env):
-    return subprocess.Popen(
-        [str(ROOT / "target" / "release" / binary)],
-        env=dict(os.environ, **env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    """Starts `binary` with its log in `bench/results/logs/`. Never to a pipe nobody reads:
+    once 64 KiB of warnings filled it, the process blocked writing the next one, and
+    every request it held waited (a run's reconnect storm stalled so at 0 % CPU)."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    name = env.get("LISTEN_ADDR") or env.get("WORKER_HTTP_ADDR") or "any"
+    log_file = LOGS / f"{binary}-{name.replace(':', '_')}-{time.strftime('%H%M%S')}.log"
+    with open(log_file, "w") as stderr:
+        return subprocess.Popen(
+            [str(ROOT / "target" / "release" / binary)],
+            env=dict(os.environ, **env),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
 
 
 def stop(process):
