@@ -84,7 +84,7 @@ impl Application {
             redis,
             config_prefix: prefix.to_owned(),
         });
-        let listener = TcpListener::bind(&config.listen_addr)?;
+        let listener = presence_runtime::listeners::listen(&config.listen_addr)?;
         let metrics_listener = TcpListener::bind(&config.metrics_listen_addr)?;
         let metrics_addr = metrics_listener.local_addr()?;
         let metrics_server = metrics_server(metrics_listener, state.clone())?;

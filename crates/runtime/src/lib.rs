@@ -3,6 +3,7 @@
 pub mod addresses;
 pub mod blocking;
 pub mod config;
+pub mod listeners;
 pub mod logging;
 pub mod metrics;
 pub mod nudges;
