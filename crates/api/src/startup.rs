@@ -24,6 +24,7 @@ use crate::state::AppState;
 use crate::stream::{self, StreamHub};
 use crate::throttle::{LoginThrottle, PasswordHashing};
 use crate::tickets::Tickets;
+use presence_model::feed;
 use presence_model::jobs::presence_changes_channel;
 use presence_runtime::nudges::{Asked, PublishNudges, StatusEnds};
 use presence_runtime::redis_conn::LazyRedis;
@@ -150,11 +151,20 @@ impl Application {
             config.last_seen_flush_ms,
             config.heartbeat_interval_ms,
         ));
+        let pool = app_state.pool.clone();
         actix_web::rt::spawn(stream::follow_published_changes(
             app_state.streams.clone(),
             app_state.clone(),
             config.redis.redis_url.clone(),
             presence_changes_channel(&config.redis.redis_prefix),
+            move || {
+                let pool = pool.clone();
+                async move {
+                    presence_runtime::blocking::with_connection(&pool, feed::latest_revision)
+                        .await
+                        .ok()
+                }
+            },
         ));
         actix_web::rt::spawn(stream::counts::report_open_streams(
             app_state.streams.clone(),

@@ -262,7 +262,7 @@ impl StreamHub {
     /// The last revision received since the subscription began: a snapshot read from the
     /// presence cache now is as of it. `None` while nothing is known.
     pub fn last_received(&self) -> Option<Revision> {
-        self.recent().last()
+        self.recent().last_arrived()
     }
 
     /// Registers a stream of `owner`, opened with `session`, for `ids` (everyone if
@@ -387,10 +387,17 @@ impl StreamHub {
 
     /// Nothing published is known to arrive from now on (the subscription was lost), or
     /// what was published before now never arrived (it began again): the recent changes
-    /// go, and starts are read from PostgreSQL until changes arrive again.
-    fn forget_recent(&self) {
-        self.recent_mut().clear();
+    /// go, and starts are read from PostgreSQL until changes arrive again or a seed is
+    /// taken. Returns the subscription now begun.
+    fn forget_recent(&self) -> u64 {
         self.metrics.applied_revision.set(0);
+        self.recent_mut().clear()
+    }
+
+    /// Every revision given after `latest` will arrive in `subscription` (see
+    /// [`RecentChanges::seed`]).
+    fn seed_recent(&self, subscription: u64, latest: Revision) {
+        self.recent_mut().seed(subscription, latest);
     }
 
     /// Every stream may have missed changes (the Redis subscription was down): each gets
@@ -737,16 +744,26 @@ fn changes_frame(batch: &Batch) -> Bytes {
 /// Follows the Redis channel of published changes for as long as the process runs, and
 /// hands each to `streams` (after telling `delivered`). Whenever the subscription is
 /// (re)established, the streams already open are resynced: changes published while nobody
-/// listened never reached this process.
-pub async fn follow_published_changes(
+/// listened never reached this process. Then `latest_given` (the greatest revision given,
+/// from PostgreSQL) seeds the window of recent changes.
+pub async fn follow_published_changes<L>(
     streams: Arc<StreamHub>,
     delivered: impl Delivered,
     redis_url: String,
     channel: String,
-) {
+    latest_given: impl Fn() -> L,
+) where
+    L: std::future::Future<Output = Option<Revision>> + 'static,
+{
     follow_channel(&redis_url, &channel, |followed| match followed {
         Followed::Subscribed => {
-            streams.forget_recent();
+            let subscription = streams.forget_recent();
+            let (hub, latest) = (streams.clone(), latest_given());
+            actix_web::rt::spawn(async move {
+                if let Some(latest) = latest.await {
+                    hub.seed_recent(subscription, latest);
+                }
+            });
             delivered.may_have_missed();
             streams.following.store(true, Ordering::Release);
             if streams.open() > 0 {

@@ -9,6 +9,13 @@
 //! anything still on its way reaches the stream live, after what the window gave. The
 //! window is emptied whenever the subscription is (re)established or lost (what was
 //! published meanwhile never arrived), and is bounded by a count and by the resume reach.
+//!
+//! A replica that has heard nothing since it subscribed would know nothing, and send every
+//! resume to PostgreSQL (a quiet deployment, or a replica just restarted when another's
+//! clients storm it). So once subscribed it reads the greatest revision given so far and
+//! is [`seeded`](RecentChanges::seed) with it: a revision is sent only after it is given,
+//! so every revision given later arrives here, and a resume from that one on is answered
+//! from memory.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -27,6 +34,10 @@ pub(super) struct RecentChanges {
     /// Every revision after this one is held (or on its way); `None`: nothing is known
     /// since the subscription began.
     complete_after: Option<Revision>,
+    /// The last revision that arrived since the subscription began (a seed never did).
+    last_arrived: Option<Revision>,
+    /// Counts the subscriptions: a seed read during an earlier one is not taken.
+    subscription: u64,
 }
 
 impl RecentChanges {
@@ -37,17 +48,41 @@ impl RecentChanges {
             reach,
             changes: VecDeque::new(),
             complete_after: None,
+            last_arrived: None,
+            subscription: 0,
         }
     }
 
     /// Forgets everything: the subscription began again or was lost, and what was
     /// published meanwhile never arrived.
-    pub fn clear(&mut self) {
+    /// Returns the subscription now begun, for [`seed`](Self::seed).
+    pub fn clear(&mut self) -> u64 {
         self.changes.clear();
         self.complete_after = None;
+        self.last_arrived = None;
+        self.subscription += 1;
+        self.subscription
     }
 
-    /// The last revision that arrived since the subscription began, if any.
+    /// Every revision after `latest` arrives: it was the greatest given when read, after
+    /// `subscription` was confirmed. Taken only if that subscription still holds and
+    /// nothing has arrived in it yet (the first arrival already starts the window, and
+    /// what came before it may have been evicted). Returns whether it was taken.
+    pub fn seed(&mut self, subscription: u64, latest: Revision) -> bool {
+        if subscription != self.subscription || self.complete_after.is_some() {
+            return false;
+        }
+        self.complete_after = Some(latest);
+        true
+    }
+
+    /// The last revision that arrived since the subscription began, if any: a snapshot
+    /// from what this replica heard is as of it.
+    pub fn last_arrived(&self) -> Option<Revision> {
+        self.last_arrived
+    }
+
+    /// The last revision known since the subscription began (arrived, or the seed).
     pub fn last(&self) -> Option<Revision> {
         self.changes
             .back()
@@ -65,6 +100,7 @@ impl RecentChanges {
             Some(_) => {}
         }
         self.changes.push_back((revision, now, status));
+        self.last_arrived = Some(revision);
         self.evict(now);
         true
     }
@@ -215,6 +251,42 @@ mod tests {
         assert!(recent.push(Revision(20), status(1), now));
         assert_eq!(recent.since(Revision(19), None, 100, now), None);
         assert_eq!(recent.since(Revision(20), None, 100, now), Some(Ok(vec![])));
+    }
+
+    #[test]
+    fn a_seed_answers_resumes_from_it_on_and_claims_no_arrival() {
+        let now = Instant::now();
+        let mut recent = RecentChanges::new(100, REACH);
+        let subscription = recent.clear();
+        assert!(recent.seed(subscription, Revision(30)));
+        assert_eq!(recent.since(Revision(29), None, 100, now), None);
+        assert_eq!(recent.since(Revision(30), None, 100, now), Some(Ok(vec![])));
+        assert_eq!(recent.since(Revision(31), None, 100, now), None);
+        // A snapshot from memory is not as of the seed: nothing arrived.
+        assert_eq!(recent.last_arrived(), None);
+        // Given before the seed was read, sent after the subscription: already had.
+        assert!(!recent.push(Revision(30), status(1), now));
+        assert!(recent.push(Revision(31), status(2), now));
+        let found = recent.since(Revision(30), None, 100, now).unwrap().unwrap();
+        assert_eq!(revisions(&found), [31]);
+        assert_eq!(recent.last_arrived(), Some(Revision(31)));
+    }
+
+    #[test]
+    fn a_seed_is_refused_once_a_change_arrived_or_the_subscription_changed() {
+        let now = Instant::now();
+        let mut recent = RecentChanges::new(100, REACH);
+        let first = recent.clear();
+        assert!(recent.push(Revision(40), status(1), now));
+        assert!(!recent.seed(first, Revision(38)));
+        assert_eq!(recent.since(Revision(38), None, 100, now), None);
+
+        let second = recent.clear();
+        let third = recent.clear();
+        assert!(!recent.seed(second, Revision(41)));
+        assert_eq!(recent.last(), None);
+        assert!(recent.seed(third, Revision(41)));
+        assert_eq!(recent.last(), Some(Revision(41)));
     }
 
     #[test]

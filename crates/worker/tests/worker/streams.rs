@@ -222,6 +222,65 @@ async fn a_resume_inside_the_recent_window_is_served_from_memory_and_one_before_
     assert_eq!(resumes(&a).await, (before.0 + 2.0, before.1 + 1.0));
 }
 
+/// A replica that has heard no change since it subscribed (a quiet deployment, or one just
+/// restarted when another's clients come to it) resumes from memory all the same: once
+/// subscribed it reads the greatest revision given, and every later one arrives.
+#[actix_web::test]
+async fn a_replica_that_heard_nothing_yet_resumes_from_the_latest_revision_from_memory() {
+    let a = TestApp::spawn().await;
+    let _worker = queue_worker(&a);
+    let alice = a.register("alice").await;
+    let (_, observer) = a.sign_up("observer").await;
+    let token = a.login("alice").await;
+    all_published(&a).await;
+    let latest =
+        a.db.query_i64("SELECT max(revision) AS n FROM presence_events");
+    assert_eq!(
+        latest,
+        latest_revision(&a, alice),
+        "alice's login is the last change"
+    );
+    let b = a.replica(|_| {}).await;
+    let ids = format!("ids={alice}");
+
+    let seeded = eventually(WAIT, async || {
+        let before = resumes(&b).await;
+        let _stream = b
+            .open_stream(&ids, Some(&observer), Some(latest))
+            .await
+            .unwrap();
+        resumes(&b).await.0 > before.0
+    })
+    .await;
+    assert!(
+        seeded,
+        "a resume from the latest revision is served from memory"
+    );
+
+    // One before it may have been sent before B subscribed: the outbox, exactly.
+    let before = resumes(&b).await;
+    let mut earlier = b
+        .open_stream(&ids, Some(&observer), Some(latest - 1))
+        .await
+        .unwrap();
+    let missed = next(&mut earlier).await;
+    assert_eq!(summary(&missed), [(alice, "online".to_owned())]);
+    assert_eq!(missed.id, Some(latest));
+    assert_eq!(resumes(&b).await, (before.0, before.1 + 1.0));
+
+    // From the latest: nothing missed, from memory, then the next change live.
+    let mut caught_up = b
+        .open_stream(&ids, Some(&observer), Some(latest))
+        .await
+        .unwrap();
+    assert_eq!(resumes(&b).await, (before.0 + 1.0, before.1 + 1.0));
+    a.post("/api/users/logout/", Some(&token), None).await;
+    let live = next(&mut caught_up).await;
+    assert_eq!(live.event, "presence");
+    assert_eq!(summary(&live), [(alice, "offline".to_owned())]);
+    assert!(live.id > Some(latest));
+}
+
 #[actix_web::test]
 async fn resuming_reaches_back_as_far_as_configured_and_no_further() {
     let a = TestApp::spawn_with(|config| config.streams.stream_resume_secs = 2).await;
