@@ -193,13 +193,11 @@ async fn look_up_session(
     state: &web::Data<AppState>,
     token_hash: Vec<u8>,
 ) -> Result<Arc<CachedSession>, ApiError> {
-    let (lookup, ttl) = (token_hash.clone(), state.session_ttl);
-    let live = db(state, move |conn| {
-        tokens::find_live_session(conn, &lookup, ttl)
-    })
-    .await?
-    .ok_or(ApiError::Unauthenticated)?;
-    Ok(state.sessions.remember(token_hash, live))
+    state
+        .sessions
+        .look_up(&state.pool, token_hash)
+        .await?
+        .ok_or(ApiError::Unauthenticated)
 }
 
 impl FromRequest for Admin {

@@ -48,7 +48,7 @@ pub struct CoalescedReads<K, V, E> {
 
 impl<K, V, E> CoalescedReads<K, V, E>
 where
-    K: Hash + Eq + Copy + 'static,
+    K: Hash + Eq + Clone + 'static,
     V: Clone + 'static,
     E: 'static,
 {
@@ -74,10 +74,10 @@ where
         let mut answers = Vec::with_capacity(keys.len());
         let start_a_read = {
             let mut queue = lock(&self.queue);
-            for &key in keys {
+            for key in keys {
                 let (sender, receiver) = oneshot::channel();
-                queue.waiting.entry(key).or_default().push(sender);
-                answers.push((key, receiver));
+                queue.waiting.entry(key.clone()).or_default().push(sender);
+                answers.push((key.clone(), receiver));
             }
             let start = queue.in_flight < self.most_in_flight;
             if start {
@@ -128,7 +128,7 @@ impl<K, V, E> Drop for Running<'_, K, V, E> {
 /// waiting for them, until nothing waits.
 async fn drain<K, V, E, F, Fut>(queue: Arc<Mutex<Queue<K, V, E>>>, batch: usize, read: F)
 where
-    K: Hash + Eq + Copy,
+    K: Hash + Eq + Clone,
     V: Clone,
     F: Fn(Vec<K>) -> Fut,
     Fut: Future<Output = Result<Vec<(K, V)>, E>>,
@@ -147,12 +147,12 @@ where
                 running.finished = true;
                 return;
             }
-            let keys: Vec<K> = queue.waiting.keys().take(batch).copied().collect();
+            let keys: Vec<K> = queue.waiting.keys().take(batch).cloned().collect();
             keys.into_iter()
                 .filter_map(|key| queue.waiting.remove_entry(&key))
                 .collect()
         };
-        let keys = taken.iter().map(|(key, _)| *key).collect();
+        let keys = taken.iter().map(|(key, _)| key.clone()).collect();
         match read(keys).await {
             Ok(values) => {
                 let mut values: HashMap<K, V> = values.into_iter().collect();

@@ -20,6 +20,8 @@ pub struct Metrics {
     /// The database's clock minus this process's, as last measured.
     pub clock_offset: Gauge,
     pub presence_cache: crate::presence_cache::CacheMetrics,
+    /// Queries looking up sessions the cache did not hold.
+    pub session_lookups: IntCounter,
 }
 
 impl Metrics {
@@ -129,8 +131,14 @@ impl Metrics {
                  requests missed together",
             )?)?,
         };
+        let session_lookups = registry.register(IntCounter::new(
+            "session_lookups_total",
+            "Queries that looked up sessions this replica had not cached, each for what \
+             concurrent requests missed together",
+        )?)?;
         Ok(Self {
             presence_cache,
+            session_lookups,
             streams,
             registry,
             requests,

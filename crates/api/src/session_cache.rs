@@ -9,19 +9,35 @@
 //! connection dropped keeps its entries (so cached sessions keep working through a
 //! PostgreSQL outage, when nobody can revoke) and, once reconnected, evicts every session
 //! revoked since it last heard from PostgreSQL before trusting anything again.
+//!
+//! A miss is looked up together with every other miss at that moment
+//! ([`crate::coalesced_reads`]): when a replica dies and its clients reconnect to this one,
+//! 15,000 sessions it never saw cost a few dozen queries, not 15,000.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::TimeDelta;
 use moka::sync::Cache;
+use presence_model::DbPool;
 use presence_model::policy::PresencePolicy;
+use presence_model::tokens;
 use presence_model::views::LiveSession;
+use presence_runtime::blocking::{BlockingError, with_connection};
+use prometheus::IntCounter;
+
+use crate::coalesced_reads::{CoalescedReads, ReadFailed};
 
 /// How long a revocation is remembered, so that a lookup racing it cannot cache the
 /// session again.
 const REVOKED_MEMORY: Duration = Duration::from_secs(10);
 /// Sessions cached at most; memory stays bounded whatever the traffic.
 pub const AUTH_CACHE_CAPACITY: u64 = 100_000;
+/// Lookups of missed sessions running at once: a quarter of the default pool, so that a
+/// storm of them never takes every connection from the writes.
+const LOOKUPS_IN_FLIGHT: usize = 4;
+/// Sessions one lookup reads at most.
+const LOOKUP_BATCH: usize = 1000;
 
 /// A cached session.
 pub struct CachedSession {
@@ -32,11 +48,20 @@ pub struct CachedSession {
 pub struct SessionCache {
     sessions: Cache<Vec<u8>, Arc<CachedSession>>,
     revoked: Cache<Vec<u8>, ()>,
+    lookups: CoalescedReads<Vec<u8>, LiveSession, BlockingError>,
+    /// A session unused for this long is not live (`SESSION_TTL`).
+    session_ttl: TimeDelta,
+    /// Counts the lookup queries.
+    queries: IntCounter,
 }
 
 impl SessionCache {
-    pub fn new(policy: &PresencePolicy) -> Self {
+    /// Trusts an entry for the policy's `session_trust`; `queries` counts the lookups.
+    pub fn new(policy: &PresencePolicy, session_ttl: TimeDelta, queries: IntCounter) -> Self {
         Self {
+            lookups: CoalescedReads::new(LOOKUPS_IN_FLIGHT, LOOKUP_BATCH),
+            session_ttl,
+            queries,
             sessions: Cache::builder()
                 .max_capacity(AUTH_CACHE_CAPACITY)
                 .time_to_live(policy.session_trust())
@@ -51,6 +76,32 @@ impl SessionCache {
     /// The cached session, if there is one.
     pub fn cached(&self, token_hash: &[u8]) -> Option<Arc<CachedSession>> {
         self.sessions.get(token_hash)
+    }
+
+    /// Looks the session of `token_hash` up in PostgreSQL, with the other misses queued
+    /// meanwhile, and caches it (unless revoked meanwhile). `None`: no live session.
+    pub async fn look_up(
+        &self,
+        pool: &DbPool,
+        token_hash: Vec<u8>,
+    ) -> Result<Option<Arc<CachedSession>>, ReadFailed<BlockingError>> {
+        let (pool, ttl, queries) = (pool.clone(), self.session_ttl, self.queries.clone());
+        let mut found = self
+            .lookups
+            .read(std::slice::from_ref(&token_hash), move |hashes| {
+                queries.inc();
+                let pool = pool.clone();
+                async move {
+                    with_connection(&pool, move |conn| {
+                        tokens::find_live_sessions(conn, &hashes, ttl)
+                    })
+                    .await
+                }
+            })
+            .await?;
+        Ok(found
+            .remove(&token_hash)
+            .map(|live| self.remember(token_hash, live)))
     }
 
     /// Caches a session looked up just now, unless it was revoked meanwhile.
@@ -102,7 +153,11 @@ mod tests {
         };
         let policy =
             PresencePolicy::new(timings, TimeDelta::seconds(10), TimeDelta::seconds(30)).unwrap();
-        let cache = SessionCache::new(&policy);
+        let cache = SessionCache::new(
+            &policy,
+            TimeDelta::days(30),
+            IntCounter::new("q", "q").unwrap(),
+        );
         cache.remember(b"a".to_vec(), live(1));
         assert!(cache.cached(b"a").is_some());
         cache.revoke(b"a");

@@ -67,10 +67,15 @@ impl Application {
         let presence =
             PresenceCache::new(config.presence_cache_users, metrics.presence_cache.clone());
         let replica = presence_runtime::replicas::replica_name("api");
+        let sessions = SessionCache::new(
+            &policy,
+            config.session_ttl(),
+            metrics.session_lookups.clone(),
+        );
         let state = web::Data::new(AppState {
             pool,
             metrics,
-            sessions: SessionCache::new(&policy),
+            sessions,
             presence,
             activity: std::sync::Arc::new(ActivityBuffer::new(replica.clone())),
             nudges,

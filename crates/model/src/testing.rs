@@ -90,6 +90,17 @@ impl TestDatabase {
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// Takes `lock` (say `LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE`) in a transaction
+    /// of a connection of its own, held until the guard is dropped: the queries that need
+    /// it wait, so a test can pile requests up behind it.
+    pub fn hold(&self, lock: &str) -> HeldLock {
+        use diesel::connection::SimpleConnection;
+        let mut conn = self.pool.get().expect("connection");
+        conn.batch_execute(&format!("BEGIN; {lock}"))
+            .unwrap_or_else(|e| panic!("{lock}: {e}"));
+        HeldLock(conn)
+    }
+
     /// Runs a query returning one `bigint` column named `n`, such as `SELECT count(*) AS n ...`.
     pub fn query_i64(&self, sql: &str) -> i64 {
         #[derive(diesel::QueryableByName)]
@@ -102,6 +113,20 @@ impl TestDatabase {
             .get_result::<Row>(&mut conn)
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
             .n
+    }
+}
+
+/// A lock held in an open transaction (see [`TestDatabase::hold`]); released on drop.
+pub struct HeldLock(
+    diesel::r2d2::PooledConnection<diesel::r2d2::ConnectionManager<diesel::PgConnection>>,
+);
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        use diesel::connection::SimpleConnection;
+        if let Err(e) = self.0.batch_execute("COMMIT") {
+            eprintln!("could not release a held lock: {e}");
+        }
     }
 }
 

@@ -107,34 +107,49 @@ pub(crate) fn touch(
 
 /// Finds the live session whose token hashes to `token_hash` (see
 /// [`hash_token`]): not revoked, used within `session_ttl`.
-///
-/// This runs on every session-cache miss, so it is written with diesel's query builder:
-/// its SQL is fixed, and diesel keeps it prepared per connection (a `sql_query` would be
-/// parsed and planned again each time, which costs more than running it).
 pub fn find_live_session(
     conn: &mut PgConnection,
     token_hash: &[u8],
     session_ttl: TimeDelta,
 ) -> QueryResult<Option<LiveSession>> {
+    let found = find_live_sessions(conn, &[token_hash.to_vec()], session_ttl)?;
+    Ok(found.into_iter().next().map(|(_, live)| live))
+}
+
+/// The live sessions among `token_hashes`, each with its hash, as [`find_live_session`]
+/// finds one: a replica that thousands of clients reach at once (a reconnect storm after
+/// another replica died) looks their sessions up a batch at a time, not one query each.
+///
+/// This runs on every session-cache miss, so it is written with diesel's query builder:
+/// its SQL is fixed (`= ANY($1)` whatever the count), and diesel keeps it prepared per
+/// connection (a `sql_query` would be parsed and planned again each time, which costs
+/// more than running it).
+pub fn find_live_sessions(
+    conn: &mut PgConnection,
+    token_hashes: &[Vec<u8>],
+    session_ttl: TimeDelta,
+) -> QueryResult<Vec<(Vec<u8>, LiveSession)>> {
     use crate::schema::{sessions, users};
     use diesel::dsl::now;
     use diesel::prelude::*;
 
     sessions::table
         .inner_join(users::table)
-        .filter(sessions::token_hash.eq(token_hash))
+        .filter(sessions::token_hash.eq_any(token_hashes))
         .filter(sessions::revoked_at.is_null())
         .filter(sessions::last_seen.ge(now.into_sql::<Timestamptz>() - session_ttl))
         .select((
-            sessions::id,
-            users::id,
-            users::is_admin,
-            users::online_status,
-            users::last_seen,
-            users::active_at,
+            sessions::token_hash,
+            (
+                sessions::id,
+                users::id,
+                users::is_admin,
+                users::online_status,
+                users::last_seen,
+                users::active_at,
+            ),
         ))
-        .first(conn)
-        .optional()
+        .load(conn)
 }
 
 #[cfg(test)]

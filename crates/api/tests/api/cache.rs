@@ -235,3 +235,59 @@ async fn a_cold_replica_reads_what_concurrent_requests_miss_together() {
         warm
     );
 }
+
+/// 80 clients this replica never saw reach it at once (their replica died): their sessions
+/// are looked up a batch at a time. PostgreSQL holds the lookups back until every request
+/// waits; at most four queries run at once, and a handful answer all 80.
+#[actix_web::test]
+async fn first_requests_of_many_sessions_are_looked_up_together() {
+    const CLIENTS: i64 = 80;
+    let app = TestApp::spawn().await;
+    app.db.execute(&format!(
+        "INSERT INTO users (username, password_hash, online_status, last_seen, active_at) \
+         SELECT 'storm' || g, 'x', 'online', now(), now() FROM generate_series(1, {CLIENTS}) g"
+    ));
+    app.db.execute(
+        "INSERT INTO sessions (user_id, token_hash) \
+         SELECT id, sha256(convert_to('storm-token-' || id, 'UTF8')) FROM users \
+         WHERE username LIKE 'storm%'",
+    );
+    let first = app
+        .db
+        .query_i64("SELECT min(id) AS n FROM users WHERE username LIKE 'storm%'");
+    let lookups = "presence_api_session_lookups_total";
+    let before = app.metric(lookups).await;
+    let waiting = "SELECT count(*) AS n FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+
+    let held = app.db.hold("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE");
+    let requests = futures_util::future::join_all((first..first + CLIENTS).map(|id| {
+        let app = &app;
+        async move {
+            let response = app
+                .get("/api/users/me/", Some(&format!("storm-token-{id}")))
+                .await;
+            (id, response)
+        }
+    }));
+    let release = async {
+        let piled_up = eventually(Duration::from_secs(10), async || {
+            app.metric("presence_api_http_requests_in_flight").await >= CLIENTS as f64
+                && app.db.query_i64(waiting) == 4
+        })
+        .await;
+        let most_at_once = app.db.query_i64(waiting);
+        drop(held);
+        (piled_up, most_at_once)
+    };
+    let (answers, (piled_up, most_at_once)) = futures_util::join!(requests, release);
+
+    assert!(piled_up, "every request waits, four lookups on the lock");
+    assert_eq!(most_at_once, 4);
+    for (id, response) in answers {
+        assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+        assert_eq!(response.body["id"], id);
+    }
+    let queries = app.metric(lookups).await - before;
+    assert!(queries <= 8.0, "{queries} lookups for {CLIENTS} sessions");
+}
