@@ -169,8 +169,7 @@ pub(crate) fn record_changes(
                                       status_text, status_emoji, dnd_until) \
          SELECT user_id, from_status, to_status, reason, clock_timestamp(), last_seen, \
                 status_text, status_emoji, dnd_until FROM changed ORDER BY user_id \
-         RETURNING id, user_id, from_status, to_status, at, reason, last_seen, \
-                   status_text, status_emoji, dnd_until, revision",
+         RETURNING *",
     )
     .bind::<Array<BigInt>, _>(&changed.user_ids)
     .bind::<Array<Text>, _>(&changed.from)
@@ -182,6 +181,13 @@ pub(crate) fn record_changes(
     .bind::<Array<Nullable<Timestamptz>>, _>(&changed.dnd_until)
     .load(conn)
 }
+
+/// What telling others that a user is offline writes (`users.published_*`): the presence,
+/// and nothing else shown (see [`ShownRow::shown_to_others`]). For the sweep's statement,
+/// which tells many at once in SQL; kept beside [`Told`], so a column added to what others
+/// are told is added here too.
+pub(crate) const TOLD_OFFLINE: &str = "published_presence = 'offline', \
+     published_status_text = NULL, published_status_emoji = NULL, published_dnd_until = NULL";
 
 /// The transitions to record, column by column (bound as arrays).
 #[derive(Default)]

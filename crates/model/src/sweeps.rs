@@ -2,6 +2,8 @@
 //! `sweep_runs`), the time nobody could be heard in (gaps between sweeps, not counted as
 //! silence), and the sweep's work itself.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::dsl::min;
 use diesel::pg::PgConnection;
@@ -10,7 +12,7 @@ use diesel::sql_query;
 use diesel::sql_types::{Array, Interval, Text, Timestamptz};
 
 use crate::Error;
-use crate::events::{Causes, Transition};
+use crate::events::{Causes, TOLD_OFFLINE, Transition};
 use crate::ids::UserId;
 use crate::schema::{activity_flushes, sweep_runs, users};
 use crate::settings::Timings;
@@ -286,12 +288,11 @@ fn disconnect_silent(
     silent_before: DateTime<Utc>,
 ) -> QueryResult<Vec<Transition>> {
     // UPDATE … FROM, with what it returns inserted in the same statement: more than the
-    // DSL says.
-    sql_query(
-        "WITH gone AS ( \
-           UPDATE users u SET online_status = 'offline', published_presence = 'offline', \
-             published_status_text = NULL, published_status_emoji = NULL, \
-             published_dnd_until = NULL \
+    // DSL says. Built once: what others are told of the offline is the outbox's.
+    static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH gone AS ( \
+           UPDATE users u SET online_status = 'offline', {TOLD_OFFLINE} \
            FROM unnest($2::text[]) AS was (told) \
            WHERE u.online_status = 'online' AND u.last_seen < $1 \
              AND u.published_presence = was.told \
@@ -301,12 +302,13 @@ fn disconnect_silent(
          INSERT INTO presence_events (user_id, from_status, to_status, reason, at, last_seen) \
          SELECT id, told, 'offline', 'sweep', clock_timestamp(), last_seen FROM gone \
          WHERE told <> 'offline' ORDER BY id \
-         RETURNING id, user_id, from_status, to_status, at, reason, last_seen, \
-                   status_text, status_emoji, dnd_until, revision",
-    )
-    .bind::<Timestamptz, _>(silent_before)
-    .bind::<Array<Text>, _>(Presence::ALL)
-    .load(conn)
+         RETURNING *"
+        )
+    });
+    sql_query(STATEMENT.as_str())
+        .bind::<Timestamptz, _>(silent_before)
+        .bind::<Array<Text>, _>(Presence::ALL)
+        .load(conn)
 }
 
 #[cfg(test)]
