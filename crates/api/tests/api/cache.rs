@@ -238,7 +238,8 @@ async fn a_cold_replica_reads_what_concurrent_requests_miss_together() {
 
 /// 80 clients this replica never saw reach it at once (their replica died): their sessions
 /// are looked up a batch at a time. PostgreSQL holds the lookups back until every request
-/// waits; at most four queries run at once, and a handful answer all 80.
+/// waits; at most four queries run at once (fewer when the first batches took every
+/// request already queued), and a handful answer all 80.
 #[actix_web::test]
 async fn first_requests_of_many_sessions_are_looked_up_together() {
     const CLIENTS: i64 = 80;
@@ -276,7 +277,7 @@ async fn first_requests_of_many_sessions_are_looked_up_together() {
         // Within the client's 5 s request timeout.
         let piled_up = eventually(Duration::from_secs(4), async || {
             app.metric("presence_api_http_requests_in_flight").await >= CLIENTS as f64
-                && app.db.query_i64(waiting) == 4
+                && app.db.query_i64(waiting) >= 1
         })
         .await;
         let most_at_once = app.db.query_i64(waiting);
@@ -285,8 +286,11 @@ async fn first_requests_of_many_sessions_are_looked_up_together() {
     };
     let (answers, (piled_up, most_at_once)) = futures_util::join!(requests, release);
 
-    assert!(piled_up, "every request waits, four lookups on the lock");
-    assert_eq!(most_at_once, 4);
+    assert!(piled_up, "every request waits, lookups on the lock");
+    assert!(
+        (1..=4).contains(&most_at_once),
+        "{most_at_once} lookups at once"
+    );
     for (id, response) in answers {
         assert_eq!(response.status, StatusCode::OK, "{}", response.body);
         assert_eq!(response.body["id"], id);
