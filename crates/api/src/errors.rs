@@ -168,7 +168,9 @@ impl From<crate::coalesced_reads::ReadFailed<presence_runtime::blocking::Blockin
                 }
                 e => Self::internal(e.to_string()),
             },
-            ReadFailed::Abandoned => Self::internal("the read of missed users was abandoned"),
+            ReadFailed::Abandoned => {
+                Self::internal("a read shared with other requests was abandoned")
+            }
         }
     }
 }
