@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text, Timestamptz};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -18,7 +18,7 @@ use crate::ids::{EventId, Revision, UserId};
 use crate::schema::{event_publication, presence_events, users};
 use crate::settings::Timings;
 use crate::shown::{ShownRow, facts_at};
-use crate::views::PublicStatus;
+use crate::views::{PublicStatus, StatusDetails};
 use crate::vocabulary::{ChangeReason, Presence};
 
 /// What everyone but the user and admins is shown of one user changed: a
@@ -40,9 +40,8 @@ pub struct Transition {
     pub at: DateTime<Utc>,
     pub reason: ChangeReason,
     pub last_seen: Option<DateTime<Utc>>,
-    pub status_text: Option<String>,
-    pub status_emoji: Option<String>,
-    pub dnd_until: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub details: StatusDetails,
     /// Its place in the order transitions are published in (what a stream's `Last-Event-ID`
     /// counts); `None` until it is being published.
     #[serde(default)]
@@ -58,9 +57,7 @@ impl Transition {
             presence: self.to,
             online_status: self.to.online_status(),
             last_seen: self.last_seen,
-            status_text: self.status_text.clone(),
-            status_emoji: self.status_emoji.clone(),
-            dnd_until: self.dnd_until,
+            details: self.details.clone(),
         }
     }
 }
@@ -86,29 +83,21 @@ impl Causes {
 }
 
 /// What others were last told of a user (the `published_*` columns), in the terms of
-/// what they are shown now: the two are compared.
+/// what they are shown now: the two are compared. Not `last_seen`, which moves with
+/// every request; others are told it with each change.
 #[derive(Debug, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
 struct Told {
     #[diesel(column_name = published_presence)]
     presence: Presence,
-    #[diesel(column_name = published_status_text)]
-    status_text: Option<String>,
-    #[diesel(column_name = published_status_emoji)]
-    status_emoji: Option<String>,
-    #[diesel(column_name = published_dnd_until)]
-    dnd_until: Option<DateTime<Utc>>,
+    #[diesel(column_name = published_details)]
+    details: StatusDetails,
 }
 
 impl Told {
-    /// What telling others `status` tells them.
-    fn of(status: &PublicStatus) -> Self {
-        Self {
-            presence: status.presence,
-            status_text: status.status_text.clone(),
-            status_emoji: status.status_emoji.clone(),
-            dnd_until: status.dnd_until,
-        }
+    /// Whether others were told `status` already.
+    fn matches(&self, status: &PublicStatus) -> bool {
+        self.presence == status.presence && self.details == status.details
     }
 }
 
@@ -134,7 +123,7 @@ pub(crate) fn record_changes(
     let mut changed = TransitionRows::default();
     for (facts, at, told) in rows {
         let now = ShownRow::from_facts(&facts, timings, at).shown_to_others();
-        if Told::of(&now) == told {
+        if told.matches(&now) {
             continue;
         }
         let reason = if now.presence == told.presence {
@@ -157,18 +146,16 @@ pub(crate) fn record_changes(
     diesel::sql_query(
         "WITH changed AS ( \
            SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], \
-                                $5::timestamptz[], $6::text[], $7::text[], $8::timestamptz[]) \
-             AS c(user_id, from_status, to_status, reason, last_seen, status_text, \
-                  status_emoji, dnd_until)), \
+                                $5::timestamptz[], $6::jsonb[]) \
+             AS c(user_id, from_status, to_status, reason, last_seen, details)), \
          told AS ( \
-           UPDATE users u SET published_presence = c.to_status, \
-             published_status_text = c.status_text, published_status_emoji = c.status_emoji, \
-             published_dnd_until = c.dnd_until \
+           UPDATE users u \
+           SET published_presence = c.to_status, published_details = c.details \
            FROM changed c WHERE u.id = c.user_id) \
          INSERT INTO presence_events (user_id, from_status, to_status, reason, at, last_seen, \
-                                      status_text, status_emoji, dnd_until) \
+                                      details) \
          SELECT user_id, from_status, to_status, reason, clock_timestamp(), last_seen, \
-                status_text, status_emoji, dnd_until FROM changed ORDER BY user_id \
+                details FROM changed ORDER BY user_id \
          RETURNING *",
     )
     .bind::<Array<BigInt>, _>(&changed.user_ids)
@@ -176,18 +163,14 @@ pub(crate) fn record_changes(
     .bind::<Array<Text>, _>(&changed.to)
     .bind::<Array<Text>, _>(&changed.reasons)
     .bind::<Array<Nullable<Timestamptz>>, _>(&changed.last_seen)
-    .bind::<Array<Nullable<Text>>, _>(&changed.status_text)
-    .bind::<Array<Nullable<Text>>, _>(&changed.status_emoji)
-    .bind::<Array<Nullable<Timestamptz>>, _>(&changed.dnd_until)
+    .bind::<Array<Jsonb>, _>(&changed.details)
     .load(conn)
 }
 
 /// What telling others that a user is offline writes (`users.published_*`): the presence,
-/// and nothing else shown (see [`ShownRow::shown_to_others`]). For the sweep's statement,
-/// which tells many at once in SQL; kept beside [`Told`], so a column added to what others
-/// are told is added here too.
-pub(crate) const TOLD_OFFLINE: &str = "published_presence = 'offline', \
-     published_status_text = NULL, published_status_emoji = NULL, published_dnd_until = NULL";
+/// and no details (see [`ShownRow::shown_to_others`]). For the sweep's statement, which
+/// tells many at once in SQL; kept beside [`Told`].
+pub(crate) const TOLD_OFFLINE: &str = "published_presence = 'offline', published_details = '{}'";
 
 /// The transitions to record, column by column (bound as arrays).
 #[derive(Default)]
@@ -197,9 +180,7 @@ struct TransitionRows {
     to: Vec<Presence>,
     reasons: Vec<ChangeReason>,
     last_seen: Vec<Option<DateTime<Utc>>>,
-    status_text: Vec<Option<String>>,
-    status_emoji: Vec<Option<String>>,
-    dnd_until: Vec<Option<DateTime<Utc>>>,
+    details: Vec<StatusDetails>,
 }
 
 impl TransitionRows {
@@ -209,9 +190,7 @@ impl TransitionRows {
         self.to.push(now.presence);
         self.reasons.push(reason);
         self.last_seen.push(now.last_seen);
-        self.status_text.push(now.status_text);
-        self.status_emoji.push(now.status_emoji);
-        self.dnd_until.push(now.dnd_until);
+        self.details.push(now.details);
     }
 }
 
@@ -303,9 +282,10 @@ mod tests {
                 .into(),
             reason: ChangeReason::Login,
             last_seen: None,
-            status_text: Some("lunch".into()),
-            status_emoji: None,
-            dnd_until: None,
+            details: StatusDetails {
+                status_text: Some("lunch".into()),
+                ..StatusDetails::default()
+            },
             revision: Some(Revision(5)),
         };
         let json = serde_json::to_value(&change).unwrap();

@@ -36,10 +36,8 @@ diesel::table! {
         recorded_at -> Timestamptz,
         revision_at -> Nullable<Timestamptz>,
         last_seen -> Nullable<Timestamptz>,
-        status_text -> Nullable<Text>,
-        status_emoji -> Nullable<Text>,
-        dnd_until -> Nullable<Timestamptz>,
         revision -> Nullable<Int8>,
+        details -> Jsonb,
     }
 }
 
@@ -114,9 +112,7 @@ diesel::table! {
         status_emoji -> Nullable<Text>,
         status_expires_at -> Nullable<Timestamptz>,
         published_presence -> Text,
-        published_status_text -> Nullable<Text>,
-        published_status_emoji -> Nullable<Text>,
-        published_dnd_until -> Nullable<Timestamptz>,
+        published_details -> Jsonb,
     }
 }
 

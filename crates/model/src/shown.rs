@@ -22,7 +22,7 @@ use crate::ids::UserId;
 use crate::schema::users;
 use crate::settings::Timings;
 use crate::sql::{coalesce, presence_of, presence_public, presence_shown_online};
-use crate::views::{AdminStatus, OwnStatus, PublicStatus};
+use crate::views::{AdminStatus, OwnStatus, PublicStatus, StatusDetails};
 use crate::vocabulary::{Availability, Presence};
 use diesel::dsl::now;
 
@@ -156,11 +156,13 @@ impl ShownRow {
             presence,
             online_status: presence.online_status(),
             last_seen,
-            status_text: self.status_text.clone().filter(|_| custom),
-            status_emoji: self.status_emoji.clone().filter(|_| custom),
-            dnd_until: self
-                .availability_until
-                .filter(|_| presence == Presence::Dnd),
+            details: StatusDetails {
+                status_text: self.status_text.clone().filter(|_| custom),
+                status_emoji: self.status_emoji.clone().filter(|_| custom),
+                dnd_until: self
+                    .availability_until
+                    .filter(|_| presence == Presence::Dnd),
+            },
         }
     }
 
@@ -291,13 +293,13 @@ mod tests {
         assert_eq!(public.presence, Presence::Offline);
         assert_eq!(public.online_status, OnlineStatus::Offline);
         assert_eq!(public.last_seen, invisible.public_last_seen);
-        assert_eq!((public.status_text, public.status_emoji), (None, None));
+        assert_eq!(public.details, StatusDetails::default());
         let admin = invisible.shown_to_admins();
         assert_eq!(
             (admin.status.presence, admin.invisible),
             (Presence::Online, true)
         );
-        assert_eq!(admin.status.status_text.as_deref(), Some("lunch"));
+        assert_eq!(admin.status.details.status_text.as_deref(), Some("lunch"));
         let own = invisible.shown_to_self();
         assert_eq!(
             (own.status.presence, own.availability),

@@ -1,8 +1,15 @@
 //! The values readers are given, one per viewer: what everyone but admins and the user is
-//! shown (`PublicStatus`), what admins are (`AdminStatus`), what the user is
-//! (`OwnStatus`); and a live session as the API caches it (`LiveSession`).
+//! shown (`PublicStatus`, its `StatusDetails` stored whole), what admins are
+//! (`AdminStatus`), what the user is (`OwnStatus`); and a live session as the API caches
+//! it (`LiveSession`).
+
+use std::io::Write;
 
 use chrono::{DateTime, Utc};
+use diesel::deserialize::{self, FromSql};
+use diesel::pg::{Pg, PgValue};
+use diesel::serialize::{self, IsNull, Output, ToSql};
+use diesel::sql_types::Jsonb;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{SessionId, UserId};
@@ -20,10 +27,57 @@ pub struct PublicStatus {
     /// states.
     pub online_status: OnlineStatus,
     pub last_seen: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub details: StatusDetails,
+}
+
+/// What others are shown of a user besides their presence and `last_seen`: empty while
+/// they are shown offline. The outbox stores, compares and publishes it as one value
+/// (JSON: `users.published_details`, `presence_events.details`), so a field added here
+/// needs no migration and no change to the outbox.
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = Jsonb)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StatusDetails {
     pub status_text: Option<String>,
     pub status_emoji: Option<String>,
     /// When a do-not-disturb ends, if it has an end.
     pub dnd_until: Option<DateTime<Utc>>,
+}
+
+/// PostgreSQL's binary `jsonb`: a version byte, then the JSON text.
+const JSONB_VERSION: u8 = 1;
+
+impl ToSql<Jsonb, Pg> for StatusDetails {
+    /// Empty fields are left out, so a status with no details is stored as `{}`.
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        let mut value = serde_json::to_value(self)?;
+        if let Some(fields) = value.as_object_mut() {
+            fields.retain(|_, field| !field.is_null());
+        }
+        out.write_all(&[JSONB_VERSION])?;
+        serde_json::to_writer(out, &value)?;
+        Ok(IsNull::No)
+    }
+}
+
+impl FromSql<Jsonb, Pg> for StatusDetails {
+    fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
+        match value.as_bytes().split_first() {
+            Some((&JSONB_VERSION, json)) => Ok(serde_json::from_slice(json)?),
+            _ => Err("not jsonb of version 1".into()),
+        }
+    }
 }
 
 /// A user's status as admins are shown it (the admins' list): the truth, in the shape

@@ -343,7 +343,7 @@ fn a_changes_poll_misses_no_write_that_commits_after_it() {
             let last = done.load(Ordering::SeqCst);
             let page = directory::list_users(&mut conn, TIMINGS, &query(Some(as_of))).unwrap();
             for user in &page.users {
-                seen.insert(user.id(), user.status.status.status_text.clone());
+                seen.insert(user.id(), user.status.status.details.status_text.clone());
             }
             as_of = page.as_of;
             if last {
@@ -356,7 +356,7 @@ fn a_changes_poll_misses_no_write_that_commits_after_it() {
             .unwrap()
             .users
             .iter()
-            .map(|user| (user.id(), user.status.status.status_text.clone()))
+            .map(|user| (user.id(), user.status.status.details.status_text.clone()))
             .collect();
     assert_eq!(seen, truth);
 }

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::prelude::*;
 use diesel::sql_query;
-use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Jsonb, Nullable, Text, Timestamptz};
 use presence_model::OnlineStatus;
 use presence_model::events::Transition;
 use presence_model::facts::UserFacts;
@@ -17,7 +17,7 @@ use presence_model::ids::UserId;
 use presence_model::shown::ShownRow;
 use presence_model::sweeps;
 use presence_model::testing::{TIMINGS, TestDatabase, register, sql_presence};
-use presence_model::views::PublicStatus;
+use presence_model::views::{PublicStatus, StatusDetails};
 use presence_model::vocabulary::{Availability, ChangeReason, Presence};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -93,18 +93,14 @@ fn the_rust_rule_and_the_sql_functions_agree() {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Told {
     presence: Presence,
-    status_text: Option<String>,
-    status_emoji: Option<String>,
-    dnd_until: Option<DateTime<Utc>>,
+    details: StatusDetails,
 }
 
 impl Told {
     fn of(status: &PublicStatus) -> Self {
         Self {
             presence: status.presence,
-            status_text: status.status_text.clone(),
-            status_emoji: status.status_emoji.clone(),
-            dnd_until: status.dnd_until,
+            details: status.details.clone(),
         }
     }
 }
@@ -126,9 +122,11 @@ fn told() -> impl Strategy<Value = Told> {
             let connected = presence != Presence::Offline;
             Told {
                 presence,
-                status_text: text.filter(|_| connected),
-                status_emoji: emoji.filter(|_| connected),
-                dnd_until: dnd_until.filter(|_| presence == Presence::Dnd),
+                details: StatusDetails {
+                    status_text: text.filter(|_| connected),
+                    status_emoji: emoji.filter(|_| connected),
+                    dnd_until: dnd_until.filter(|_| presence == Presence::Dnd),
+                },
             }
         })
 }
@@ -187,7 +185,10 @@ fn moved(id: UserId, facts: &UserFacts, told: &Told, by: TimeDelta) -> (UserFact
         ..facts.clone()
     };
     let told = Told {
-        dnd_until: move_(told.dnd_until),
+        details: StatusDetails {
+            dnd_until: move_(told.details.dnd_until),
+            ..told.details.clone()
+        },
         ..told.clone()
     };
     (facts, told)
@@ -199,8 +200,7 @@ fn store(conn: &mut PgConnection, facts: &UserFacts, told: &Told) -> QueryResult
         "UPDATE users SET online_status = $2, last_seen = $3, active_at = $4, \
            availability = $5, availability_until = $6, invisible_since = $7, \
            status_text = $8, status_expires_at = $9, published_presence = $10, \
-           published_status_text = $11, published_status_emoji = $12, \
-           published_dnd_until = $13 WHERE id = $1",
+           published_details = $11 WHERE id = $1",
     )
     .bind::<BigInt, _>(facts.id)
     .bind::<Text, _>(facts.connected)
@@ -212,9 +212,7 @@ fn store(conn: &mut PgConnection, facts: &UserFacts, told: &Told) -> QueryResult
     .bind::<Nullable<Text>, _>(&facts.status_text)
     .bind::<Nullable<Timestamptz>, _>(facts.status_expires_at)
     .bind::<Text, _>(told.presence)
-    .bind::<Nullable<Text>, _>(&told.status_text)
-    .bind::<Nullable<Text>, _>(&told.status_emoji)
-    .bind::<Nullable<Timestamptz>, _>(told.dnd_until)
+    .bind::<Jsonb, _>(&told.details)
     .execute(conn)
 }
 

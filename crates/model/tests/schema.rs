@@ -29,6 +29,7 @@ fn declared() -> BTreeMap<String, BTreeMap<String, (String, bool)>> {
                 "Text" => "text",
                 "Bool" => "boolean",
                 "Bytea" => "bytea",
+                "Jsonb" => "jsonb",
                 "Timestamptz" => "timestamp with time zone",
                 other => panic!("map the diesel type {other} here"),
             };
