@@ -5,7 +5,7 @@ ALTER TABLE presence_events ADD COLUMN status_text TEXT, ADD COLUMN status_emoji
 UPDATE presence_events SET status_text = details ->> 'status_text',
     status_emoji = details ->> 'status_emoji',
     dnd_until = (details ->> 'dnd_until')::timestamptz
-    WHERE details <> '{}';
+    WHERE details IS NOT NULL;
 ALTER TABLE presence_events DROP COLUMN details;
 
 ALTER TABLE users ADD COLUMN published_status_text TEXT,
@@ -13,7 +13,7 @@ ALTER TABLE users ADD COLUMN published_status_text TEXT,
 UPDATE users SET published_status_text = published_details ->> 'status_text',
     published_status_emoji = published_details ->> 'status_emoji',
     published_dnd_until = (published_details ->> 'dnd_until')::timestamptz
-    WHERE published_details <> '{}';
+    WHERE published_details IS NOT NULL;
 ALTER TABLE users DROP COLUMN published_details;
 
 CREATE VIEW unpublished_events AS

@@ -2,10 +2,11 @@
 -- status, the dnd end) becomes one JSON value, the Rust type `StatusDetails`: as last told
 -- (`users.published_details`) and in each event (`presence_events.details`). The outbox
 -- compares, stores and publishes it whole, so a field others are shown is added in Rust
--- alone. `{}` is a status with no details: what others are shown of an offline user.
+-- alone. `NULL` is no details, what others are shown of an offline user: the sweep's
+-- events store none.
 DROP VIEW unpublished_events;
 
-ALTER TABLE users ADD COLUMN published_details JSONB NOT NULL DEFAULT '{}';
+ALTER TABLE users ADD COLUMN published_details JSONB;
 UPDATE users SET published_details = jsonb_strip_nulls(jsonb_build_object(
         'status_text', published_status_text, 'status_emoji', published_status_emoji,
         'dnd_until', published_dnd_until))
@@ -14,7 +15,7 @@ UPDATE users SET published_details = jsonb_strip_nulls(jsonb_build_object(
 ALTER TABLE users DROP COLUMN published_status_text, DROP COLUMN published_status_emoji,
     DROP COLUMN published_dnd_until;
 
-ALTER TABLE presence_events ADD COLUMN details JSONB NOT NULL DEFAULT '{}';
+ALTER TABLE presence_events ADD COLUMN details JSONB;
 UPDATE presence_events SET details = jsonb_strip_nulls(jsonb_build_object(
         'status_text', status_text, 'status_emoji', status_emoji, 'dnd_until', dnd_until))
     WHERE (status_text, status_emoji, dnd_until) IS DISTINCT FROM (NULL, NULL, NULL);

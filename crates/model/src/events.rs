@@ -163,14 +163,14 @@ pub(crate) fn record_changes(
     .bind::<Array<Text>, _>(&changed.to)
     .bind::<Array<Text>, _>(&changed.reasons)
     .bind::<Array<Nullable<Timestamptz>>, _>(&changed.last_seen)
-    .bind::<Array<Jsonb>, _>(&changed.details)
+    .bind::<Array<Nullable<Jsonb>>, _>(&changed.details)
     .load(conn)
 }
 
 /// What telling others that a user is offline writes (`users.published_*`): the presence,
 /// and no details (see [`ShownRow::shown_to_others`]). For the sweep's statement, which
 /// tells many at once in SQL; kept beside [`Told`].
-pub(crate) const TOLD_OFFLINE: &str = "published_presence = 'offline', published_details = '{}'";
+pub(crate) const TOLD_OFFLINE: &str = "published_presence = 'offline', published_details = NULL";
 
 /// The transitions to record, column by column (bound as arrays).
 #[derive(Default)]

@@ -37,7 +37,7 @@ diesel::table! {
         revision_at -> Nullable<Timestamptz>,
         last_seen -> Nullable<Timestamptz>,
         revision -> Nullable<Int8>,
-        details -> Jsonb,
+        details -> Nullable<Jsonb>,
     }
 }
 
@@ -112,7 +112,7 @@ diesel::table! {
         status_emoji -> Nullable<Text>,
         status_expires_at -> Nullable<Timestamptz>,
         published_presence -> Text,
-        published_details -> Jsonb,
+        published_details -> Nullable<Jsonb>,
     }
 }
 

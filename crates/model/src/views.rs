@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use diesel::deserialize::{self, FromSql};
 use diesel::pg::{Pg, PgValue};
 use diesel::serialize::{self, IsNull, Output, ToSql};
-use diesel::sql_types::Jsonb;
+use diesel::sql_types::{Jsonb, Nullable};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{SessionId, UserId};
@@ -33,20 +33,11 @@ pub struct PublicStatus {
 
 /// What others are shown of a user besides their presence and `last_seen`: empty while
 /// they are shown offline. The outbox stores, compares and publishes it as one value
-/// (JSON: `users.published_details`, `presence_events.details`), so a field added here
-/// needs no migration and no change to the outbox.
+/// (`users.published_details`, `presence_events.details`), so a field added here needs
+/// no migration and no change to the outbox.
 #[derive(
-    Debug,
-    Clone,
-    Default,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    diesel::expression::AsExpression,
-    diesel::deserialize::FromSqlRow,
+    Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, diesel::deserialize::FromSqlRow,
 )]
-#[diesel(sql_type = Jsonb)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatusDetails {
     pub status_text: Option<String>,
@@ -58,25 +49,29 @@ pub struct StatusDetails {
 /// PostgreSQL's binary `jsonb`: a version byte, then the JSON text.
 const JSONB_VERSION: u8 = 1;
 
-impl ToSql<Jsonb, Pg> for StatusDetails {
-    /// Empty fields are left out, so a status with no details is stored as `{}`.
+/// Stored as JSON, and empty details as `NULL`: so the events of a mass sweep, all of
+/// them to offline, store none.
+impl ToSql<Nullable<Jsonb>, Pg> for StatusDetails {
     fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
-        let mut value = serde_json::to_value(self)?;
-        if let Some(fields) = value.as_object_mut() {
-            fields.retain(|_, field| !field.is_null());
+        if *self == Self::default() {
+            return Ok(IsNull::Yes);
         }
         out.write_all(&[JSONB_VERSION])?;
-        serde_json::to_writer(out, &value)?;
+        serde_json::to_writer(out, self)?;
         Ok(IsNull::No)
     }
 }
 
-impl FromSql<Jsonb, Pg> for StatusDetails {
+impl FromSql<Nullable<Jsonb>, Pg> for StatusDetails {
     fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
         match value.as_bytes().split_first() {
             Some((&JSONB_VERSION, json)) => Ok(serde_json::from_slice(json)?),
             _ => Err("not jsonb of version 1".into()),
         }
+    }
+
+    fn from_nullable_sql(value: Option<PgValue<'_>>) -> deserialize::Result<Self> {
+        value.map_or_else(|| Ok(Self::default()), Self::from_sql)
     }
 }
 

@@ -212,7 +212,7 @@ fn store(conn: &mut PgConnection, facts: &UserFacts, told: &Told) -> QueryResult
     .bind::<Nullable<Text>, _>(&facts.status_text)
     .bind::<Nullable<Timestamptz>, _>(facts.status_expires_at)
     .bind::<Text, _>(told.presence)
-    .bind::<Jsonb, _>(&told.details)
+    .bind::<Nullable<Jsonb>, _>(&told.details)
     .execute(conn)
 }
 

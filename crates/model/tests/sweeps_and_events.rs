@@ -3,8 +3,10 @@
 use chrono::{DateTime, Utc};
 use presence_model::feed;
 use presence_model::ids::{EventId, UserId};
+use presence_model::manual::{self, StatusUpdate, Update};
 use presence_model::settings::Timings;
 use presence_model::testing::{TIMINGS, TestDatabase, register};
+use presence_model::views::StatusDetails;
 use presence_model::vocabulary::ChangeReason;
 use presence_model::{Error, events, presence, settings, sweeps, users};
 
@@ -240,6 +242,43 @@ fn a_silent_user_whose_dnd_also_ended_is_recorded_swept() {
             (ids[1], "dnd", "offline", "sweep")
         ]
     );
+}
+
+#[test]
+fn details_are_stored_as_one_json_value_and_none_as_null() {
+    let db = TestDatabase::new();
+    let ids = stale_online_users(&db, 1);
+    db.execute("UPDATE users SET last_seen = now()");
+    let mut conn = db.pool().get().unwrap();
+    let lunch = StatusUpdate {
+        text: Update::Set(Some("lunch".to_owned())),
+        ..Default::default()
+    };
+    let written = manual::set_status(&mut conn, TIMINGS, ids[0], &lunch)
+        .unwrap()
+        .unwrap();
+    let told = written
+        .transition
+        .expect("others are told the custom status");
+    assert_eq!(told.details.status_text.as_deref(), Some("lunch"));
+    let stored = |sql: &str| db.query_i64(&format!("SELECT count(*) AS n FROM {sql}"));
+    assert_eq!(
+        stored("presence_events WHERE details ->> 'status_text' = 'lunch'"),
+        1
+    );
+    assert_eq!(
+        stored("users WHERE published_details ->> 'status_text' = 'lunch'"),
+        1
+    );
+    // Silent: swept offline, where others are shown no details, and none are stored.
+    db.execute("UPDATE users SET last_seen = now() - interval '1 hour'");
+    let run = sweeps::run_sweep(&mut conn, tick(0), PERIOD, "sweep-test")
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.changes.len(), 1, "{:?}", run.changes);
+    assert_eq!(run.changes[0].details, StatusDetails::default());
+    assert_eq!(stored("presence_events WHERE details IS NULL"), 2);
+    assert_eq!(stored("users WHERE published_details IS NULL"), 1);
 }
 
 #[test]
