@@ -1,3 +1,5 @@
+-- Altered, not made anew as `up.sql` makes it: a database taken down and up again is
+-- for development, where the partitions made meanwhile converting rows costs nothing.
 DROP VIEW unpublished_events;
 
 ALTER TABLE presence_events ADD COLUMN status_text TEXT, ADD COLUMN status_emoji TEXT,

@@ -85,7 +85,7 @@ impl Causes {
 /// What others were last told of a user (the `published_*` columns), in the terms of
 /// what they are shown now: the two are compared. Not `last_seen`, which moves with
 /// every request; others are told it with each change.
-#[derive(Debug, PartialEq, Eq, Queryable, Selectable)]
+#[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
 struct Told {
     #[diesel(column_name = published_presence)]
